@@ -1,0 +1,3 @@
+from bpbench.cli import main
+
+main()

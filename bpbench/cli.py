@@ -1,0 +1,265 @@
+"""The bpbench command line: a thin Typer layer over `bpbench.run`, `gradcheck` and `compare`.
+
+Keep torch out of this module's imports: `bpbench --help` and `bpbench list` must start fast.
+Every error a user can cause ends in one line on stderr and exit code 2 (see errors.py).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, List, Optional
+
+import typer
+
+from bpbench import __version__
+from bpbench.errors import EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_INTERRUPTED, BadInput, Diverged
+
+try:  # Typer >= 0.20 vendors click; older releases depend on it.
+    from typer import _click as click
+except ImportError:  # pragma: no cover
+    import click
+
+
+def fail(message: str, code: int = EXIT_BAD_INPUT) -> None:
+    sys.stderr.write(f"bpbench: error: {' '.join(message.split())}\n")
+    sys.stderr.flush()
+    raise SystemExit(code)
+
+
+class OneLineErrors(typer.core.TyperGroup):
+    """Turns usage errors, BadInput and Ctrl-C into one line on stderr and an exit code."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        try:
+            rv = super().main(args=args, prog_name=prog_name, complete_var=complete_var,
+                              standalone_mode=False, **extra)
+        except click.exceptions.NoArgsIsHelpError as e:
+            sys.stdout.write(e.ctx.get_help() + "\n")
+            raise SystemExit(0)
+        except click.exceptions.UsageError as e:
+            fail(e.format_message())
+        except BadInput as e:
+            fail(str(e))
+        except (click.exceptions.Abort, KeyboardInterrupt):
+            fail("interrupted", EXIT_INTERRUPTED)
+        raise SystemExit(rv if isinstance(rv, int) else 0)
+
+
+app = typer.Typer(cls=OneLineErrors, add_completion=False, no_args_is_help=True,
+                  pretty_exceptions_enable=False,
+                  help="A command-line lab for backpropagation: the same small models trained with "
+                       "hand-written gradients, autograd and nn modules, on CPU and GPU, timed and "
+                       "memory-profiled by one harness.")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"bpbench {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                      help="Print the version and exit.")) -> None:
+    """bpbench: backpropagation, by hand and by autograd, measured."""
+
+
+@app.command("list")
+def list_cmd(as_json: bool = typer.Option(False, "--json", help="Print the registry as JSON.")) -> None:
+    """List experiments, their variants, defaults and source documents."""
+    from bpbench.experiments import REGISTRY
+
+    rows = [{"name": i.name, "variants": list(i.variants), "default_variant": i.variants[0],
+             "defaults": i.defaults(), "source": i.source, "summary": i.summary}
+            for i in REGISTRY.values()]
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title="bpbench experiments", show_lines=True)
+    for col in ("experiment", "variants", "defaults", "source"):
+        t.add_column(col, overflow="fold")
+    for r in rows:
+        d = r["defaults"]
+        t.add_row(f"[bold]{r['name']}[/]\n{r['summary']}",
+                  "\n".join(f"{v} (default)" if v == r["default_variant"] else v for v in r["variants"]),
+                  "\n".join(f"{k} = {d[k]}" for k in ("data", "epochs", "lr", "batch_size", "seed") if k in d),
+                  r["source"])
+    Console().print(t)
+
+
+# Options shared by run / gradcheck / compare, declared once.
+DeviceOpt = typer.Option(None, "--device", help="cpu or cuda.")
+SeedOpt = typer.Option(None, "--seed", help="Seed for every random choice (default: the config's).")
+ConfigOpt = typer.Option(None, "--config", help="TOML file of config values (below flags, above built-ins).")
+
+
+@app.command()
+def run(
+    experiment: str = typer.Argument(..., help="Experiment name (see `bpbench list`)."),
+    variant: Optional[str] = typer.Option(None, "--variant", help="Variant name (see `bpbench list`)."),
+    manual: bool = typer.Option(False, "--manual", help="Shorthand for --variant manual."),
+    autograd: bool = typer.Option(False, "--autograd", help="Shorthand for --variant autograd."),
+    nn: bool = typer.Option(False, "--nn", help="Shorthand for --variant nn."),
+    device: Optional[str] = DeviceOpt,
+    batch_size: Optional[str] = typer.Option(None, "--batch-size", help="'full' (gradient descent) or N."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="Passes over the training data."),
+    updates: Optional[int] = typer.Option(None, "--updates", help="Stop after N updates instead (mnist01)."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate."),
+    seed: Optional[int] = SeedOpt,
+    data: Optional[str] = typer.Option(None, "--data", help="Data set (per experiment; see README)."),
+    init: Optional[str] = typer.Option(None, "--init", help="linreg nn: 'default' or 'zeros'."),
+    loader: Optional[str] = typer.Option(None, "--loader", help="mnist01: 'resident' or 'dataloader'."),
+    digits: Optional[str] = typer.Option(None, "--digits", help="mnist01: '0,1' or '0-9'."),
+    data_dir: Optional[str] = typer.Option(None, "--data-dir", help="mnist01: torchvision MNIST root."),
+    download: Optional[bool] = typer.Option(None, "--download/--no-download",
+                                            help="mnist01: let torchvision fetch MNIST into --data-dir."),
+    width: Optional[int] = typer.Option(None, "--width", help="width: hidden units H."),
+    config: Optional[Path] = ConfigOpt,
+    set_: List[str] = typer.Option([], "--set", help="Any config key: --set key=value (repeatable)."),
+    log_every: Optional[int] = typer.Option(None, "--log-every", help="Print a progress line every N epochs."),
+    eval_every: Optional[int] = typer.Option(None, "--eval-every", help="Evaluate every N epochs (history)."),
+    warmup_steps: Optional[int] = typer.Option(None, "--warmup-steps", help="Updates timed apart as warm-up."),
+    trace: bool = typer.Option(False, "--trace", help="bce: print every forward value and gradient."),
+    as_json: bool = typer.Option(False, "--json", help="Print exactly one JSON object on stdout."),
+    output: Optional[Path] = typer.Option(None, "--output", help="Write the JSON result to FILE (atomically)."),
+    profile_lines: bool = typer.Option(False, "--profile-lines",
+                                       help="Add memory_profiler's line-by-line table (slow)."),
+) -> None:
+    """Train one experiment under the harness and report loss, parameters, time and memory."""
+    from bpbench import config as C
+    from bpbench import experiments, run as runner
+
+    shorthands = [v for v, on in (("manual", manual), ("autograd", autograd), ("nn", nn)) if on]
+    if len(shorthands) > 1 or (shorthands and variant and variant != shorthands[0]):
+        raise BadInput("choose one variant: " + ", ".join(shorthands + ([variant] if variant else [])))
+    info = experiments.get(experiment)
+    if trace and not info.has_trace:
+        raise BadInput(f"--trace is not available for {experiment} (only: "
+                       f"{', '.join(i.name for i in experiments.REGISTRY.values() if i.has_trace)})")
+    flags = {"variant": shorthands[0] if shorthands else variant, "device": device,
+             "batch_size": batch_size, "epochs": epochs, "updates": updates, "lr": lr, "seed": seed,
+             "data": data, "init": init, "loader": loader, "digits": digits, "data_dir": data_dir,
+             "download": download, "width": width, "log_every": log_every, "eval_every": eval_every,
+             "warmup_steps": warmup_steps}
+    given = {k for k, v in flags.items() if v is not None}
+    for key in sorted(given - set(info.keys)):
+        raise BadInput(f"--{key.replace('_', '-')} does not apply to {experiment}")
+    flags.update(C.parse_set(set_))
+    info, cfg = runner.resolve(experiment, str(config) if config else None, flags)
+    runner.pick_device(cfg["device"])  # fail fast on --device cuda without CUDA
+
+    log = (lambda line: print(line, file=sys.stderr, flush=True)) if as_json else \
+        (lambda line: print(line, flush=True))
+    progress = None if as_json or not sys.stdout.isatty() else _LazyProgress(f"{experiment} {cfg['variant']}")
+    try:
+        result = runner.execute(info, cfg, profile_lines=profile_lines,
+                                on_log=log if cfg.get("log_every") else None,
+                                on_epoch=progress.update if progress else None)
+    except Diverged as e:
+        if progress:
+            progress.close()
+        _emit(e.partial, as_json, output)
+        fail(str(e), EXIT_DIVERGED)
+    if progress:
+        progress.close()
+    _emit(result, as_json, output, trace)
+
+
+def _emit(result: dict[str, Any], as_json: bool, output: Optional[Path], trace: bool = False) -> None:
+    from bpbench import results
+    if output:
+        results.write_json(output, result)
+    if as_json:
+        sys.stdout.write(results.dumps(result))
+    else:
+        from bpbench import report
+        report.print_run(result)
+        if trace and "trace" in result:
+            report.print_trace(result["trace"])
+        if output:
+            print(f"result written to {output}")
+
+
+class _LazyProgress:
+    """A rich progress bar on stderr that appears only once a run has lasted about a second."""
+
+    def __init__(self, label: str, after_s: float = 1.0):
+        self.label, self.after_s = label, after_s
+        self.t0 = time.perf_counter()
+        self.bar = None
+        self.last = 0.0
+
+    def update(self, done: int, total: int) -> None:
+        now = time.perf_counter()
+        if now - self.last < 0.1 and done < total:
+            return
+        self.last = now
+        if self.bar is None:
+            if now - self.t0 < self.after_s:
+                return
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+            self.bar = Progress("[progress.description]{task.description}", BarColumn(),
+                                MofNCompleteColumn(), TimeRemainingColumn(),
+                                console=Console(stderr=True), transient=True)
+            self.bar.start()
+            self.task = self.bar.add_task(self.label, total=total)
+        self.bar.update(self.task, completed=done)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+@app.command()
+def gradcheck(
+    experiment: str = typer.Argument(..., help="Experiment with a manual variant."),
+    data: Optional[str] = typer.Option(None, "--data", help="Data set (per experiment)."),
+    digits: Optional[str] = typer.Option(None, "--digits", help="mnist01: '0,1' or '0-9'."),
+    seed: Optional[int] = SeedOpt,
+    lr: Optional[float] = typer.Option(None, "--lr", help="Accepted for symmetry with run; must be > 0."),
+    variant: Optional[str] = typer.Option(None, "--variant", help="Must name the manual variant if given."),
+    tol: float = typer.Option(1e-6, "--tol", help="Largest allowed relative error of any pair."),
+    max_elements: int = typer.Option(256, "--max-elements",
+                                     help="Per parameter, check at most N seeded random elements numerically (0: all)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as one JSON object."),
+) -> None:
+    """Check the hand-written backward against autograd and float64 central differences."""
+    from bpbench import experiments, gradcheck as gc, run as runner
+
+    info = experiments.get(experiment)
+    if "manual" not in info.variants:
+        raise BadInput(f"{experiment} has no manual variant to check")
+    if variant is not None and variant != "manual":
+        experiments.check_variant(info, variant)
+        raise BadInput(f"gradcheck checks the manual variant; {variant!r} has no hand-written backward")
+    if not tol > 0:
+        raise BadInput(f"--tol must be positive, got {tol}")
+    if max_elements < 0:
+        raise BadInput(f"--max-elements must be >= 0, got {max_elements}")
+    flags = {"data": data, "digits": digits, "seed": seed, "lr": lr, "variant": "manual"}
+    for key in sorted(k for k, v in flags.items() if v is not None and k not in info.keys):
+        raise BadInput(f"--{key.replace('_', '-')} does not apply to {experiment}")
+    info, cfg = runner.resolve(experiment, None, flags)
+    report = gc.check(info.load().gradcheck_case(cfg), tol=tol, max_elements=max_elements, seed=cfg["seed"])
+    report["experiment"] = experiment
+    if as_json:
+        typer.echo(json.dumps({"experiment": experiment, **report}, indent=2))
+    else:
+        from bpbench import report as rep
+        rep.print_gradcheck(report)
+    raise typer.Exit(0 if report["ok"] else 1)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,134 @@
+"""The training loop the harness drives, and the protocol a model must follow to be driven.
+
+Phases are timed apart: the first `warmup_steps` updates (real updates, so results stay the
+sources'; excluded from steady-state statistics), the steady state (every step timed on its own),
+and evaluation/logging pauses (excluded from both). Losses stay on the device as tensors and are
+read back only at epoch ends on CPU (cheap there) or every `check_every` epochs on CUDA (a host
+sync), so the hot loop never waits for the GPU unless logging asks for it.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Protocol
+
+from bpbench.harness.timer import step_timer, synchronize
+
+
+class Trainable(Protocol):
+    steps_per_epoch: int          # updates in one epoch
+    samples_per_epoch: int        # samples seen in one epoch
+    line_profile_target: tuple[object, str] | None   # (object, method name) for --profile-lines
+
+    def begin_epoch(self, epoch: int) -> None: ...     # e.g. reshuffle mini-batches
+    def step(self): ...                                # one update; returns the batch loss (0-d tensor)
+    def evaluate(self) -> dict[str, float]: ...        # metrics of the current parameters
+
+
+@dataclass
+class LoopConfig:
+    epochs: int
+    warmup_steps: int = 0
+    log_every: int = 0            # epochs between log lines (0: none)
+    eval_every: int = 0           # epochs between evaluate() calls (0: at log points only)
+    max_updates: int | None = None
+    check_every: int = 50         # CUDA only: epochs between divergence checks (host syncs)
+
+
+@dataclass
+class LoopResult:
+    history: list[dict] = field(default_factory=list)
+    warmup_steps: int = 0
+    warmup_s: float = 0.0
+    train_s: float = 0.0
+    eval_s: float = 0.0
+    steps: int = 0
+    steady_step_s: list[float] = field(default_factory=list)
+    steady_samples: int = 0
+    diverged_at: int | None = None
+    diverged_loss: float | None = None
+
+
+def run_loop(t: Trainable, cfg: LoopConfig, device,
+             on_log: Callable[[dict, int], None] | None = None,
+             on_epoch: Callable[[int], None] | None = None) -> LoopResult:
+    out = LoopResult()
+    total_steps = cfg.max_updates or cfg.epochs * t.steps_per_epoch
+    epochs = math.ceil(total_steps / t.steps_per_epoch)
+    warm = min(cfg.warmup_steps, max(total_steps - 1, 0))
+    out.warmup_steps = warm
+    on_cpu = getattr(device, "type", str(device)) != "cuda"
+    timer = step_timer(device)
+    pending: list[tuple[dict, object]] = []    # history entries whose loss is still a tensor
+    batch_samples = t.samples_per_epoch / t.steps_per_epoch
+
+    def flush() -> bool:
+        """Read pending losses back to floats; False if one is NaN/inf (history ends there)."""
+        if not pending:
+            return True
+        import torch
+        values = torch.stack([l for _, l in pending]).tolist()
+        for (entry, _), v in zip(pending, values):
+            entry["loss"] = v
+            out.history.append(entry)
+            if not math.isfinite(v):
+                out.diverged_at, out.diverged_loss = entry["epoch"], v
+                pending.clear()
+                return False
+        pending.clear()
+        return True
+
+    steady_start = time.perf_counter() if warm == 0 else None
+    paused = 0.0
+    step = 0
+    for epoch in range(1, epochs + 1):
+        t.begin_epoch(epoch)
+        losses = []
+        for _ in range(min(t.steps_per_epoch, total_steps - step)):
+            timer.start()
+            loss = t.step()
+            timer.stop()
+            losses.append(loss)
+            step += 1
+            if step == warm:
+                synchronize(device)
+                steady_start = time.perf_counter()
+        epoch_loss = losses[0] if len(losses) == 1 else _mean(losses)
+        pending.append(({"epoch": epoch, "loss": None, "updates": step}, epoch_loss.detach()))
+
+        log_now = cfg.log_every and (epoch % cfg.log_every == 0 or epoch == epochs)
+        eval_now = log_now or (cfg.eval_every and (epoch % cfg.eval_every == 0 or epoch == epochs))
+        if on_cpu or log_now or eval_now or epoch % cfg.check_every == 0 or epoch == epochs:
+            if not flush():
+                break
+        if eval_now:
+            synchronize(device)
+            t0 = time.perf_counter()
+            entry = out.history[-1]
+            entry["time_s"] = t0 - (steady_start or t0) - paused
+            entry.update(t.evaluate())
+            if log_now and on_log:
+                on_log(entry, epochs)
+            paused += time.perf_counter() - t0
+        if on_epoch:
+            on_epoch(epoch)
+    else:
+        flush()
+
+    synchronize(device)
+    end = time.perf_counter()
+    out.steps = step
+    out.eval_s = paused
+    out.train_s = (end - steady_start - paused) if steady_start is not None else 0.0
+    step_s = timer.seconds()
+    out.warmup_s = sum(step_s[:warm])
+    out.steady_step_s = step_s[warm:]
+    out.steady_samples = round(len(out.steady_step_s) * batch_samples)
+    return out
+
+
+def _mean(losses):
+    import torch
+    return torch.stack(losses).mean()

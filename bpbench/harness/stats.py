@@ -1,0 +1,17 @@
+"""Summary statistics of step times: robust to the odd slow step that noisy machines produce."""
+
+from __future__ import annotations
+
+import statistics
+
+
+def median(xs: list[float]) -> float | None:
+    return statistics.median(xs) if xs else None
+
+
+def iqr(xs: list[float]) -> float | None:
+    """Interquartile range (Q3 - Q1), the spread that pytest-benchmark and torch.utils.benchmark report."""
+    if len(xs) < 2:
+        return 0.0 if xs else None
+    q1, _, q3 = statistics.quantiles(xs, n=4, method="inclusive")
+    return q3 - q1

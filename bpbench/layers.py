@@ -1,0 +1,129 @@
+"""Hand-written layers: each backward sits right beside its forward (seed 001, chapter 5).
+
+No autograd inside: every gradient below is written out by hand on plain torch tensors, so the
+layers run on any device and in any dtype. A layer remembers what its backward needs during
+forward. Parameter layers keep `params` and, after backward, `grads` under the same names.
+Weights use nn.Linear's (out, in) layout so they can be copied to and from torch modules.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+class Mul:
+    """z = x * y."""
+
+    def forward(self, x, y):
+        self.x, self.y = x, y
+        return x * y
+
+    def backward(self, dout):
+        return dout * self.y, dout * self.x   # swap the inputs
+
+
+class Add:
+    """z = x + y."""
+
+    def forward(self, x, y):
+        return x + y
+
+    def backward(self, dout):
+        return dout, dout                     # passes the gradient through
+
+
+class ReLU:
+    def forward(self, x: Tensor) -> Tensor:
+        self.mask = x <= 0
+        return x.masked_fill(self.mask, 0)
+
+    def backward(self, dout: Tensor) -> Tensor:
+        return dout.masked_fill(self.mask, 0)  # no signal where the input was <= 0
+
+
+class Sigmoid:
+    def forward(self, x: Tensor) -> Tensor:
+        self.out = torch.sigmoid(x)
+        return self.out
+
+    def backward(self, dout: Tensor) -> Tensor:
+        return dout * self.out * (1.0 - self.out)   # dy/dx = y (1 - y)
+
+
+class Affine:
+    """y = x W^T + b for a batch x of shape (N, in)."""
+
+    def __init__(self, weight: Tensor, bias: Tensor):
+        self.params = {"weight": weight, "bias": bias}
+        self.grads: dict[str, Tensor] = {}
+
+    def forward(self, x: Tensor) -> Tensor:
+        self.x = x
+        return torch.addmm(self.params["bias"], x, self.params["weight"].t())
+
+    def backward(self, dout: Tensor) -> Tensor:
+        self.grads["weight"] = dout.t().mm(self.x)
+        self.grads["bias"] = dout.sum(0)         # the bias was added to every row
+        return dout.mm(self.params["weight"])
+
+
+class SoftmaxWithLoss:
+    """Softmax then mean cross-entropy against integer labels t of shape (N,)."""
+
+    def forward(self, x: Tensor, t: Tensor) -> Tensor:
+        self.t = t
+        logp = x - x.logsumexp(dim=1, keepdim=True)      # stable log-softmax
+        self.y = logp.exp()
+        return -logp.gather(1, t.view(-1, 1)).mean()
+
+    def backward(self, dout=1.0) -> Tensor:
+        dx = self.y.clone()
+        dx[torch.arange(len(self.t), device=dx.device), self.t] -= 1.0   # y - onehot(t)
+        return dx * (dout / len(self.t))
+
+
+class SigmoidBCE:
+    """Sigmoid then mean binary cross-entropy, fused: the gradient is (sigmoid(x) - t) / N."""
+
+    def forward(self, x: Tensor, t: Tensor) -> Tensor:
+        self.t = t
+        self.y = torch.sigmoid(x)
+        # torch.nn.BCELoss clamps each log at -100; do the same so huge logits match it.
+        log_y = self.y.log().clamp(min=-100)
+        log_1my = (1 - self.y).log().clamp(min=-100)
+        return -(t * log_y + (1 - t) * log_1my).mean()
+
+    def backward(self, dout=1.0) -> Tensor:
+        return (self.y - self.t) * (dout / self.t.numel())
+
+
+class Network:
+    """Layers applied in order, then a loss layer; backward walks the layers in reverse.
+
+    `named` pairs a name with each layer; parameters come out as "<name>.<param>" (e.g.
+    "layer1.weight"), the names torch modules use.
+    """
+
+    def __init__(self, named: list[tuple[str, object]], loss_layer):
+        self.named = named
+        self.loss_layer = loss_layer
+
+    def forward(self, x: Tensor) -> Tensor:
+        for _, layer in self.named:
+            x = layer.forward(x)
+        return x
+
+    def loss(self, x: Tensor, t: Tensor) -> Tensor:
+        return self.loss_layer.forward(self.forward(x), t)
+
+    def backward(self) -> None:
+        dout = self.loss_layer.backward(1.0)
+        for _, layer in reversed(self.named):
+            dout = layer.backward(dout)
+
+    def params(self) -> dict[str, Tensor]:
+        return {f"{n}.{k}": v for n, layer in self.named for k, v in getattr(layer, "params", {}).items()}
+
+    def grads(self) -> dict[str, Tensor]:
+        return {f"{n}.{k}": v for n, layer in self.named for k, v in getattr(layer, "grads", {}).items()}

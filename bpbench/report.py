@@ -1,0 +1,97 @@
+"""Tables for people: one run, a trace, a gradient check, a comparison. Knows nothing of training:
+it reads result dicts (schema 1) and prints them with rich."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+
+def fmt_s(x: float | None) -> str:
+    """Seconds with a unit that keeps three significant digits."""
+    if x is None:
+        return "-"
+    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("µs", 1e-6)):
+        if abs(x) >= scale or unit == "µs":
+            return f"{x / scale:.3g} {unit}"
+    return f"{x:.3g} s"
+
+
+def fmt_num(x: Any) -> str:
+    if x is None:
+        return "-"
+    if isinstance(x, float):
+        return f"{x:.7g}"
+    return str(x)
+
+
+def fmt_mib(x: float | None) -> str:
+    return "-" if x is None else f"{x:.1f} MiB"
+
+
+def print_run(r: dict[str, Any], console: Console | None = None) -> None:
+    console = console or Console()
+    t, m, f = r["timing"], r["memory"], r["final"]
+    title = f"{r['experiment']} · {r['variant']} · {r['device']}" + \
+        (f" ({r['env']['cuda_device']})" if r["env"].get("cuda_device") else "")
+    tab = Table(title=title, show_header=False, title_justify="left")
+    tab.add_column(style="bold")
+    tab.add_column()
+    d = r["data"]
+    tab.add_row("data", f"{d['name']}: {d['n_train']} train" + (f", {d['n_test']} held out" if d.get("n_test") else ""))
+    tab.add_row("final loss", fmt_num(f["loss"]))
+    for k, v in (f.get("params") or {}).items():
+        tab.add_row(f"  {k}", fmt_num(v) if not isinstance(v, list) else str(v))
+    for k, v in (f.get("metrics") or {}).items():
+        tab.add_row(f"  {k}", fmt_num(v))
+    tab.add_row("updates", f"{t['steps']} ({t['warmup_steps']} warm-up)")
+    tab.add_row("step time", f"{fmt_s(t['step_s_median'])} median, IQR {fmt_s(t['step_s_iqr'])}")
+    tab.add_row("throughput", "-" if t["samples_per_s"] is None else f"{t['samples_per_s']:,.0f} samples/s")
+    tab.add_row("time", f"setup {fmt_s(t['setup_s'])} · warm-up {fmt_s(t['warmup_s'])} · "
+                        f"train {fmt_s(t['train_s'])} · eval {fmt_s(t['eval_s'])} · total {fmt_s(t['total_s'])}")
+    mem = f"RSS {fmt_mib(m['rss_start_mib'])} at start, {fmt_mib(m['rss_peak_mib'])} peak"
+    if m.get("cuda_peak_allocated_mib") is not None:
+        mem += f" · CUDA peak {fmt_mib(m['cuda_peak_allocated_mib'])} allocated, " \
+               f"{fmt_mib(m['cuda_peak_reserved_mib'])} reserved"
+    tab.add_row("memory", mem)
+    tab.add_row("env", f"torch {r['env']['torch']} · {r['env']['threads']} threads · {r['env']['cpu']}")
+    console.print(tab)
+    if r.get("confusion"):
+        console.print(f"confusion (rows: true, columns: predicted): {r['confusion']}")
+    if m.get("line_profile"):
+        console.print(m["line_profile"], markup=False, highlight=False)
+
+
+def print_trace(tr: dict[str, Any], console: Console | None = None) -> None:
+    console = console or Console()
+    fw = Table(title="forward pass (seed 002's hand-computed values beside ours)", title_justify="left")
+    for c in ("value", "bpbench", "seed 002", "difference"):
+        fw.add_column(c, justify="right" if c != "value" else "left")
+    for name, v in tr["forward"].items():
+        ref = tr["reference"].get(name)
+        fw.add_row(name, f"{v:.6f}", "-" if ref is None else f"{ref:.4f}",
+                   "-" if ref is None else f"{v - ref:+.1e}")
+    console.print(fw)
+    for title, key in (("gradients", "grads"), ("parameters after the step", "params_after")):
+        tab = Table(title=title, title_justify="left")
+        tab.add_column("parameter")
+        tab.add_column("value")
+        for name, v in tr[key].items():
+            tab.add_row(name, str(v))
+        console.print(tab)
+
+
+def print_gradcheck(rep: dict[str, Any], console: Console | None = None) -> None:
+    console = console or Console()
+    tab = Table(title=f"gradcheck {rep['experiment']} ({rep['note']}; tol {rep['tol']:g})", title_justify="left")
+    for c in ("parameter", "elements", "manual vs autograd", "manual vs numerical",
+              "autograd vs numerical", "rel. error", "ok"):
+        tab.add_column(c, justify="left" if c == "parameter" else "right")
+    for c in rep["checks"]:
+        tab.add_row(c["param"], f"{c['checked']}/{c['numel']}", f"{c['manual_vs_autograd']:.2e}",
+                    f"{c['manual_vs_numerical']:.2e}", f"{c['autograd_vs_numerical']:.2e}",
+                    f"{c['rel_error']:.2e}", "[green]yes[/]" if c["ok"] else "[red]NO[/]")
+    console.print(tab)
+    console.print("[green]all gradients agree[/]" if rep["ok"] else "[red]gradient check FAILED[/]")

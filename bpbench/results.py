@@ -1,0 +1,96 @@
+"""Results as data: the JSON schema (a contract: extend, never rename), atomic writes, CSV.
+
+Knows nothing of training: it only shapes, checks and stores plain dicts.
+
+Schema 1 (one run):
+    schema      1
+    experiment  name;  variant; device ("cpu" | "cuda")
+    config      every resolved config value
+    data        {name, n_train, n_test, ...}
+    final       {loss, params (models under 100 parameters, else null), metrics}
+    history     [{epoch, loss, updates, ...metrics at evaluation points}]
+    timing      {setup_s, warmup_s, train_s, eval_s, total_s, steps, warmup_steps,
+                 step_s_median, step_s_iqr, samples_per_s}
+    memory      {rss_start_mib, rss_peak_mib, rss_samples, cuda_peak_allocated_mib,
+                 cuda_peak_reserved_mib, line_profile (text or null)}
+    env         {bpbench, torch, python, platform, cpu, threads, cuda_device, ...}
+    status      "ok" | "diverged"  (with "error" when diverged)
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable
+
+SCHEMA_VERSION = 1
+
+REQUIRED = {
+    "schema": None, "experiment": None, "variant": None, "device": None, "config": None,
+    "data": ("name", "n_train", "n_test"),
+    "final": ("loss", "params", "metrics"),
+    "history": None,
+    "timing": ("setup_s", "warmup_s", "train_s", "total_s", "steps",
+               "step_s_median", "step_s_iqr", "samples_per_s"),
+    "memory": ("rss_start_mib", "rss_peak_mib", "cuda_peak_allocated_mib"),
+    "env": ("bpbench", "torch", "python", "platform", "cpu", "threads", "cuda_device"),
+}
+
+
+def missing_keys(result: dict[str, Any]) -> list[str]:
+    """Every schema key the result lacks, as dotted paths (empty when it conforms)."""
+    out = []
+    for key, sub in REQUIRED.items():
+        if key not in result:
+            out.append(key)
+        elif sub:
+            out += [f"{key}.{s}" for s in sub if s not in result[key]]
+    return out
+
+
+def small_params(params: dict[str, Any], limit: int = 100) -> dict[str, Any] | None:
+    """name -> float (one element) or nested lists, for models under `limit` parameters."""
+    if sum(p.numel() for p in params.values()) >= limit:
+        return None
+    return {k: (float(p.reshape(())) if p.numel() == 1 else p.detach().cpu().tolist())
+            for k, p in params.items()}
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write to a temp file beside `path`, fsync, then rename: readers see old or new, never half."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def dumps(obj: Any) -> str:
+    return json.dumps(obj, indent=2, allow_nan=True) + "\n"
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    atomic_write_text(path, dumps(obj))
+
+
+def write_csv(path: str | Path, rows: Iterable[dict[str, Any]], columns: list[str]) -> None:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+    w.writeheader()
+    for row in rows:
+        w.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in columns})
+    atomic_write_text(path, buf.getvalue())

@@ -1,0 +1,159 @@
+"""Shared training pieces every experiment composes: batching, the two kinds of learner, and
+the `SupervisedSession` that the harness drives (it follows harness.loop.Trainable).
+
+- ResidentBatches: the data lives on the device; an epoch is the whole set (gradient descent)
+  or seeded shuffled index slices of it (mini-batch SGD).
+- LoaderBatches: TensorDataset + DataLoader, as seed 004 writes it.
+- ManualLearner: a hand-written `layers.Network`, updated by plain SGD on its own gradients.
+- AutogradLearner: an nn.Module + loss + torch.optim, the textbook PyTorch step.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+
+
+class ResidentBatches:
+    def __init__(self, x: Tensor, y: Tensor, batch_size: int | None, seed: int):
+        self.x, self.y = x, y
+        self.n = len(x)
+        self.batch_size = self.n if batch_size is None else min(batch_size, self.n)
+        self.steps_per_epoch = -(-self.n // self.batch_size)
+        self.gen = torch.Generator(device=x.device).manual_seed(seed)
+
+    def epoch(self):
+        if self.batch_size == self.n:      # gradient descent: no shuffle, no copy
+            return iter([(self.x, self.y)])
+        perm = torch.randperm(self.n, device=self.x.device, generator=self.gen)
+        return ((self.x[idx], self.y[idx]) for idx in perm.split(self.batch_size))
+
+
+class LoaderBatches:
+    def __init__(self, x: Tensor, y: Tensor, batch_size: int | None, seed: int):
+        n = len(x)
+        bs = n if batch_size is None else min(batch_size, n)
+        self.steps_per_epoch = -(-n // bs)
+        self.device = x.device
+        # The DataLoader reads from host memory, as seed 004's does; batches then move to the device.
+        ds = torch.utils.data.TensorDataset(x.cpu(), y.cpu())
+        self.loader = torch.utils.data.DataLoader(
+            ds, batch_size=bs, shuffle=bs < n, generator=torch.Generator().manual_seed(seed))
+
+    def epoch(self):
+        if self.device.type == "cpu":
+            return iter(self.loader)
+        return ((xb.to(self.device, non_blocking=True), yb.to(self.device, non_blocking=True))
+                for xb, yb in self.loader)
+
+
+def make_batches(loader: str, x: Tensor, y: Tensor, batch_size, seed: int):
+    bs = None if batch_size == "full" else int(batch_size)
+    return (LoaderBatches if loader == "dataloader" else ResidentBatches)(x, y, bs, seed)
+
+
+def sgd_update(params: dict[str, Tensor], grads: dict[str, Tensor], lr: float) -> None:
+    """p <- p - lr * grad, in place, with torch.optim.SGD's arithmetic (one fused add)."""
+    for name, p in params.items():
+        p.add_(grads[name], alpha=-lr)
+
+
+class ManualLearner:
+    """Forward, hand-written backward, then p <- p - lr * grad (torch.optim.SGD's arithmetic)."""
+
+    def __init__(self, net, lr: float):
+        self.net, self.lr = net, lr
+
+    def step(self, x: Tensor, y: Tensor) -> Tensor:
+        loss = self.net.loss(x, y)
+        self.net.backward()
+        sgd_update(self.net.params(), self.net.grads(), self.lr)
+        return loss
+
+    def predict(self, x: Tensor) -> Tensor:
+        return self.net.forward(x)
+
+    def params(self) -> dict[str, Tensor]:
+        return self.net.params()
+
+
+class AutogradLearner:
+    """model(x) -> loss_fn -> zero_grad -> backward -> optimizer.step()."""
+
+    def __init__(self, model: nn.Module, loss_fn, optimizer: torch.optim.Optimizer,
+                 param_names: dict[str, Tensor] | None = None):
+        self.model, self.loss_fn, self.optimizer = model, loss_fn, optimizer
+        self._params = param_names or dict(model.named_parameters())
+
+    def step(self, x: Tensor, y: Tensor) -> Tensor:
+        loss = self.loss_fn(self.model(x), y)
+        self.optimizer.zero_grad()
+        loss.backward()
+        self.optimizer.step()
+        return loss.detach()
+
+    @torch.no_grad()
+    def predict(self, x: Tensor) -> Tensor:
+        return self.model(x)
+
+    def params(self) -> dict[str, Tensor]:
+        return {k: v.detach() for k, v in self._params.items()}
+
+
+def linear_param_paths(model: nn.Module) -> dict[str, str]:
+    """layer{k}.weight / layer{k}.bias for the k-th nn.Linear -> its path in model.state_dict().
+
+    The manual networks name their parameters layer1.weight, ...; this maps those names onto any
+    torch module built of nn.Linear layers, so both variants report and exchange the same keys.
+    """
+    out = {}
+    linears = [(path, m) for path, m in model.named_modules() if isinstance(m, nn.Linear)]
+    for k, (path, _) in enumerate(linears, 1):
+        for p in ("weight", "bias"):
+            out[f"layer{k}.{p}"] = f"{path}.{p}"
+    return out
+
+
+def linear_param_names(model: nn.Module) -> dict[str, Tensor]:
+    """layer{k}.weight -> the parameter tensor itself."""
+    named = dict(model.named_parameters())
+    return {nice: named[path] for nice, path in linear_param_paths(model).items()}
+
+
+def module_loss(model: nn.Module, loss_fn, x: Tensor, y: Tensor):
+    """loss(params) of a module whose parameters are given by their layer{k} names (for gradcheck)."""
+    paths = linear_param_paths(model)
+
+    def loss(params: dict[str, Tensor]) -> Tensor:
+        out = torch.func.functional_call(model, {paths[k]: v for k, v in params.items()}, (x,))
+        return loss_fn(out, y)
+    return loss
+
+
+class SupervisedSession:
+    """One model being trained on (x, y) by a learner; what the harness drives."""
+
+    def __init__(self, learner, batches, samples: int,
+                 evaluate: Callable[[], dict[str, float]] | None = None):
+        self.learner = learner
+        self.batches = batches
+        self.steps_per_epoch = batches.steps_per_epoch
+        self.samples_per_epoch = samples
+        self._evaluate = evaluate
+        self._it = None
+        self.line_profile_target = (learner, "step")
+
+    def begin_epoch(self, epoch: int) -> None:
+        self._it = self.batches.epoch()
+
+    def step(self) -> Tensor:
+        x, y = next(self._it)
+        return self.learner.step(x, y)
+
+    def evaluate(self) -> dict[str, float]:
+        return self._evaluate() if self._evaluate else {}
+
+    def params(self) -> dict[str, Tensor]:
+        return self.learner.params()
