@@ -23,6 +23,10 @@ except ImportError:  # pragma: no cover
     import click
 
 
+# click < 8.2 has no NoArgsIsHelpError (it prints help itself).
+_NoArgsIsHelp = getattr(click.exceptions, "NoArgsIsHelpError", ())
+
+
 def fail(message: str, code: int = EXIT_BAD_INPUT) -> None:
     sys.stderr.write(f"bpbench: error: {' '.join(message.split())}\n")
     sys.stderr.flush()
@@ -36,14 +40,13 @@ class OneLineErrors(typer.core.TyperGroup):
         try:
             rv = super().main(args=args, prog_name=prog_name, complete_var=complete_var,
                               standalone_mode=False, **extra)
-        except click.exceptions.NoArgsIsHelpError as e:
-            sys.stdout.write(e.ctx.get_help() + "\n")
+        except _NoArgsIsHelp:  # Typer has already printed the help
             raise SystemExit(0)
         except click.exceptions.UsageError as e:
             fail(e.format_message())
         except BadInput as e:
             fail(str(e))
-        except (click.exceptions.Abort, KeyboardInterrupt):
+        except (typer.Abort, KeyboardInterrupt):
             fail("interrupted", EXIT_INTERRUPTED)
         raise SystemExit(rv if isinstance(rv, int) else 0)
 
