@@ -260,6 +260,99 @@ def gradcheck(
     raise typer.Exit(0 if report["ok"] else 1)
 
 
+@app.command()
+def compare(
+    targets: Optional[List[str]] = typer.Argument(
+        None, help="Experiments, or a study: width | gd-sgd (default: the preset's experiments)."),
+    device: List[str] = typer.Option([], "--device", help="cpu | cuda | all (repeatable; default: every available one)."),
+    variant: List[str] = typer.Option([], "--variant", help="Only these variants (repeatable)."),
+    preset: str = typer.Option("quick", "--preset", help="quick (CI smoke run) or full (the sources' settings)."),
+    repeat: int = typer.Option(1, "--repeat", help="Run every cell N times; figures are medians."),
+    output_dir: Optional[Path] = typer.Option(None, "--output-dir", help="Write results.json, results.csv and plots here."),
+    baseline: Optional[Path] = typer.Option(None, "--baseline", help="A saved results.json to compare against."),
+    widths: Optional[str] = typer.Option(None, "--widths", help="width study: comma-separated H values."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="width study: Adam steps per cell."),
+    batch_sizes: Optional[str] = typer.Option(None, "--batch-sizes", help="gd-sgd: e.g. full,2048,256,32."),
+    updates: Optional[int] = typer.Option(None, "--updates", help="gd-sgd: updates per cell."),
+    as_json: bool = typer.Option(False, "--json", help="Print the comparison document as JSON."),
+) -> None:
+    """Run the experiment matrix (experiment x variant x device x batching) and show one table."""
+    from bpbench import compare as cmp, plots, report
+    from bpbench import config as C
+
+    if repeat <= 0:
+        raise BadInput(f"--repeat must be a positive integer, got {repeat}")
+    if steps is not None:
+        C.positive_int("--steps", steps)
+    if updates is not None:
+        C.positive_int("--updates", updates)
+    widths_list = C.int_list("--widths", widths) if widths else None
+    sizes = [C.batch_size("--batch-sizes", b.strip()) for b in batch_sizes.split(",")] if batch_sizes else None
+    base = cmp.load_comparison(baseline) if baseline else None
+    preset_cfg = cmp.load_preset(preset)
+    from bpbench import run as runner
+    cuda_ok = runner.cuda_available()
+    devices, unavailable, notes = cmp.resolve_devices(device, cuda_ok)
+    cells = cmp.plan(targets or [], devices, variant, preset_cfg, widths_list, steps, sizes, updates)
+    from bpbench import envinfo
+    comparison = cmp.Comparison(preset, cells, notes, output_dir, base, envinfo.collect())
+
+    def on_cell(i, n, cell, rec, seconds):
+        if rec is None:
+            sys.stderr.write(f"[{i}/{n}] {cell.key} ... ")
+        else:
+            sys.stderr.write(f"{rec['status']} ({seconds:.1f} s)" + (f": {rec['error']}" if rec["error"] else "") + "\n")
+        sys.stderr.flush()
+
+    interrupted = False
+    try:
+        cmp.execute(comparison, cells, set(unavailable), repeat, on_cell)
+    except KeyboardInterrupt:
+        interrupted = True
+        sys.stderr.write("interrupted\n")
+    doc = comparison.doc
+    if as_json:
+        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+    else:
+        report.print_comparison(doc)
+    if output_dir is not None and not interrupted:
+        if plots.available():
+            for p in plots.write_all(doc, output_dir):
+                sys.stderr.write(f"plot: {p}\n")
+        else:
+            sys.stderr.write(f"note: {plots.PLOT_HINT}\n")
+    if output_dir is not None:
+        sys.stderr.write(f"results: {output_dir / 'results.json'}, {output_dir / 'results.csv'}\n")
+    if interrupted:
+        fail(f"interrupted: kept {len(doc['cells'])} finished cell(s)"
+             + (f" in {output_dir}" if output_dir else ""), EXIT_INTERRUPTED)
+
+
+@app.command()
+def report(
+    results_file: Path = typer.Argument(..., help="A results.json written by `bpbench compare --output-dir`."),
+    baseline: Optional[Path] = typer.Option(None, "--baseline", help="Add change columns against this comparison."),
+    plot_dir: Optional[Path] = typer.Option(None, "--plot-dir", help="Also write the PNG plots here."),
+    as_json: bool = typer.Option(False, "--json", help="Print the (re-derived) document as JSON."),
+) -> None:
+    """Render a saved comparison again (tables, optional baseline columns and plots)."""
+    from bpbench import compare as cmp, plots, report as rep
+
+    doc = cmp.load_comparison(results_file)
+    if baseline:
+        cmp.derive(doc["cells"], cmp.load_comparison(baseline))
+    if as_json:
+        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+    else:
+        rep.print_comparison(doc)
+    if plot_dir is not None:
+        if not plots.available():
+            sys.stderr.write(f"note: {plots.PLOT_HINT}\n")
+        else:
+            for p in plots.write_all(doc, plot_dir):
+                sys.stderr.write(f"plot: {p}\n")
+
+
 def main() -> None:
     app()
 

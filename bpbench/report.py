@@ -95,3 +95,99 @@ def print_gradcheck(rep: dict[str, Any], console: Console | None = None) -> None
                     f"{c['rel_error']:.2e}", "[green]yes[/]" if c["ok"] else "[red]NO[/]")
     console.print(tab)
     console.print("[green]all gradients agree[/]" if rep["ok"] else "[red]gradient check FAILED[/]")
+
+
+# ---------------------------------------------------------------- comparisons
+
+def wide_console() -> Console:
+    """Tables of many columns: use the terminal's width, or 160 columns when writing to a file/pipe."""
+    import sys
+    return Console() if sys.stdout.isatty() else Console(width=160)
+
+
+def _ratio(x: float | None) -> str:
+    return "-" if x is None else f"{x:.2f}x"
+
+
+def _change(s: dict[str, Any]) -> str:
+    ch = s.get("baseline_change")
+    if ch is None:
+        return "-"
+    text = f"{ch:+.1%}"
+    if not s.get("baseline_significant"):
+        return f"[dim]{text}[/]"
+    return f"[red]{text} slower[/]" if ch > 0 else f"[green]{text} faster[/]"
+
+
+def print_comparison(doc: dict[str, Any], console: Console | None = None) -> None:
+    console = console or wide_console()
+    cells = doc["cells"]   # in plan order: grouped by experiment and run, variants together
+    has_base = any("baseline_change" in c.get("summary", {}) for c in cells)
+    title = f"bpbench compare · preset {doc['preset']}" + (" · INTERRUPTED" if doc.get("interrupted") else "")
+    tab = Table(title=title, title_justify="left")
+    cols = ["experiment", "variant", "device", "setup", "step", "IQR", "train", "peak RSS",
+            "CUDA peak", "final loss", "acc.", "vs manual", "CUDA x"]
+    if has_base:
+        cols.append("vs baseline")
+    for c in cols:
+        tab.add_column(c, justify="left" if c in ("experiment", "variant", "device") else "right")
+    last_group = None
+    for c in cells:
+        group = (c["study"], c["experiment"], c["label"])
+        if last_group is not None and group != last_group:
+            tab.add_section()
+        name = f"{c['experiment']} [dim]{c['label']}[/]" if group != last_group else ""
+        last_group = group
+        s = c.get("summary", {})
+        if c["status"] != "ok" and not s.get("step_s_median"):
+            tab.add_row(name, c["variant"], c["device"], f"[yellow]{c['status']}[/]: {c.get('error') or ''}",
+                        *[""] * (len(cols) - 4))
+            continue
+        row = [name, c["variant"], c["device"], fmt_s(s.get("setup_s")), fmt_s(s.get("step_s_median")),
+               fmt_s(s.get("step_s_iqr")), fmt_s(s.get("train_s")), fmt_mib(s.get("rss_peak_mib")),
+               fmt_mib(s.get("cuda_peak_allocated_mib")), fmt_num(s.get("final_loss")),
+               "-" if s.get("accuracy") is None else f"{s['accuracy']:.4f}",
+               _ratio(s.get("speed_vs_manual")), _ratio(s.get("cuda_speedup"))]
+        if c["status"] != "ok":
+            row[3] = f"[yellow]{c['status']}[/]"
+        if has_base:
+            row.append(_change(s))
+        tab.add_row(*row)
+    console.print(tab)
+    if doc.get("width"):
+        print_width(doc["width"], console)
+    if doc.get("gd_sgd"):
+        print_gd_sgd(doc["gd_sgd"], console)
+    for note in doc.get("notes", []):
+        console.print(f"[dim]note: {note}[/]")
+    missing = len(doc.get("planned", [])) - len(doc["cells"])
+    if doc.get("interrupted") and missing > 0:
+        console.print(f"[yellow]interrupted: {missing} planned cell(s) did not run[/]")
+
+
+def print_width(w: dict[str, Any], console: Console) -> None:
+    tab = Table(title="width study: 1-H-1 MLP, Adam (seed 004)", title_justify="left")
+    for c in ("H", "CPU step", "CUDA step", "CUDA speedup"):
+        tab.add_column(c, justify="right")
+    for r in w["rows"]:
+        tab.add_row(f"{r['width']:,}", fmt_s(r.get("cpu_step_s")), fmt_s(r.get("cuda_step_s")),
+                    _ratio(r.get("cuda_speedup")))
+    console.print(tab)
+    cross = w.get("crossover_width")
+    has_cuda = any(r.get("cuda_step_s") for r in w["rows"])
+    console.print(f"crossover: GPU faster from H = {cross:,}" if cross else
+                  "crossover: the GPU was not faster at any width measured" if has_cuda else
+                  "crossover: n/a (no CUDA cells ran)")
+
+
+def print_gd_sgd(g: dict[str, Any], console: Console) -> None:
+    tab = Table(title=f"GD vs SGD at equal updates (seed 004 section F); target held-out accuracy "
+                      f"{g['target_accuracy']}", title_justify="left")
+    for c in ("device", "batch", "updates", "epochs", "held-out acc", "train time", "updates to target",
+              "time to target"):
+        tab.add_column(c, justify="right")
+    for r in g["rows"]:
+        tab.add_row(r["device"], str(r["batch_size"]), str(r["updates"]), str(r["epochs"]),
+                    fmt_num(r["final_test_accuracy"]), fmt_s(r["train_s"]),
+                    fmt_num(r["updates_to_target"]), fmt_s(r["seconds_to_target"]))
+    console.print(tab)
