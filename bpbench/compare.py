@@ -37,6 +37,11 @@ CSV_COLUMNS = ["key", "study", "experiment", "variant", "device", "label", "stat
                "cuda_speedup", "baseline_change", "baseline_significant", "error"]
 
 
+def cell_key(study: str, experiment: str, variant: str, device: str, label: str) -> str:
+    """e.g. "matrix:mnist01/manual/cpu/batch=2048": unique within a comparison, stable across runs."""
+    return f"{study}:{experiment}/{variant}/{device}" + (f"/{label}" if label else "")
+
+
 @dataclass(frozen=True)
 class Cell:
     study: str                  # "matrix" | "width" | "gd-sgd"
@@ -48,7 +53,7 @@ class Cell:
 
     @property
     def key(self) -> str:
-        return f"{self.study}:{self.experiment}/{self.variant}/{self.device}/{self.label}"
+        return cell_key(self.study, self.experiment, self.variant, self.device, self.label)
 
     def argv(self) -> list[str]:
         args = [sys.executable, "-m", "bpbench", "run", self.experiment, "--variant", self.variant,
@@ -92,7 +97,7 @@ def _label(run: dict[str, Any]) -> str:
         parts.append(f"batch={run['batch_size']}")
     if "width" in run:
         parts.append(f"H={run['width']}")
-    return ", ".join(parts) or "default"
+    return ", ".join(parts)
 
 
 def _runs(entry: dict[str, Any]) -> list[dict[str, Any]]:
@@ -104,7 +109,17 @@ def _runs(entry: dict[str, Any]) -> list[dict[str, Any]]:
 
 def plan(targets: list[str], devices: list[str], variants: list[str], preset: dict[str, Any],
          widths: list[int] | None = None, steps: int | None = None,
-         batch_sizes: list[Any] | None = None, updates: int | None = None) -> list[Cell]:
+         batch_sizes: list[Any] | None = None, updates: int | None = None,
+         extra: dict[str, Any] | None = None) -> list[Cell]:
+    """The cells to run, in order. `extra` overrides config keys in every cell (checked by each run)."""
+    cells = _plan(targets, devices, variants, preset, widths, steps, batch_sizes, updates)
+    if extra:
+        cells = [Cell(c.study, c.experiment, c.variant, c.device, c.label,
+                      tuple(sorted({**dict(c.overrides), **extra}.items()))) for c in cells]
+    return cells
+
+
+def _plan(targets, devices, variants, preset, widths, steps, batch_sizes, updates) -> list[Cell]:
     names = targets or list(preset.get("experiments", []))
     for n in names:
         if n not in STUDIES:
@@ -228,9 +243,9 @@ def derive(cells: list[dict[str, Any]], baseline: dict[str, Any] | None = None) 
         step = s.get("step_s_median")
         if not step or c["status"] != "ok":
             continue
-        manual = ok.get(f"{c['study']}:{c['experiment']}/manual/{c['device']}/{c['label']}")
+        manual = ok.get(cell_key(c["study"], c["experiment"], "manual", c["device"], c["label"]))
         s["speed_vs_manual"] = manual["summary"]["step_s_median"] / step if manual else None
-        cpu = ok.get(f"{c['study']}:{c['experiment']}/{c['variant']}/cpu/{c['label']}")
+        cpu = ok.get(cell_key(c["study"], c["experiment"], c["variant"], "cpu", c["label"]))
         s["cuda_speedup"] = cpu["summary"]["step_s_median"] / step if c["device"] == "cuda" and cpu else None
         b = base.get(c["key"])
         if b:

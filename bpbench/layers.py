@@ -48,7 +48,7 @@ class Sigmoid:
         return self.out
 
     def backward(self, dout: Tensor) -> Tensor:
-        return dout * self.out * (1.0 - self.out)   # dy/dx = y (1 - y)
+        return dout * (1.0 - self.out) * self.out   # dy/dx = y (1 - y)
 
 
 class Affine:
@@ -62,10 +62,11 @@ class Affine:
         self.x = x
         return torch.addmm(self.params["bias"], x, self.params["weight"].t())
 
-    def backward(self, dout: Tensor) -> Tensor:
+    def backward(self, dout: Tensor, need_dx: bool = True) -> Tensor | None:
         self.grads["weight"] = dout.t().mm(self.x)
         self.grads["bias"] = dout.sum(0)         # the bias was added to every row
-        return dout.mm(self.params["weight"])
+        # The first layer's input is data: skip its gradient, as autograd does.
+        return dout.mm(self.params["weight"]) if need_dx else None
 
 
 class SoftmaxWithLoss:
@@ -84,7 +85,12 @@ class SoftmaxWithLoss:
 
 
 class SigmoidBCE:
-    """Sigmoid then mean binary cross-entropy, fused: the gradient is (sigmoid(x) - t) / N."""
+    """Sigmoid then mean binary cross-entropy on logits x.
+
+    Mathematically dL/dx = (sigmoid(x) - t) / N. The backward takes the chain rule's two steps,
+    dL/dy then dy/dx, with the same float32 arithmetic as torch's BCELoss and Sigmoid, so the
+    manual and autograd variants stay equal to ~1e-7 over thousands of updates, not just close.
+    """
 
     def forward(self, x: Tensor, t: Tensor) -> Tensor:
         self.t = t
@@ -95,7 +101,9 @@ class SigmoidBCE:
         return -(t * log_y + (1 - t) * log_1my).mean()
 
     def backward(self, dout=1.0) -> Tensor:
-        return (self.y - self.t) * (dout / self.t.numel())
+        y, t = self.y, self.t
+        dy = (y - t) / ((1 - y) * y).clamp_min(1e-12) * dout / t.numel()   # dL/dy (BCE)
+        return dy * (1 - y) * y                                             # dy/dx (sigmoid)
 
 
 class Network:
@@ -119,8 +127,10 @@ class Network:
 
     def backward(self) -> None:
         dout = self.loss_layer.backward(1.0)
-        for _, layer in reversed(self.named):
+        for _, layer in reversed(self.named[1:]):
             dout = layer.backward(dout)
+        first = self.named[0][1]
+        first.backward(dout, need_dx=False) if isinstance(first, Affine) else first.backward(dout)
 
     def params(self) -> dict[str, Tensor]:
         return {f"{n}.{k}": v for n, layer in self.named for k, v in getattr(layer, "params", {}).items()}

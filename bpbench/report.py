@@ -158,6 +158,9 @@ def print_comparison(doc: dict[str, Any], console: Console | None = None) -> Non
         print_width(doc["width"], console)
     if doc.get("gd_sgd"):
         print_gd_sgd(doc["gd_sgd"], console)
+    for c in cells:
+        if c["status"] not in ("ok", "unavailable"):
+            console.print(f"[yellow]{c['key']}: {c['status']}: {c.get('error')}[/]")
     for note in doc.get("notes", []):
         console.print(f"[dim]note: {note}[/]")
     missing = len(doc.get("planned", [])) - len(doc["cells"])

@@ -108,7 +108,7 @@ def trace_step(variant: str, params: dict[str, Tensor], x: Tensor, y: Tensor, lr
         after = {k: p.detach() for k, p in names.items()}
     forward = {"z1": z[0, 0], "z2": z[0, 1], "sigma1": s[0, 0], "sigma2": s[0, 1],
                "z3": z3[0, 0], "sigma3": s3[0, 0], "loss": loss}
-    return {"forward": {k: float(v) for k, v in forward.items()},
+    return {"forward": {k: float(v.detach()) for k, v in forward.items()},
             "reference": REFERENCE,
             "grads": {k: g.cpu().tolist() for k, g in grads.items()},
             "params_after": {k: p.cpu().tolist() for k, p in after.items()}}

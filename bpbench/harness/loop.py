@@ -68,8 +68,11 @@ def run_loop(t: Trainable, cfg: LoopConfig, device,
         """Read pending losses back to floats; False if one is NaN/inf (history ends there)."""
         if not pending:
             return True
-        import torch
-        values = torch.stack([l for _, l in pending]).tolist()
+        if len(pending) == 1:   # the CPU path: one epoch at a time, no stack needed
+            values = [pending[0][1].item()]
+        else:
+            import torch
+            values = torch.stack([l for _, l in pending]).tolist()
         for (entry, _), v in zip(pending, values):
             entry["loss"] = v
             out.history.append(entry)
@@ -96,7 +99,7 @@ def run_loop(t: Trainable, cfg: LoopConfig, device,
                 synchronize(device)
                 steady_start = time.perf_counter()
         epoch_loss = losses[0] if len(losses) == 1 else _mean(losses)
-        pending.append(({"epoch": epoch, "loss": None, "updates": step}, epoch_loss.detach()))
+        pending.append(({"epoch": epoch, "loss": None, "updates": step}, epoch_loss))
 
         log_now = cfg.log_every and (epoch % cfg.log_every == 0 or epoch == epochs)
         eval_now = log_now or (cfg.eval_every and (epoch % cfg.eval_every == 0 or epoch == epochs))

@@ -1,0 +1,80 @@
+import gzip
+import json
+import os
+import shutil
+import struct
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from bpbench.cli import app
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_MNIST = REPO.parent / "shared" / "data" / "mnist"
+
+
+def cuda_available() -> bool:
+    import torch
+    return torch.cuda.is_available()
+
+
+def pytest_collection_modifyitems(config, items):
+    if cuda_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)
+
+
+class Cli:
+    """Invoke the Typer app in-process; .json() parses stdout."""
+
+    def __init__(self):
+        self.runner = CliRunner()
+
+    def __call__(self, *args: str):
+        return self.runner.invoke(app, [str(a) for a in args])
+
+    def json(self, *args: str) -> dict:
+        r = self(*args, "--json")
+        assert r.exit_code == 0, r.stderr
+        return json.loads(r.stdout)
+
+
+@pytest.fixture
+def cli() -> Cli:
+    return Cli()
+
+
+def write_idx(path: Path, data: bytes, dims: list[int]) -> None:
+    """Write an uncompressed IDX file (ubyte): what torchvision's readers expect in MNIST/raw."""
+    magic = 0x0800 | len(dims)
+    path.write_bytes(struct.pack(">I", magic) + b"".join(struct.pack(">I", d) for d in dims) + data)
+
+
+@pytest.fixture(scope="session")
+def mnist_dir(tmp_path_factory) -> Path:
+    """A torchvision-layout MNIST root built from the real test split in ../shared: its first
+    8,000 images stand in for the training split, the last 2,000 are the test split."""
+    if not SHARED_MNIST.is_dir():
+        pytest.skip("../shared/data/mnist is not beside the repository")
+    root = tmp_path_factory.mktemp("mnist")
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    images = gzip.decompress((SHARED_MNIST / "t10k-images-idx3-ubyte.gz").read_bytes())[16:]
+    labels = gzip.decompress((SHARED_MNIST / "t10k-labels-idx1-ubyte.gz").read_bytes())[8:]
+    cut = 8000
+    write_idx(raw / "train-images-idx3-ubyte", images[: cut * 784], [cut, 28, 28])
+    write_idx(raw / "train-labels-idx1-ubyte", labels[:cut], [cut])
+    write_idx(raw / "t10k-images-idx3-ubyte", images[cut * 784:], [10000 - cut, 28, 28])
+    write_idx(raw / "t10k-labels-idx1-ubyte", labels[cut:], [10000 - cut])
+    return root
+
+
+@pytest.fixture
+def broken_mnist_dir(mnist_dir, tmp_path) -> Path:
+    root = tmp_path / "broken"
+    shutil.copytree(mnist_dir, root)
+    return root
