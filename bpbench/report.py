@@ -61,7 +61,7 @@ def print_run(r: dict[str, Any], console: Console | None = None) -> None:
     if r.get("confusion"):
         console.print(f"confusion (rows: true, columns: predicted): {r['confusion']}")
     if m.get("line_profile"):
-        console.print(m["line_profile"], markup=False, highlight=False)
+        console.print(m["line_profile"], markup=False, highlight=False, soft_wrap=True)
 
 
 def print_trace(tr: dict[str, Any], console: Console | None = None) -> None:

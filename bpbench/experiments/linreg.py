@@ -50,7 +50,7 @@ def read_csv(path: Path) -> tuple[list[float], list[float]]:
             rows = list(csv.DictReader(f))
     except (UnicodeDecodeError, csv.Error) as e:
         raise BadInput(f"data file {path} is not a readable CSV: {e}") from None
-    if not rows or rows[0].keys() < {"x", "y"}:
+    if not rows or not {"x", "y"} <= rows[0].keys():
         raise BadInput(f"data file {path} is empty or has no x,y header")
     xs, ys = [], []
     for line, row in enumerate(rows, 2):
