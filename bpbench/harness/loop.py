@@ -9,6 +9,7 @@ sync), so the hot loop never waits for the GPU unless logging asks for it.
 
 from __future__ import annotations
 
+import gc
 import math
 import time
 from dataclasses import dataclass, field
@@ -54,6 +55,21 @@ class LoopResult:
 def run_loop(t: Trainable, cfg: LoopConfig, device,
              on_log: Callable[[dict, int], None] | None = None,
              on_epoch: Callable[[int], None] | None = None) -> LoopResult:
+    """Drive `t` for cfg.epochs (or cfg.max_updates) with every step timed.
+
+    Like timeit, the loop runs with Python's cyclic garbage collector paused: its collections
+    (which grow with the history kept) would otherwise land inside random steps.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _run_loop(t, cfg, device, on_log, on_epoch)
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _run_loop(t, cfg, device, on_log, on_epoch) -> LoopResult:
     out = LoopResult()
     total_steps = cfg.max_updates or cfg.epochs * t.steps_per_epoch
     epochs = math.ceil(total_steps / t.steps_per_epoch)
@@ -69,10 +85,15 @@ def run_loop(t: Trainable, cfg: LoopConfig, device,
         if not pending:
             return True
         if len(pending) == 1:   # the CPU path: one epoch at a time, no stack needed
-            values = [pending[0][1].item()]
-        else:
-            import torch
-            values = torch.stack([l for _, l in pending]).tolist()
+            entry, loss = pending.pop()
+            entry["loss"] = v = loss.item()
+            out.history.append(entry)
+            if v - v != 0:       # NaN or inf, without a function call on the hot path
+                out.diverged_at, out.diverged_loss = entry["epoch"], v
+                return False
+            return True
+        import torch
+        values = torch.stack([l for _, l in pending]).tolist()
         for (entry, _), v in zip(pending, values):
             entry["loss"] = v
             out.history.append(entry)
@@ -86,24 +107,36 @@ def run_loop(t: Trainable, cfg: LoopConfig, device,
     steady_start = time.perf_counter() if warm == 0 else None
     paused = 0.0
     step = 0
+    # Bound once: the per-step path is a handful of Python operations around t.step().
+    start, stop, do_step, begin = timer.start, timer.stop, t.step, t.begin_epoch
+    log_every, eval_every, check_every = cfg.log_every, cfg.eval_every, cfg.check_every
     for epoch in range(1, epochs + 1):
-        t.begin_epoch(epoch)
-        losses = []
-        for _ in range(min(t.steps_per_epoch, total_steps - step)):
-            timer.start()
-            loss = t.step()
-            timer.stop()
-            losses.append(loss)
+        begin(epoch)
+        n = min(t.steps_per_epoch, total_steps - step)
+        if n == 1:                      # gradient descent: one update per epoch
+            start()
+            epoch_loss = do_step()
+            stop()
             step += 1
             if step == warm:
                 synchronize(device)
                 steady_start = time.perf_counter()
-        epoch_loss = losses[0] if len(losses) == 1 else _mean(losses)
+        else:
+            losses = []
+            for _ in range(n):
+                start()
+                losses.append(do_step())
+                stop()
+                step += 1
+                if step == warm:
+                    synchronize(device)
+                    steady_start = time.perf_counter()
+            epoch_loss = _mean(losses)
         pending.append(({"epoch": epoch, "loss": None, "updates": step}, epoch_loss))
 
-        log_now = cfg.log_every and (epoch % cfg.log_every == 0 or epoch == epochs)
-        eval_now = log_now or (cfg.eval_every and (epoch % cfg.eval_every == 0 or epoch == epochs))
-        if on_cpu or log_now or eval_now or epoch % cfg.check_every == 0 or epoch == epochs:
+        log_now = log_every and (epoch % log_every == 0 or epoch == epochs)
+        eval_now = log_now or (eval_every and (epoch % eval_every == 0 or epoch == epochs))
+        if on_cpu or log_now or eval_now or epoch % check_every == 0 or epoch == epochs:
             if not flush():
                 break
         if eval_now:

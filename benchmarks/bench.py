@@ -1,0 +1,209 @@
+"""bpbench's speed targets, measured in one run and printed as ratios (`make bench`).
+
+Timed unit tests would be flaky on noisy machines; this script measures each ratio with its two
+sides interleaved, several rounds, and reports the median ratio and whether it meets its goal.
+
+ 1. harness overhead: the harness's steady-state step time (its reported median) divided by a
+    bare hand-written loop of the same model (linreg manual), same process.          goal <= 1.05
+    Also shown: the harness's wall time per step (train_s / steps, all bookkeeping included).
+ 2. CLI overhead: wall time of `bpbench run linreg --manual` divided by seed 000's script
+    without its profiler, both as fresh processes.                                    goal <= 1.2
+ 3. mnist01 batching on CPU: DataLoader epoch time / resident epoch time at batch 32. goal >= 5
+ 4. mnist01 GD: the harness's step time divided by a bare loop of seed 004's own code
+    on the same data.                                                                  goal <= 1.10
+ 5. (CUDA only) the width study: CUDA speedup over CPU at H = 500 and H = 200,000.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+
+import torch
+
+from bpbench import run as runner
+
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
+RESULTS: list[tuple[str, float, str, bool | None]] = []
+
+
+def report(name: str, ratio: float, goal: str, ok: bool | None) -> None:
+    RESULTS.append((name, ratio, goal, ok))
+    verdict = "" if ok is None else ("  ok" if ok else "  MISSED")
+    print(f"{name:<58} {ratio:8.3f}   goal {goal}{verdict}", flush=True)
+
+
+def harness(name: str, **flags) -> dict:
+    info, cfg = runner.resolve(name, None, flags)
+    return runner.execute(info, cfg)
+
+
+def per_step(result: dict) -> float:
+    t = result["timing"]
+    return t["train_s"] / (t["steps"] - t["warmup_steps"])
+
+
+# 1 ------------------------------------------------------------------------------------------
+def bare_linreg(epochs: int) -> float:
+    x = torch.tensor([[1.0], [2.0], [3.0], [4.0]])
+    y = torch.tensor([[3.0], [5.0], [7.0], [9.0]])
+    w, b = torch.zeros(1, 1), torch.zeros(1, 1)
+    lr = 0.01
+    t0 = time.perf_counter()
+    for _ in range(epochs):
+        predictions = x.mm(w) + b
+        loss = ((predictions - y) ** 2).mean()
+        dw = 2 * x.t().mm(predictions - y) / x.size(0)
+        db = 2 * (predictions - y).sum() / x.size(0)
+        w -= lr * dw
+        b -= lr * db
+        float(loss)          # the bare loop reads its loss too, as the seed's log does
+    return (time.perf_counter() - t0) / epochs
+
+
+def bench_harness_overhead() -> None:
+    median_ratios, wall_ratios = [], []
+    for _ in range(ROUNDS):
+        r = harness("linreg", variant="manual", epochs=5000, warmup_steps=5)
+        bare = bare_linreg(5000)
+        median_ratios.append(r["timing"]["step_s_median"] / bare)
+        wall_ratios.append(per_step(r) / bare)
+    m = statistics.median(median_ratios)
+    report("1. harness step (median) / bare loop (linreg manual, CPU)", m, "<= 1.05", m <= 1.05)
+    report("   harness wall time per step / bare loop (bookkeeping incl.)", statistics.median(wall_ratios),
+           "info", None)
+
+
+# 2 ------------------------------------------------------------------------------------------
+SEED_000 = textwrap.dedent('''
+    import torch
+    import time
+    start_time = time.time()
+    def main():
+        x = torch.tensor([[1.0], [2.0], [3.0], [4.0]], dtype=torch.float32)
+        y = torch.tensor([[3.0], [5.0], [7.0], [9.0]], dtype=torch.float32)
+        w = torch.tensor([[0.0]], requires_grad=True, dtype=torch.float32)
+        b = torch.tensor([[0.0]], requires_grad=True, dtype=torch.float32)
+        learning_rate = 0.01
+        num_epochs = 1000
+        for epoch in range(num_epochs):
+            predictions = x.mm(w) + b
+            loss = ((predictions - y) ** 2).mean()
+            dw = 2 * x.t().mm(predictions - y) / x.size(0)
+            db = 2 * (predictions - y).sum() / x.size(0)
+            with torch.no_grad():
+                w -= learning_rate * dw
+                b -= learning_rate * db
+            if (epoch + 1) % 100 == 0:
+                print(f'Epoch [{epoch + 1}/{num_epochs}], Loss: {loss.item():.4f}')
+        print("w:", w.item())
+        print("b:", b.item())
+    if __name__ == "__main__":
+        main()
+    print(f"{time.time() - start_time:.4f} s")
+''')
+
+
+def wall(cmd: list[str]) -> float:
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - t0
+
+
+def bench_cli_overhead() -> None:
+    with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as f:
+        f.write(SEED_000)
+    exe = os.path.join(os.path.dirname(sys.executable), "bpbench")
+    ours, theirs = [], []
+    for _ in range(ROUNDS):
+        theirs.append(wall([sys.executable, f.name]))
+        ours.append(wall([exe, "run", "linreg", "--manual", "--log-every", "100"]))
+    os.unlink(f.name)
+    r = statistics.median(ours) / statistics.median(theirs)
+    report("2. `bpbench run linreg --manual` / seed 000 script (wall)", r, "<= 1.2", r <= 1.2)
+
+
+# 3 ------------------------------------------------------------------------------------------
+def bench_batching() -> None:
+    ratios = []
+    for _ in range(max(3, ROUNDS // 2)):
+        res = harness("mnist01", batch_size=32, epochs=3, loader="resident", warmup_steps=10)
+        dl = harness("mnist01", batch_size=32, epochs=3, loader="dataloader", warmup_steps=10)
+        ratios.append(per_step(dl) / per_step(res))
+    r = statistics.median(ratios)
+    report("3. mnist01 batch 32: DataLoader / resident epoch time (CPU)", r, ">= 5", r >= 5)
+    print(f"   (per step here: resident {per_step(res) * 1e6:.0f} µs, DataLoader {per_step(dl) * 1e6:.0f} µs: "
+          "the ratio is 1 + batch-fetch time / model-step time)")
+
+
+# 4 ------------------------------------------------------------------------------------------
+def bare_seed_004(x: torch.Tensor, y: torch.Tensor, epochs: int) -> float:
+    torch.manual_seed(1)
+    net = torch.nn.Sequential(torch.nn.Linear(784, 32), torch.nn.ReLU(), torch.nn.Linear(32, 1), torch.nn.Sigmoid())
+    loss_fn = torch.nn.BCELoss()
+    optimizr = torch.optim.SGD(net.parameters(), lr=0.001)
+    for _ in range(3):   # the same warm-up the harness gets
+        loss_fn(net(x), y).backward()
+        optimizr.step()
+        optimizr.zero_grad()
+    t0 = time.perf_counter()
+    for _ in range(epochs):
+        yhat = net(x)
+        loss = loss_fn(yhat, y)
+        loss.backward()
+        optimizr.step()
+        optimizr.zero_grad()
+        float(loss.detach())
+    return (time.perf_counter() - t0) / epochs
+
+
+def bench_gd_step() -> None:
+    from bpbench.experiments import mnist01
+    info, cfg = runner.resolve("mnist01", None, {})
+    xtr, ytr, _, _, _ = mnist01.load(cfg)
+    y = ytr.float().view(-1, 1)
+    ratios = []
+    for _ in range(ROUNDS):
+        h = per_step(harness("mnist01", epochs=60))
+        ratios.append(h / bare_seed_004(xtr, y, 60))
+    r = statistics.median(ratios)
+    report("4. mnist01 GD step: harness / seed 004's bare loop (CPU)", r, "<= 1.10", r <= 1.10)
+
+
+# 5 ------------------------------------------------------------------------------------------
+def bench_cuda_width() -> None:
+    for h in (500, 200_000):
+        cpu_steps = 20 if h > 50_000 else 200
+        c = harness("width", width=h, epochs=cpu_steps, warmup_steps=5)
+        g = harness("width", width=h, epochs=1000, device="cuda", warmup_steps=10)
+        r = c["timing"]["step_s_median"] / g["timing"]["step_s_median"]
+        report(f"5. width H={h:,}: CUDA speedup over CPU (seed: {'<1' if h == 500 else '~60'})", r, "info", None)
+    m = harness("mnist01", device="cuda", epochs=700)
+    print(f"   mnist01 GD on {m['env']['cuda_device']}: step {m['timing']['step_s_median'] * 1e6:.0f} µs, "
+          f"held-out acc {m['final']['metrics']['test_accuracy']:.4f}, "
+          f"CUDA peak {m['memory']['cuda_peak_allocated_mib']:.1f} MiB")
+
+
+def main() -> None:
+    print(f"bpbench bench: torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"CUDA: {torch.cuda.get_device_name() if torch.cuda.is_available() else 'none'}; "
+          f"{ROUNDS} rounds, median ratios", flush=True)
+    bench_harness_overhead()
+    bench_cli_overhead()
+    bench_batching()
+    bench_gd_step()
+    if torch.cuda.is_available():
+        bench_cuda_width()
+    else:
+        print("5. CUDA width study: skipped (no CUDA on this machine)")
+    missed = [n for n, _, _, ok in RESULTS if ok is False]
+    print("all goals met" if not missed else f"goals missed: {len(missed)}")
+
+
+if __name__ == "__main__":
+    main()
