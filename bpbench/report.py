@@ -27,6 +27,13 @@ def fmt_num(x: Any) -> str:
     return str(x)
 
 
+def fmt_nested(v: Any) -> str:
+    """Nested lists of floats with 7 significant digits: [[0.4513601, 0.3706601], ...]."""
+    if isinstance(v, list):
+        return "[" + ", ".join(fmt_nested(i) for i in v) + "]"
+    return f"{v:.7g}" if isinstance(v, float) else str(v)
+
+
 def fmt_mib(x: float | None) -> str:
     return "-" if x is None else f"{x:.1f} MiB"
 
@@ -43,7 +50,7 @@ def print_run(r: dict[str, Any], console: Console | None = None) -> None:
     tab.add_row("data", f"{d['name']}: {d['n_train']} train" + (f", {d['n_test']} held out" if d.get("n_test") else ""))
     tab.add_row("final loss", fmt_num(f["loss"]))
     for k, v in (f.get("params") or {}).items():
-        tab.add_row(f"  {k}", fmt_num(v) if not isinstance(v, list) else str(v))
+        tab.add_row(f"  {k}", fmt_nested(v))
     for k, v in (f.get("metrics") or {}).items():
         tab.add_row(f"  {k}", fmt_num(v))
     tab.add_row("updates", f"{t['steps']} ({t['warmup_steps']} warm-up)")
@@ -79,7 +86,7 @@ def print_trace(tr: dict[str, Any], console: Console | None = None) -> None:
         tab.add_column("parameter")
         tab.add_column("value")
         for name, v in tr[key].items():
-            tab.add_row(name, str(v))
+            tab.add_row(name, fmt_nested(v))
         console.print(tab)
 
 
