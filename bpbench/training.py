@@ -28,7 +28,7 @@ class ResidentBatches:
         if self.batch_size == self.n:      # gradient descent: no shuffle, no copy
             return iter([(self.x, self.y)])
         perm = torch.randperm(self.n, device=self.x.device, generator=self.gen)
-        return ((self.x[idx], self.y[idx]) for idx in perm.split(self.batch_size))
+        return ((self.x.index_select(0, idx), self.y.index_select(0, idx)) for idx in perm.split(self.batch_size))
 
 
 class LoaderBatches:
@@ -120,6 +120,16 @@ def linear_param_names(model: nn.Module) -> dict[str, Tensor]:
     """layer{k}.weight -> the parameter tensor itself."""
     named = dict(model.named_parameters())
     return {nice: named[path] for nice, path in linear_param_paths(model).items()}
+
+
+def manual_grads(make_net: Callable[[dict[str, Tensor]], object], x: Tensor, y: Tensor):
+    """grads(params) of a hand-written network built by make_net (for gradcheck)."""
+    def grads(params: dict[str, Tensor]) -> dict[str, Tensor]:
+        net = make_net({k: v.clone() for k, v in params.items()})
+        net.loss(x, y)
+        net.backward()
+        return net.grads()
+    return grads
 
 
 def module_loss(model: nn.Module, loss_fn, x: Tensor, y: Tensor):

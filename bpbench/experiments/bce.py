@@ -17,7 +17,7 @@ from bpbench.errors import BadInput
 from bpbench.experiments import REGISTRY
 from bpbench.experiments.base import Built, Experiment, GradCheckCase
 from bpbench.training import (AutogradLearner, ManualLearner, SupervisedSession, linear_param_names,
-                              make_batches, module_loss, sgd_update)
+                              make_batches, manual_grads, module_loss, sgd_update)
 
 # Seed 002's initial weights (nn.Linear layout: weight is (out, in)).
 INITIAL = {
@@ -141,15 +141,8 @@ class BCE(Experiment):
     def gradcheck_case(self, cfg) -> GradCheckCase:
         x, y, desc = load_data(cfg["data"], cfg["seed"], "cpu", torch.float64)
         params = initial_params("cpu", torch.float64)
-
-        def manual(p):
-            net = manual_net({k: v.clone() for k, v in p.items()})
-            net.loss(x, y)
-            net.backward()
-            return net.grads()
-
-        return GradCheckCase(params, module_loss(autograd_model(params), nn.BCELoss(), x, y), manual,
-                             note=f"seed 002's weights, {desc}")
+        return GradCheckCase(params, module_loss(autograd_model(params), nn.BCELoss(), x, y),
+                             manual_grads(manual_net, x, y), note=f"seed 002's weights, {desc}")
 
 
 EXPERIMENT = BCE()

@@ -20,7 +20,7 @@ from bpbench.errors import BadInput
 from bpbench.experiments import REGISTRY
 from bpbench.experiments.base import Built, Experiment, GradCheckCase
 from bpbench.training import (AutogradLearner, ManualLearner, SupervisedSession, linear_param_names,
-                              make_batches, module_loss)
+                              make_batches, manual_grads, module_loss)
 
 
 def load(cfg) -> tuple[Tensor, Tensor, Tensor, Tensor, dict]:
@@ -109,6 +109,7 @@ class MNIST01(Experiment):
         # Resident: the data moves to the device once, here in setup.
         xtr_d, ytr_d = xtr.to(device), targets(ytr, is_binary).to(device)
         xte_d, yte_d = xte.to(device), yte.to(device)
+        ytr_labels = ytr.to(device)           # class labels for accuracy, moved once
         batches = make_batches(cfg["loader"], xtr_d if cfg["loader"] == "resident" else xtr,
                                ytr_d if cfg["loader"] == "resident" else targets(ytr, is_binary),
                                cfg["batch_size"], cfg["seed"])
@@ -128,7 +129,7 @@ class MNIST01(Experiment):
                 return float(loss), float((pred == y).float().mean()), pred
 
         def evaluate() -> dict[str, float]:
-            tr_loss, tr_acc, _ = scores(xtr_d, ytr.to(device))
+            tr_loss, tr_acc, _ = scores(xtr_d, ytr_labels)
             out = {"train_loss": tr_loss, "train_accuracy": tr_acc}
             if len(xte_d):
                 te_loss, te_acc, _ = scores(xte_d, yte_d)
@@ -138,7 +139,7 @@ class MNIST01(Experiment):
         def confusion() -> dict:
             k = 2 if is_binary else 10
             out = {}
-            for split, (x, y) in (("train", (xtr_d, ytr.to(device))), ("test", (xte_d, yte_d))):
+            for split, (x, y) in (("train", (xtr_d, ytr_labels)), ("test", (xte_d, yte_d))):
                 if len(x):
                     pred = scores(x, y)[2]
                     out[split] = torch.bincount(y * k + pred, minlength=k * k).view(k, k).cpu().tolist()
@@ -165,14 +166,8 @@ class MNIST01(Experiment):
         model = build_module(cfg).double()
         params = {k: p.detach().clone() for k, p in linear_param_names(model).items()}
         loss_fn = nn.BCELoss() if is_binary else nn.CrossEntropyLoss()
-
-        def manual(p):
-            net = manual_net({k: v.clone() for k, v in p.items()}, is_binary)
-            net.loss(x, y)
-            net.backward()
-            return net.grads()
-
-        return GradCheckCase(params, module_loss(model, loss_fn, x, y), manual,
+        return GradCheckCase(params, module_loss(model, loss_fn, x, y),
+                             manual_grads(lambda p: manual_net(p, is_binary), x, y),
                              note=f"{len(x)} samples of {desc['name']}, digits {cfg['digits']}")
 
 
