@@ -278,7 +278,7 @@ def compare(
     as_json: bool = typer.Option(False, "--json", help="Print the comparison document as JSON."),
 ) -> None:
     """Run the experiment matrix (experiment x variant x device x batching) and show one table."""
-    from bpbench import compare as cmp, plots, report
+    from bpbench import compare as cmp, plots, report, results
     from bpbench import config as C
 
     if repeat <= 0:
@@ -314,7 +314,7 @@ def compare(
         sys.stderr.write("interrupted\n")
     doc = comparison.doc
     if as_json:
-        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+        sys.stdout.write(results.dumps(doc))
     else:
         report.print_comparison(doc)
     if output_dir is not None and not interrupted:
@@ -338,13 +338,13 @@ def report(
     as_json: bool = typer.Option(False, "--json", help="Print the (re-derived) document as JSON."),
 ) -> None:
     """Render a saved comparison again (tables, optional baseline columns and plots)."""
-    from bpbench import compare as cmp, plots, report as rep
+    from bpbench import compare as cmp, plots, report as rep, results
 
     doc = cmp.load_comparison(results_file)
     if baseline:
         cmp.derive(doc["cells"], cmp.load_comparison(baseline))
     if as_json:
-        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+        sys.stdout.write(results.dumps(doc))
     else:
         rep.print_comparison(doc)
     if plot_dir is not None:

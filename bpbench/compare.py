@@ -114,8 +114,16 @@ def plan(targets: list[str], devices: list[str], variants: list[str], preset: di
     """The cells to run, in order. `extra` overrides config keys in every cell (checked by each run)."""
     cells = _plan(targets, devices, variants, preset, widths, steps, batch_sizes, updates)
     if extra:
+        names = {c.experiment for c in cells}
+        for key in extra:
+            if not any(key in experiments.REGISTRY[n].keys for n in names):
+                raise BadInput(f"--set {key}: no experiment in this comparison takes {key!r}")
+        # Each cell takes the overrides its experiment knows (e.g. init only reaches linreg).
         cells = [Cell(c.study, c.experiment, c.variant, c.device, c.label,
-                      tuple(sorted({**dict(c.overrides), **extra}.items()))) for c in cells]
+                      tuple(sorted({**dict(c.overrides),
+                                    **{k: v for k, v in extra.items()
+                                       if k in experiments.REGISTRY[c.experiment].keys}}.items())))
+                 for c in cells]
     return cells
 
 

@@ -15,6 +15,8 @@ Schema 1 (one run):
                  cuda_peak_reserved_mib, line_profile (text or null)}
     env         {bpbench, torch, python, platform, cpu, threads, cuda_device, ...}
     status      "ok" | "diverged"  (with "error" when diverged)
+
+Files are strict JSON: non-finite numbers (a diverged loss) are written as null.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -79,8 +82,20 @@ def atomic_write_text(path: str | Path, text: str) -> None:
         raise
 
 
+def finite_or_null(obj: Any) -> Any:
+    """Strict JSON has no NaN/Infinity: a diverged run's non-finite numbers become null
+    (its `status` and `error` say what happened)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite_or_null(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite_or_null(v) for v in obj]
+    return obj
+
+
 def dumps(obj: Any) -> str:
-    return json.dumps(obj, indent=2, allow_nan=True) + "\n"
+    return json.dumps(finite_or_null(obj), indent=2, allow_nan=False) + "\n"
 
 
 def write_json(path: str | Path, obj: Any) -> None:

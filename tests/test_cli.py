@@ -139,6 +139,7 @@ def test_divergence_exits_3_and_keeps_what_it_has(cli, tmp_path):
     assert "diverged" in r.stderr and "epoch 17" in r.stderr and "Traceback" not in r.stderr
     d = json.loads(out.read_text())
     assert d["status"] == "diverged" and d["history"][-1]["epoch"] == 17
+    assert d["history"][-1]["loss"] is None and d["final"]["loss"] is None   # strict JSON: inf -> null
     assert all(h["loss"] == h["loss"] for h in d["history"][:-1])
 
 

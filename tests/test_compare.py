@@ -100,6 +100,7 @@ def test_unavailable_device_and_failing_cell(cli, tmp_path):
                                       (["compare", "--repeat", "0"], "--repeat"),
                                       (["compare", "--device", "tpu"], "unknown device"),
                                       (["compare", "width", "--widths", "10,-1"], "--widths"),
+                                      (["compare", "bce", "--set", "init=zeros"], "init"),
                                       (["report", "/no/such/results.json"], "not found")])
 def test_compare_bad_input(cli, args, msg):
     r = cli(*args)
