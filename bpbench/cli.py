@@ -150,9 +150,7 @@ def run(
              "data": data, "init": init, "loader": loader, "digits": digits, "data_dir": data_dir,
              "download": download, "width": width, "log_every": log_every, "eval_every": eval_every,
              "warmup_steps": warmup_steps}
-    given = {k for k, v in flags.items() if v is not None}
-    for key in sorted(given - set(info.keys)):
-        raise BadInput(f"--{key.replace('_', '-')} does not apply to {experiment}")
+    _check_applies(info, flags)
     flags.update(C.parse_set(set_))
     info, cfg = runner.resolve(experiment, str(config) if config else None, flags)
     runner.pick_device(cfg["device"])  # fail fast on --device cuda without CUDA
@@ -164,14 +162,23 @@ def run(
         result = runner.execute(info, cfg, profile_lines=profile_lines,
                                 on_log=log if cfg.get("log_every") else None,
                                 on_epoch=progress.update if progress else None)
-    except Diverged as e:
+    except Diverged as e:     # keep what was computed: it is emitted and written like any result
+        result, error = e.partial, e
+    else:
+        error = None
+    finally:
         if progress:
             progress.close()
-        _emit(e.partial, as_json, output)
-        fail(str(e), EXIT_DIVERGED)
-    if progress:
-        progress.close()
     _emit(result, as_json, output, trace)
+    if error:
+        fail(str(error), EXIT_DIVERGED)
+
+
+def _check_applies(info, flags: dict[str, Any]) -> None:
+    """An experiment-specific flag given to an experiment that does not take it is bad input."""
+    unknown = sorted(k for k, v in flags.items() if v is not None and k not in info.keys)
+    if unknown:
+        raise BadInput(f"--{unknown[0].replace('_', '-')} does not apply to {info.name}")
 
 
 def _emit(result: dict[str, Any], as_json: bool, output: Optional[Path], trace: bool = False) -> None:
@@ -247,8 +254,7 @@ def gradcheck(
     if max_elements < 0:
         raise BadInput(f"--max-elements must be >= 0, got {max_elements}")
     flags = {"data": data, "digits": digits, "seed": seed, "lr": lr, "variant": "manual"}
-    for key in sorted(k for k, v in flags.items() if v is not None and k not in info.keys):
-        raise BadInput(f"--{key.replace('_', '-')} does not apply to {experiment}")
+    _check_applies(info, flags)
     info, cfg = runner.resolve(experiment, None, flags)
     report = gc.check(info.load().gradcheck_case(cfg), tol=tol, max_elements=max_elements, seed=cfg["seed"])
     report["experiment"] = experiment
