@@ -96,43 +96,43 @@ def list_cmd(as_json: bool = typer.Option(False, "--json", help="Print the regis
     Console().print(t)
 
 
-# Options shared by run / gradcheck / compare, declared once.
-DeviceOpt = typer.Option(None, "--device", help="cpu or cuda.")
-SeedOpt = typer.Option(None, "--seed", help="Seed for every random choice (default: the config's).")
-ConfigOpt = typer.Option(None, "--config", help="TOML file of config values (below flags, above built-ins).")
+def _opt(flag: str, help: str, panel: str, default: Any = None):
+    """A `run` option in its help panel (Typer groups them under that heading)."""
+    return typer.Option(default, flag, help=help, rich_help_panel=panel)
 
 
 @app.command()
 def run(
     experiment: str = typer.Argument(..., help="Experiment name (see `bpbench list`)."),
-    variant: Optional[str] = typer.Option(None, "--variant", help="Variant name (see `bpbench list`)."),
-    manual: bool = typer.Option(False, "--manual", help="Shorthand for --variant manual."),
-    autograd: bool = typer.Option(False, "--autograd", help="Shorthand for --variant autograd."),
-    nn: bool = typer.Option(False, "--nn", help="Shorthand for --variant nn."),
-    device: Optional[str] = DeviceOpt,
-    batch_size: Optional[str] = typer.Option(None, "--batch-size", help="'full' (gradient descent) or N."),
-    epochs: Optional[int] = typer.Option(None, "--epochs", help="Passes over the training data."),
-    updates: Optional[int] = typer.Option(None, "--updates", help="Stop after N updates instead (mnist01)."),
-    lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate."),
-    seed: Optional[int] = SeedOpt,
-    data: Optional[str] = typer.Option(None, "--data", help="Data set (per experiment; see README)."),
-    init: Optional[str] = typer.Option(None, "--init", help="linreg nn: 'default' or 'zeros'."),
-    loader: Optional[str] = typer.Option(None, "--loader", help="mnist01: 'resident' or 'dataloader'."),
-    digits: Optional[str] = typer.Option(None, "--digits", help="mnist01: '0,1' or '0-9'."),
-    data_dir: Optional[str] = typer.Option(None, "--data-dir", help="mnist01: torchvision MNIST root."),
-    download: Optional[bool] = typer.Option(None, "--download/--no-download",
-                                            help="mnist01: let torchvision fetch MNIST into --data-dir."),
-    width: Optional[int] = typer.Option(None, "--width", help="width: hidden units H."),
-    config: Optional[Path] = ConfigOpt,
-    set_: List[str] = typer.Option([], "--set", help="Any config key: --set key=value (repeatable)."),
-    log_every: Optional[int] = typer.Option(None, "--log-every", help="Print a progress line every N epochs."),
-    eval_every: Optional[int] = typer.Option(None, "--eval-every", help="Evaluate every N epochs (history)."),
-    warmup_steps: Optional[int] = typer.Option(None, "--warmup-steps", help="Updates timed apart as warm-up."),
-    trace: bool = typer.Option(False, "--trace", help="bce: print every forward value and gradient."),
-    as_json: bool = typer.Option(False, "--json", help="Print exactly one JSON object on stdout."),
-    output: Optional[Path] = typer.Option(None, "--output", help="Write the JSON result to FILE (atomically)."),
-    profile_lines: bool = typer.Option(False, "--profile-lines",
-                                       help="Add memory_profiler's line-by-line table (slow)."),
+    variant: Optional[str] = _opt("--variant", "Variant name (see `bpbench list`).", "Variant"),
+    manual: bool = _opt("--manual", "Shorthand for --variant manual.", "Variant", False),
+    autograd: bool = _opt("--autograd", "Shorthand for --variant autograd.", "Variant", False),
+    nn: bool = _opt("--nn", "Shorthand for --variant nn.", "Variant", False),
+    device: Optional[str] = _opt("--device", "cpu or cuda.", "Training"),
+    batch_size: Optional[str] = _opt("--batch-size", "'full' (gradient descent) or N.", "Training"),
+    epochs: Optional[int] = _opt("--epochs", "Passes over the training data.", "Training"),
+    updates: Optional[int] = _opt("--updates", "Stop after N updates instead (mnist01).", "Training"),
+    lr: Optional[float] = _opt("--lr", "Learning rate.", "Training"),
+    seed: Optional[int] = _opt("--seed", "Seed for every random choice (default: the config's).", "Training"),
+    init: Optional[str] = _opt("--init", "linreg nn: 'default' or 'zeros'.", "Training"),
+    width: Optional[int] = _opt("--width", "width: hidden units H.", "Training"),
+    warmup_steps: Optional[int] = _opt("--warmup-steps", "Updates timed apart as warm-up.", "Training"),
+    data: Optional[str] = _opt("--data", "Data set (per experiment; see README).", "Data"),
+    loader: Optional[str] = _opt("--loader", "mnist01: 'resident' or 'dataloader'.", "Data"),
+    digits: Optional[str] = _opt("--digits", "mnist01: '0,1' or '0-9'.", "Data"),
+    data_dir: Optional[str] = _opt("--data-dir", "mnist01: torchvision MNIST root.", "Data"),
+    download: Optional[bool] = _opt("--download/--no-download",
+                                    "mnist01: let torchvision fetch MNIST into --data-dir.", "Data"),
+    config: Optional[Path] = _opt("--config", "TOML file of config values (below flags, above built-ins).",
+                                  "Configuration"),
+    set_: List[str] = _opt("--set", "Any config key: --set key=value (repeatable).", "Configuration", []),
+    log_every: Optional[int] = _opt("--log-every", "Print a progress line every N epochs.", "Output"),
+    eval_every: Optional[int] = _opt("--eval-every", "Evaluate every N epochs (history).", "Output"),
+    trace: bool = _opt("--trace", "bce: print every forward value and gradient.", "Output", False),
+    as_json: bool = _opt("--json", "Print exactly one JSON object on stdout.", "Output", False),
+    output: Optional[Path] = _opt("--output", "Write the JSON result to FILE (atomically).", "Output"),
+    profile_lines: bool = _opt("--profile-lines", "Add memory_profiler's line-by-line table (slow).",
+                               "Output", False),
 ) -> None:
     """Train one experiment under the harness and report loss, parameters, time and memory."""
     from bpbench import config as C
@@ -232,7 +232,7 @@ def gradcheck(
     experiment: str = typer.Argument(..., help="Experiment with a manual variant."),
     data: Optional[str] = typer.Option(None, "--data", help="Data set (per experiment)."),
     digits: Optional[str] = typer.Option(None, "--digits", help="mnist01: '0,1' or '0-9'."),
-    seed: Optional[int] = SeedOpt,
+    seed: Optional[int] = typer.Option(None, "--seed", help="Seed for init, data and the sampled elements."),
     lr: Optional[float] = typer.Option(None, "--lr", help="Accepted for symmetry with run; must be > 0."),
     variant: Optional[str] = typer.Option(None, "--variant", help="Must name the manual variant if given."),
     tol: float = typer.Option(1e-6, "--tol", help="Largest allowed relative error of any pair."),
