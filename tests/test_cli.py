@@ -125,6 +125,7 @@ def test_output_file_and_same_command_same_numbers(cli, tmp_path):
     out = tmp_path / "sub" / "r.json"
     r = cli("run", "linreg", "--data", "scatter30", "--batch-size", "5", "--epochs", "30", "--output", out)
     assert r.exit_code == 0 and f"result written to {out}" in r.stdout
+    assert r.stderr == ""          # no progress bar when stdout is not a terminal
     first = json.loads(out.read_text())
     cli("run", "linreg", "--data", "scatter30", "--batch-size", "5", "--epochs", "30", "--output", out)
     second = json.loads(out.read_text())

@@ -44,9 +44,14 @@ def test_quick_preset_end_to_end(tmp_path):
 
 def test_report_round_trip(cli, tmp_path):
     out = tmp_path / "c"
-    r = cli("compare", "bce", "--variant", "manual", "--output-dir", out, "--set", "epochs=20")
+    r = cli("compare", "bce", "--variant", "manual", "--output-dir", out, "--set", "epochs=20", "--repeat", "2")
     assert r.exit_code == 0, r.stderr
     doc, rows = read(out)
+    assert len(doc["cells"][0]["runs"]) == 2 and doc["cells"][0]["summary"]["repeats"] == 2
+    again_vs_first = cli("compare", "bce", "--variant", "manual", "--set", "epochs=20", "--json",
+                         "--baseline", out / "results.json")
+    s = json.loads(again_vs_first.stdout)["cells"][0]["summary"]
+    assert "baseline_change" in s and isinstance(s["baseline_significant"], bool)
     assert rows[0]["key"] == doc["cells"][0]["key"] == "matrix:bce/manual/cpu/data=xor"
     assert float(rows[0]["step_s_median"]) == pytest.approx(doc["cells"][0]["summary"]["step_s_median"])
     again = cli("report", out / "results.json", "--json")
