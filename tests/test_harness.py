@@ -77,14 +77,16 @@ def test_evaluation_and_logging_points():
     assert all("time_s" in h for h in r.history if "score" in h)
 
 
-def test_evaluation_time_is_excluded_from_train_time():
+@pytest.mark.parametrize("warmup", [0, 2])
+def test_evaluation_time_is_excluded_from_train_time(warmup):
     class SlowEval(Fake):
         def evaluate(self):
             time.sleep(0.05)
             return {}
-    f = SlowEval([1.0] * 4, sleep=0.001)
-    r = run_loop(f, LoopConfig(epochs=4, eval_every=1), CPU)
-    assert r.eval_s >= 0.2 and r.train_s < 0.1
+    f = SlowEval([1.0] * 6, sleep=0.001)
+    r = run_loop(f, LoopConfig(epochs=6, eval_every=1, warmup_steps=warmup), CPU)
+    assert r.eval_s >= 0.3
+    assert 0 < r.train_s < 0.04
 
 
 def test_stats():

@@ -105,7 +105,7 @@ def _run_loop(t, cfg, device, on_log, on_epoch) -> LoopResult:
         return True
 
     steady_start = time.perf_counter() if warm == 0 else None
-    paused = 0.0
+    paused = 0.0          # evaluation/logging time inside the steady state (excluded from train_s)
     step = 0
     # Bound once: the per-step path is a handful of Python operations around t.step().
     start, stop, do_step, begin = timer.start, timer.stop, t.step, t.begin_epoch
@@ -147,7 +147,10 @@ def _run_loop(t, cfg, device, on_log, on_epoch) -> LoopResult:
             entry.update(t.evaluate())
             if log_now and on_log:
                 on_log(entry, epochs)
-            paused += time.perf_counter() - t0
+            dt = time.perf_counter() - t0
+            out.eval_s += dt
+            if steady_start is not None:
+                paused += dt
         if on_epoch:
             on_epoch(epoch)
     else:
@@ -156,7 +159,6 @@ def _run_loop(t, cfg, device, on_log, on_epoch) -> LoopResult:
     synchronize(device)
     end = time.perf_counter()
     out.steps = step
-    out.eval_s = paused
     out.train_s = (end - steady_start - paused) if steady_start is not None else 0.0
     step_s = timer.seconds()
     out.warmup_s = sum(step_s[:warm])
