@@ -91,11 +91,11 @@ def print_trace(tr: dict[str, Any], console: Console | None = None) -> None:
 
 
 def print_gradcheck(rep: dict[str, Any], console: Console | None = None) -> None:
-    console = console or Console()
+    console = console or wide_console()
     tab = Table(title=f"gradcheck {rep['experiment']} ({rep['note']}; tol {rep['tol']:g})", title_justify="left")
     for c in ("parameter", "elements", "manual vs autograd", "manual vs numerical",
               "autograd vs numerical", "rel. error", "ok"):
-        tab.add_column(c, justify="left" if c == "parameter" else "right")
+        tab.add_column(c, justify="left" if c == "parameter" else "right", no_wrap=c == "parameter")
     for c in rep["checks"]:
         tab.add_row(c["param"], f"{c['checked']}/{c['numel']}", f"{c['manual_vs_autograd']:.2e}",
                     f"{c['manual_vs_numerical']:.2e}", f"{c['autograd_vs_numerical']:.2e}",
