@@ -167,15 +167,15 @@ def _plan_gd_sgd(devices, variants, entry, batch_sizes, updates) -> list[Cell]:
     sizes = batch_sizes or entry.get("batch_sizes", ["full", 256])
     n_updates = updates or entry.get("updates", 700)
     every = entry.get("eval_every_updates", max(1, n_updates // 20))
-    chosen = [v for v in experiments.REGISTRY["mnist01"].variants if not variants or v in variants] or ["autograd"]
+    # The study compares batchings, not variants: one variant (the first asked for, else autograd).
+    variant = next((v for v in variants if v in experiments.REGISTRY["mnist01"].variants), "autograd")
     cells = []
     for bs in sizes:
         run = {"batch_size": bs, "updates": n_updates, "warmup_steps": 0,
                # GD makes one update per epoch; mini-batch runs are evaluated after every epoch.
                "eval_every": every if bs == "full" else 1}
-        for variant in chosen[:1]:
-            for device in devices:
-                cells.append(Cell("gd-sgd", "mnist01", variant, device, f"batch={bs}", tuple(sorted(run.items()))))
+        for device in devices:
+            cells.append(Cell("gd-sgd", "mnist01", variant, device, f"batch={bs}", tuple(sorted(run.items()))))
     return cells
 
 
