@@ -1,3 +1,4 @@
 from bpbench.cli import main
 
-main()
+if __name__ == "__main__":   # guarded: a spawned helper process may import this module
+    main()
