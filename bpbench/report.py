@@ -161,6 +161,8 @@ def print_comparison(doc: dict[str, Any], console: Console | None = None) -> Non
             row.append(_change(s))
         tab.add_row(*row)
     console.print(tab)
+    for line in verdicts(cells):
+        console.print(line)
     if doc.get("width"):
         print_width(doc["width"], console)
     if doc.get("gd_sgd"):
@@ -173,6 +175,25 @@ def print_comparison(doc: dict[str, Any], console: Console | None = None) -> Non
     missing = len(doc.get("planned", [])) - len(doc["cells"])
     if doc.get("interrupted") and missing > 0:
         console.print(f"[yellow]interrupted: {missing} planned cell(s) did not run[/]")
+
+
+def verdicts(cells: list[dict[str, Any]]) -> list[str]:
+    """One line per experiment and device: the fastest variant and how the others compare."""
+    groups: dict[tuple, list[dict]] = {}
+    for c in cells:
+        if c["study"] == "matrix" and c["status"] == "ok" and c.get("summary", {}).get("step_s_median"):
+            groups.setdefault((c["experiment"], c["label"], c["device"]), []).append(c)
+    lines = []
+    for (exp, label, device), group in groups.items():
+        if len(group) < 2:
+            continue
+        group = sorted(group, key=lambda c: c["summary"]["step_s_median"])
+        best = group[0]["summary"]["step_s_median"]
+        others = ", ".join(f"{c['variant']} {c['summary']['step_s_median'] / best:.1f}x slower" for c in group[1:])
+        where = f"{exp}{f' ({label})' if label else ''} on {device}"
+        lines.append(f"[bold]{where}[/]: fastest per step is {group[0]['variant']} "
+                     f"({fmt_s(best)}); {others}")
+    return lines
 
 
 def print_width(w: dict[str, Any], console: Console) -> None:
