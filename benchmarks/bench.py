@@ -12,6 +12,7 @@ sides interleaved, several rounds, and reports the median ratio and whether it m
  4. mnist01 GD: the harness's step time divided by a bare loop of seed 004's own code
     on the same data.                                                                  goal <= 1.10
  5. (CUDA only) the width study: CUDA speedup over CPU at H = 500 and H = 200,000.
+ 6. `bpbench compare --preset quick` wall time, startup included (the CI smoke run).  goal <= 60 s
 """
 
 from __future__ import annotations
@@ -189,6 +190,14 @@ def bench_cuda_width() -> None:
           f"CUDA peak {m['memory']['cuda_peak_allocated_mib']:.1f} MiB")
 
 
+# 6 ------------------------------------------------------------------------------------------
+def bench_quick_compare() -> None:
+    exe = os.path.join(os.path.dirname(sys.executable), "bpbench")
+    with tempfile.TemporaryDirectory() as out:
+        seconds = wall([exe, "compare", "--preset", "quick", "--output-dir", out])
+    report("6. `bpbench compare --preset quick` wall time (s)", seconds, "<= 60", seconds <= 60)
+
+
 def main() -> None:
     print(f"bpbench bench: torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"CUDA: {torch.cuda.get_device_name() if torch.cuda.is_available() else 'none'}; "
@@ -201,6 +210,7 @@ def main() -> None:
         bench_cuda_width()
     else:
         print("5. CUDA width study: skipped (no CUDA on this machine)")
+    bench_quick_compare()
     missed = [n for n, _, _, ok in RESULTS if ok is False]
     print("all goals met" if not missed else f"goals missed: {len(missed)}")
 

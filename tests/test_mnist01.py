@@ -109,6 +109,24 @@ def test_broken_mnist_file_names_the_file(cli, broken_mnist_dir, damage):
     assert "Traceback" not in r.stderr
 
 
+def test_gzipped_raw_files_are_read(broken_mnist_dir):
+    import gzip
+    raw = broken_mnist_dir / "MNIST" / "raw"
+    for f in list(raw.iterdir()):
+        (raw / (f.name + ".gz")).write_bytes(gzip.compress(f.read_bytes()))
+        f.unlink()
+    r = train(data_dir=str(broken_mnist_dir), epochs=2)
+    assert r["data"]["n_train"] > 1000
+
+
+def test_corrupt_gz_names_the_file(cli, broken_mnist_dir):
+    raw = broken_mnist_dir / "MNIST" / "raw"
+    (raw / "t10k-labels-idx1-ubyte").unlink()
+    (raw / "t10k-labels-idx1-ubyte.gz").write_bytes(b"\x1f\x8b not gzip")
+    r = cli("run", "mnist01", "--data-dir", broken_mnist_dir, "--epochs", "1")
+    assert r.exit_code == 2 and "t10k-labels-idx1-ubyte.gz" in r.stderr
+
+
 def test_corrupt_npz_is_bad_input(cli, tmp_path):
     bad = tmp_path / "x.npz"
     bad.write_bytes(b"PK\x03\x04 not really a zip")

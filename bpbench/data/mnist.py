@@ -6,6 +6,9 @@ came from. Errors name the file and end the run with exit code 2.
 
 from __future__ import annotations
 
+import gzip
+import shutil
+import tempfile
 import zipfile
 from importlib import resources
 from pathlib import Path
@@ -51,22 +54,33 @@ def download(root: Path) -> None:
         raise BadInput(f"could not download MNIST into {root} (no network?): {first}") from None
 
 
+def _read(reader, path: Path) -> torch.Tensor:
+    """Read one IDX file with torchvision's reader; a .gz beside a missing file is unpacked first
+    (into a temporary directory: the user's data directory is never written to)."""
+    gz = path.with_name(path.name + ".gz")
+    if not path.is_file() and not gz.is_file():
+        raise BadInput(f"MNIST file not found: {path} (expected torchvision's layout DIR/MNIST/raw/; "
+                       "--download fetches it)")
+    source = path if path.is_file() else gz
+    try:
+        if source is path:
+            return reader(str(path))
+        with tempfile.TemporaryDirectory() as tmp:
+            plain = Path(tmp) / path.name
+            with gzip.open(gz, "rb") as f, plain.open("wb") as g:
+                shutil.copyfileobj(f, g)
+            return reader(str(plain))
+    except (AssertionError, RuntimeError, ValueError, KeyError, IndexError, OSError, EOFError) as e:
+        raise BadInput(f"MNIST file {source} is truncated or corrupt ({type(e).__name__})") from None
+
+
 def load_torchvision(root: Path, split: str) -> tuple[torch.Tensor, torch.Tensor]:
     """One split of root/MNIST/raw, read with torchvision's own IDX readers."""
     from torchvision.datasets.mnist import read_image_file, read_label_file
 
     raw = root / "MNIST" / "raw"
-    out = []
-    for kind, reader in (("images", read_image_file), ("labels", read_label_file)):
-        path = raw / RAW_FILES[(split, kind)]
-        if not path.is_file():
-            raise BadInput(f"MNIST file not found: {path} (expected torchvision's layout DIR/MNIST/raw/; "
-                           "--download fetches it)")
-        try:
-            t = reader(str(path))
-        except (AssertionError, RuntimeError, ValueError, KeyError, IndexError) as e:
-            raise BadInput(f"MNIST file {path} is truncated or corrupt ({type(e).__name__})") from None
-        out.append(t)
+    out = [_read(reader, raw / RAW_FILES[(split, kind)])
+           for kind, reader in (("images", read_image_file), ("labels", read_label_file))]
     images, labels = out
     if images.dim() != 3 or images.shape[1:] != (28, 28) or len(images) != len(labels):
         raise BadInput(f"MNIST files in {raw} do not match: {tuple(images.shape)} images, {len(labels)} labels")
