@@ -111,7 +111,8 @@ def plan(targets: list[str], devices: list[str], variants: list[str], preset: di
          widths: list[int] | None = None, steps: int | None = None,
          batch_sizes: list[Any] | None = None, updates: int | None = None,
          extra: dict[str, Any] | None = None) -> list[Cell]:
-    """The cells to run, in order. `extra` overrides config keys in every cell (checked by each run)."""
+    """The cells to run, in order. `extra` (from --set) overrides config keys in every cell whose
+    experiment takes them; a key no planned experiment takes is bad input."""
     cells = _plan(targets, devices, variants, preset, widths, steps, batch_sizes, updates)
     if extra:
         names = {c.experiment for c in cells}
@@ -128,7 +129,7 @@ def plan(targets: list[str], devices: list[str], variants: list[str], preset: di
 
 
 def _plan(targets, devices, variants, preset, widths, steps, batch_sizes, updates) -> list[Cell]:
-    names = targets or list(preset.get("experiments", []))
+    names = list(dict.fromkeys(targets or preset.get("experiments", [])))   # in order, once each
     for n in names:
         if n not in STUDIES:
             experiments.get(n)
@@ -143,11 +144,11 @@ def _plan(targets, devices, variants, preset, widths, steps, batch_sizes, update
             continue
         info = experiments.get(name)
         entry = dict(preset.get(name, {}))
-        if name == "width":
-            ws = widths or entry.pop("widths", [500])
-            n_steps = steps or entry.pop("epochs", 1000)
-            entry.pop("widths", None)
-            runs = [{**entry, "width": w, "epochs": n_steps} for w in ws]
+        if name == "width":   # one cell per width; epochs are Adam steps (one full-batch step each)
+            ws = widths or entry.get("widths", [500])
+            n_steps = steps or entry.get("epochs", 1000)
+            base = {k: v for k, v in entry.items() if k not in ("widths", "epochs")}
+            runs = [{**base, "width": w, "epochs": n_steps} for w in ws]
             study = "width"
         else:
             runs = _runs(entry)
