@@ -76,11 +76,9 @@ def execute(info, cfg: dict[str, Any], *, profile_lines: bool = False,
         loop_cfg = LoopConfig(epochs=cfg["epochs"], warmup_steps=cfg.get("warmup_steps", 0),
                               log_every=cfg.get("log_every", 0), eval_every=cfg.get("eval_every", 0),
                               max_updates=cfg.get("updates"))
-        epochs_total = -(-(loop_cfg.max_updates or 0) // built.session.steps_per_epoch) or loop_cfg.epochs
-        res = run_loop(
-            built.session, loop_cfg, device,
-            on_log=(lambda entry, n: on_log(exp.log_line(entry, n))) if on_log else None,
-            on_epoch=(lambda e: on_epoch(e, epochs_total)) if on_epoch else None)
+        res = run_loop(built.session, loop_cfg, device,
+                       on_log=(lambda entry, n: on_log(exp.log_line(entry, n))) if on_log else None,
+                       on_epoch=on_epoch)
 
         t0 = time.perf_counter()
         diverged = res.diverged_at is not None

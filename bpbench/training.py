@@ -32,11 +32,11 @@ class ResidentBatches:
 
 
 class LoaderBatches:
-    def __init__(self, x: Tensor, y: Tensor, batch_size: int | None, seed: int):
+    def __init__(self, x: Tensor, y: Tensor, batch_size: int | None, seed: int, device=None):
         n = len(x)
         bs = n if batch_size is None else min(batch_size, n)
         self.steps_per_epoch = -(-n // bs)
-        self.device = x.device
+        self.device = torch.device(device) if device is not None else x.device
         # The DataLoader reads from host memory, as seed 004's does; batches then move to the device.
         ds = torch.utils.data.TensorDataset(x.cpu(), y.cpu())
         self.loader = torch.utils.data.DataLoader(
@@ -49,9 +49,13 @@ class LoaderBatches:
                 for xb, yb in self.loader)
 
 
-def make_batches(loader: str, x: Tensor, y: Tensor, batch_size, seed: int):
+def make_batches(loader: str, x: Tensor, y: Tensor, batch_size, seed: int, device=None):
+    """Resident batches index x, y where they are; a DataLoader reads them from host memory and
+    moves each batch to `device` (default: where x is)."""
     bs = None if batch_size == "full" else int(batch_size)
-    return (LoaderBatches if loader == "dataloader" else ResidentBatches)(x, y, bs, seed)
+    if loader == "dataloader":
+        return LoaderBatches(x, y, bs, seed, device)
+    return ResidentBatches(x, y, bs, seed)
 
 
 def sgd_update(params: dict[str, Tensor], grads: dict[str, Tensor], lr: float) -> None:

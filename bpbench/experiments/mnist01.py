@@ -110,11 +110,11 @@ class MNIST01(Experiment):
         xtr_d, ytr_d = xtr.to(device), targets(ytr, is_binary).to(device)
         xte_d, yte_d = xte.to(device), yte.to(device)
         ytr_labels = ytr.to(device)           # class labels for accuracy, moved once
-        batches = make_batches(cfg["loader"], xtr_d if cfg["loader"] == "resident" else xtr,
-                               ytr_d if cfg["loader"] == "resident" else targets(ytr, is_binary),
-                               cfg["batch_size"], cfg["seed"])
-        if cfg["loader"] == "dataloader":
-            batches.device = device
+        if cfg["loader"] == "resident":
+            batches = make_batches("resident", xtr_d, ytr_d, cfg["batch_size"], cfg["seed"])
+        else:   # seed 004's way: a DataLoader over host tensors, each batch moved to the device
+            batches = make_batches("dataloader", xtr, targets(ytr, is_binary), cfg["batch_size"], cfg["seed"],
+                                   device)
 
         def scores(x: Tensor, y: Tensor) -> tuple[float, float, Tensor]:
             with torch.no_grad():

@@ -54,7 +54,7 @@ class LoopResult:
 
 def run_loop(t: Trainable, cfg: LoopConfig, device,
              on_log: Callable[[dict, int], None] | None = None,
-             on_epoch: Callable[[int], None] | None = None) -> LoopResult:
+             on_epoch: Callable[[int, int], None] | None = None) -> LoopResult:
     """Drive `t` for cfg.epochs (or cfg.max_updates) with every step timed.
 
     Like timeit, the loop runs with Python's cyclic garbage collector paused: its collections
@@ -152,7 +152,7 @@ def _run_loop(t, cfg, device, on_log, on_epoch) -> LoopResult:
             if steady_start is not None:
                 paused += dt
         if on_epoch:
-            on_epoch(epoch)
+            on_epoch(epoch, epochs)
     else:
         flush()
 
