@@ -1,7 +1,6 @@
 """The command line: bad input, JSON schema, config precedence, output files, startup cost."""
 
 import json
-import os
 import shutil
 import subprocess
 import sys

@@ -7,7 +7,7 @@ Experiments with a hand-written backward also offer a `GradCheckCase` for `bpben
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
