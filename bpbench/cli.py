@@ -272,7 +272,9 @@ def compare(
         None, help="Experiments, or a study: width | gd-sgd (default: the preset's experiments)."),
     device: List[str] = typer.Option([], "--device", help="cpu | cuda | all (repeatable; default: every available one)."),
     variant: List[str] = typer.Option([], "--variant", help="Only these variants (repeatable)."),
-    preset: str = typer.Option("quick", "--preset", help="quick (CI smoke run) or full (the sources' settings)."),
+    preset: Optional[str] = typer.Option(
+        None, "--preset", help="quick (CI smoke run) or full (the sources' settings). Default: quick; "
+                               "full when only studies are named (width, gd-sgd)."),
     repeat: int = typer.Option(1, "--repeat", help="Run every cell N times; figures are medians."),
     output_dir: Optional[Path] = typer.Option(None, "--output-dir", help="Write results.json, results.csv and plots here."),
     baseline: Optional[Path] = typer.Option(None, "--baseline", help="A saved results.json to compare against."),
@@ -296,6 +298,8 @@ def compare(
     widths_list = C.int_list("--widths", widths) if widths else None
     sizes = [C.batch_size("--batch-sizes", b.strip()) for b in batch_sizes.split(",")] if batch_sizes else None
     base = cmp.load_comparison(baseline) if baseline else None
+    if preset is None:
+        preset = cmp.default_preset(targets or [])
     preset_cfg = cmp.load_preset(preset)
     from bpbench import run as runner
     cuda_ok = runner.cuda_available()

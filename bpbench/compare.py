@@ -65,6 +65,12 @@ class Cell:
 
 # ---------------------------------------------------------------- planning
 
+def default_preset(targets: list[str]) -> str:
+    """`quick` for the matrix (a smoke run); `full` when only studies are named, so that
+    `bpbench compare width` runs the study as seed 004 set it up (H = 500 ... 200,000, 1000 steps)."""
+    return "full" if targets and all(t in STUDIES for t in targets) else "quick"
+
+
 def load_preset(name: str) -> dict[str, Any]:
     presets = C.builtin("compare")
     if name not in presets:
@@ -296,7 +302,9 @@ def gd_sgd_table(cells: list[dict[str, Any]], target: float = 0.99) -> dict[str,
         run = c["runs"][-1]
         hist = [h for h in run["history"] if "test_accuracy" in h]
         hit = next((h for h in hist if h["test_accuracy"] >= target), None)
-        rows.append({"device": c["device"], "batch_size": c["overrides"]["batch_size"],
+        bs, n_train = c["overrides"]["batch_size"], run["data"].get("n_train")
+        rows.append({"device": c["device"], "batch_size": bs, "n_train": n_train,
+                     "covers_train_set": bs == "full" or (n_train is not None and int(bs) >= n_train),
                      "updates": run["timing"]["steps"], "epochs": run["history"][-1]["epoch"],
                      "final_test_accuracy": hist[-1]["test_accuracy"] if hist else None,
                      "final_loss": run["final"]["loss"], "train_s": run["timing"]["train_s"],

@@ -27,6 +27,10 @@ def fmt_num(x: Any) -> str:
     return str(x)
 
 
+def fmt_acc(x: float | None) -> str:
+    return "-" if x is None else f"{x:.4f}"
+
+
 def fmt_nested(v: Any) -> str:
     """Nested lists of floats with 7 significant digits: [[0.4513601, 0.3706601], ...]."""
     if isinstance(v, list):
@@ -153,7 +157,7 @@ def print_comparison(doc: dict[str, Any], console: Console | None = None) -> Non
         row = [name, c["variant"], c["device"], fmt_s(s.get("setup_s")), fmt_s(s.get("step_s_median")),
                fmt_s(s.get("step_s_iqr")), fmt_s(s.get("train_s")), fmt_mib(s.get("rss_peak_mib")),
                fmt_mib(s.get("cuda_peak_allocated_mib")), fmt_num(s.get("final_loss")),
-               "-" if s.get("accuracy") is None else f"{s['accuracy']:.4f}",
+               fmt_acc(s.get("accuracy")),
                _ratio(s.get("speed_vs_manual")), _ratio(s.get("cuda_speedup"))]
         if c["status"] != "ok":
             row[3] = f"[yellow]{c['status']}[/]"
@@ -218,7 +222,13 @@ def print_gd_sgd(g: dict[str, Any], console: Console) -> None:
               "time to target"):
         tab.add_column(c, justify="right")
     for r in g["rows"]:
-        tab.add_row(r["device"], str(r["batch_size"]), str(r["updates"]), str(r["epochs"]),
-                    fmt_num(r["final_test_accuracy"]), fmt_s(r["train_s"]),
+        batch = str(r["batch_size"]) + (" (= full)" if r.get("covers_train_set") and r["batch_size"] != "full" else "")
+        tab.add_row(r["device"], batch, str(r["updates"]), str(r["epochs"]),
+                    fmt_acc(r["final_test_accuracy"]), fmt_s(r["train_s"]),
                     fmt_num(r["updates_to_target"]), fmt_s(r["seconds_to_target"]))
     console.print(tab)
+    whole = [r for r in g["rows"] if r.get("covers_train_set") and r["batch_size"] != "full"]
+    if whole:
+        console.print(f"(= full): a batch of {whole[0]['batch_size']} holds all {whole[0]['n_train']:,} training "
+                      "images, so its updates are gradient descent too; seed 004's sizes assume its "
+                      "12,665-image training split (--data-dir)")

@@ -119,11 +119,27 @@ def test_width_study(cli, tmp_path):
     assert d["width"]["crossover_width"] is None   # no CUDA cells on a CPU-only run
 
 
-def test_gd_sgd_at_equal_updates(cli):
-    d = json.loads(cli("compare", "gd-sgd", "--updates", "14", "--batch-sizes", "full,256", "--json").stdout)
+def test_studies_default_to_the_sources_settings():
+    """`compare width` alone runs seed 004's study (H = 500 ... 200,000, 1000 Adam steps);
+    the matrix defaults to the quick smoke run."""
+    assert cmp.default_preset(["width"]) == cmp.default_preset(["width", "gd-sgd"]) == "full"
+    assert cmp.default_preset([]) == cmp.default_preset(["width", "bce"]) == "quick"
+    cells = cmp.plan(["width"], ["cpu"], [], cmp.load_preset(cmp.default_preset(["width"])))
+    runs = [dict(c.overrides) for c in cells]
+    assert [r["width"] for r in runs] == [500, 2000, 10000, 50000, 200000]
+    assert {r["epochs"] for r in runs} == {1000}
+
+
+def test_gd_sgd_at_equal_updates(cli, tmp_path):
+    r = cli("compare", "gd-sgd", "--updates", "14", "--batch-sizes", "full,256,2048", "--output-dir", tmp_path)
+    assert "2048 (= full)" in r.stdout and "holds all 1,692 training images" in r.stdout
+    d, _ = read(tmp_path)
     rows = {r["batch_size"]: r for r in d["gd_sgd"]["rows"]}
-    assert rows["full"]["updates"] == rows[256]["updates"] == 14
+    assert rows["full"]["updates"] == rows[256]["updates"] == rows[2048]["updates"] == 14
     assert rows["full"]["epochs"] == 14 and rows[256]["epochs"] == 2
+    # the offline training set has 1,692 images: a batch of 2048 is gradient descent again
+    assert [rows[b]["covers_train_set"] for b in ("full", 256, 2048)] == [True, False, True]
+    assert rows[2048]["final_loss"] == rows["full"]["final_loss"]
     assert all(p["test_accuracy"] is not None for p in rows[256]["curve"])
 
 
