@@ -154,6 +154,9 @@ def run(
     flags.update(C.parse_set(set_))
     info, cfg = runner.resolve(experiment, str(config) if config else None, flags)
     runner.pick_device(cfg["device"])  # fail fast on --device cuda without CUDA
+    if output:   # fail before training, not after it
+        from bpbench import results
+        results.ensure_writable_dir(output.parent, "--output")
 
     log = (lambda line: print(line, file=sys.stderr, flush=True)) if as_json else \
         (lambda line: print(line, flush=True))
@@ -182,17 +185,22 @@ def _check_applies(info, flags: dict[str, Any]) -> None:
 
 
 def _emit(result: dict[str, Any], as_json: bool, output: Optional[Path], trace: bool = False) -> None:
+    """Show the result first, then write --output: a failed write never hides what was computed."""
     from bpbench import results
-    if output:
-        results.write_json(output, result)
     if as_json:
         sys.stdout.write(results.dumps(result))
+        sys.stdout.flush()
     else:
         from bpbench import report
         report.print_run(result)
         if trace and "trace" in result:
             report.print_trace(result["trace"])
-        if output:
+    if output:
+        try:
+            results.write_json(output, result)
+        except OSError as e:
+            raise BadInput(f"cannot write --output {output}: {e.strerror or e}") from None
+        if not as_json:
             print(f"result written to {output}")
 
 
@@ -298,6 +306,8 @@ def compare(
     widths_list = C.int_list("--widths", widths) if widths else None
     sizes = [C.batch_size("--batch-sizes", b.strip()) for b in batch_sizes.split(",")] if batch_sizes else None
     base = cmp.load_comparison(baseline) if baseline else None
+    if output_dir is not None:
+        results.ensure_writable_dir(output_dir, "--output-dir")
     if preset is None:
         preset = cmp.default_preset(targets or [])
     preset_cfg = cmp.load_preset(preset)
@@ -358,6 +368,7 @@ def report(
     else:
         rep.print_comparison(doc)
     if plot_dir is not None:
+        results.ensure_writable_dir(plot_dir, "--plot-dir")
         if not plots.available():
             sys.stderr.write(f"note: {plots.PLOT_HINT}\n")
         else:

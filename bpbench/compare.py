@@ -37,6 +37,10 @@ CSV_COLUMNS = ["key", "study", "experiment", "variant", "device", "label", "stat
                "cuda_speedup", "baseline_change", "baseline_significant", "error"]
 
 
+# What every cell record of a comparison holds (see run_cell); `report` relies on these.
+CELL_KEYS = ("key", "study", "experiment", "variant", "device", "label", "overrides", "status", "error", "runs")
+
+
 def cell_key(study: str, experiment: str, variant: str, device: str, label: str) -> str:
     """e.g. "matrix:mnist01/manual/cpu/batch=2048": unique within a comparison, stable across runs."""
     return f"{study}:{experiment}/{variant}/{device}" + (f"/{label}" if label else "")
@@ -357,8 +361,25 @@ def load_comparison(path: Path) -> dict[str, Any]:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise BadInput(f"{path} is not valid JSON: {e}") from None
-    if not isinstance(doc, dict) or doc.get("kind") != "comparison" or "cells" not in doc:
+    if not isinstance(doc, dict) or doc.get("kind") != "comparison" or not isinstance(doc.get("cells"), list):
         raise BadInput(f"{path} is not a bpbench comparison (results.json from `bpbench compare`)")
+    if doc.get("schema") != results.SCHEMA_VERSION:
+        raise BadInput(f"{path} has schema {doc.get('schema')!r}; this bpbench reads schema {results.SCHEMA_VERSION}")
+    missing = [k for k in ("preset", "notes", "planned") if k not in doc]
+    for i, cell in enumerate(doc["cells"]):
+        if not isinstance(cell, dict):
+            missing.append(f"cells[{i}]")
+            break
+        missing += [f"cells[{i}].{k}" for k in CELL_KEYS if k not in cell]
+        runs = cell.get("runs", [])
+        if not isinstance(runs, list) or not all(isinstance(r, dict) for r in runs):
+            missing.append(f"cells[{i}].runs (a list of run results)")
+            continue
+        for j, run in enumerate(runs):
+            missing += [f"cells[{i}].runs[{j}].{k}" for k in results.missing_keys(run)]
+    if missing:
+        raise BadInput(f"{path} is not a complete bpbench comparison: missing {', '.join(missing[:3])}"
+                       + (f" and {len(missing) - 3} more" if len(missing) > 3 else ""))
     return doc
 
 

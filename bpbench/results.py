@@ -30,6 +30,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterable
 
+from bpbench.errors import BadInput
+
 SCHEMA_VERSION = 1
 
 REQUIRED = {
@@ -50,6 +52,8 @@ def missing_keys(result: dict[str, Any]) -> list[str]:
     for key, sub in REQUIRED.items():
         if key not in result:
             out.append(key)
+        elif sub and not isinstance(result[key], dict):
+            out.append(f"{key} (an object)")
         elif sub:
             out += [f"{key}.{s}" for s in sub if s not in result[key]]
     return out
@@ -63,12 +67,34 @@ def small_params(params: dict[str, Any], limit: int = 100) -> dict[str, Any] | N
             for k, p in params.items()}
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def ensure_writable_dir(directory: str | Path, what: str) -> None:
+    """Create `directory` if needed and prove a file can be written there, before any work is
+    done that would otherwise be lost at the end; raises BadInput naming `what`."""
+    directory = Path(directory)
+    try:
+        if directory.exists() and not directory.is_dir():
+            raise NotADirectoryError(20, "not a directory")
+        directory.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".bpbench-probe.", dir=directory)
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as e:
+        raise BadInput(f"cannot write {what} to {directory}: {e.strerror or e}") from None
+
+
 def atomic_write_text(path: str | Path, text: str) -> None:
     """Write to a temp file beside `path`, fsync, then rename: readers see old or new, never half."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())    # mkstemp makes 0600; results are ordinary files
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
             f.write(text)
             f.flush()

@@ -1,6 +1,7 @@
 """The command line: bad input, JSON schema, config precedence, output files, startup cost."""
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -130,6 +131,29 @@ def test_output_file_and_same_command_same_numbers(cli, tmp_path):
     second = json.loads(out.read_text())
     assert first["history"] == second["history"] and first["final"] == second["final"]
     assert [p.name for p in out.parent.iterdir()] == ["r.json"]   # no temp file left behind
+    assert out.stat().st_mode & 0o777 == 0o666 & ~_umask()         # an ordinary file, not mkstemp's 0600
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+@pytest.mark.parametrize("cmd", [["run", "linreg", "--output"], ["compare", "bce", "--output-dir"],
+                                 ["report", "{results}", "--plot-dir"]])
+def test_unwritable_output_fails_before_any_work(cli, tmp_path, monkeypatch, cmd):
+    from bpbench import compare, plots, run
+    results_file = tmp_path / "results.json"
+    results.write_json(results_file, {"schema": 1, "kind": "comparison", "preset": "quick", "notes": [],
+                                      "planned": [], "cells": []})
+    for module, name in ((run, "execute"), (compare, "execute"), (plots, "write_all")):
+        monkeypatch.setattr(module, name, lambda *a, **k: pytest.fail("work started before the check"))
+    blocker = tmp_path / "a-file"             # a file where a directory should be
+    blocker.write_text("")
+    args = [str(results_file) if a == "{results}" else a for a in cmd]
+    r = cli(*args, blocker / "out")
+    assert r.exit_code == 2 and r.stderr.count("\n") == 1 and "cannot write" in r.stderr, r.stderr
 
 
 def test_divergence_exits_3_and_keeps_what_it_has(cli, tmp_path):

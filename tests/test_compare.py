@@ -61,7 +61,7 @@ def test_report_round_trip(cli, tmp_path):
 
 
 def test_baseline_marks_changes_beyond_noise(cli, tmp_path):
-    doc = {"kind": "comparison", "preset": "quick", "cells": [
+    doc = {"schema": 1, "kind": "comparison", "preset": "quick", "notes": [], "planned": [], "cells": [
         {"key": k, "study": "matrix", "experiment": "linreg", "variant": v, "device": "cpu", "label": "",
          "status": "ok", "error": None, "runs": [], "overrides": {},
          "summary": {"step_s_median": s, "step_s_iqr": s * 0.01, "noise": 0.01}}
@@ -110,6 +110,26 @@ def test_unavailable_device_and_failing_cell(cli, tmp_path):
 def test_compare_bad_input(cli, args, msg):
     r = cli(*args)
     assert r.exit_code == 2 and msg in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+GOOD_DOC = {"schema": 1, "kind": "comparison", "preset": "quick", "notes": [], "planned": [], "cells": []}
+CELL = {"key": "matrix:bce/manual/cpu", "study": "matrix", "experiment": "bce", "variant": "manual",
+        "device": "cpu", "label": "", "overrides": {}, "status": "ok", "error": None}
+
+
+@pytest.mark.parametrize("doc,msg", [
+    ({**GOOD_DOC, "schema": 99}, "schema 99"),
+    ({k: v for k, v in GOOD_DOC.items() if k != "preset"}, "missing preset"),
+    ({**GOOD_DOC, "cells": [{"key": "x"}]}, "missing cells[0].study"),
+    ({**GOOD_DOC, "cells": [{**CELL, "runs": "oops"}]}, "cells[0].runs (a list"),
+    ({**GOOD_DOC, "cells": [{**CELL, "runs": [{"schema": 1, "timing": 3}]}]}, "cells[0].runs[0]."),
+    ({**GOOD_DOC, "cells": {}}, "is not a bpbench comparison"),
+])
+def test_report_rejects_incomplete_comparisons(cli, tmp_path, doc, msg):
+    f = tmp_path / "results.json"
+    f.write_text(json.dumps(doc))
+    r = cli("report", f)
+    assert r.exit_code == 2 and msg in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
 
 
 def test_width_study(cli, tmp_path):
