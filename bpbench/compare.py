@@ -177,7 +177,9 @@ def _plan(targets, devices, variants, preset, widths, steps, batch_sizes, update
 def _plan_gd_sgd(devices, variants, entry, batch_sizes, updates) -> list[Cell]:
     sizes = batch_sizes or entry.get("batch_sizes", ["full", 256])
     n_updates = updates or entry.get("updates", 700)
-    every = entry.get("eval_every_updates", max(1, n_updates // 20))
+    # About 20 evaluation points per GD curve: the preset's interval fits the preset's updates only.
+    every = entry.get("eval_every_updates") if updates is None else None
+    every = every or max(1, n_updates // 20)
     # The study compares batchings, not variants: one variant (the first asked for, else autograd).
     variant = next((v for v in variants if v in experiments.REGISTRY["mnist01"].variants), "autograd")
     cells = []

@@ -50,14 +50,22 @@ def write_all(doc: dict[str, Any], out_dir: Path) -> list[Path]:
         written.append(_save(fig, out_dir / "width.png"))
     g = doc.get("gd_sgd")
     if g:
-        fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
+        fig, axes = plt.subplots(2, 2, figsize=(10, 7), sharey="row")
         for r in g["rows"]:
             lab = f"batch {r['batch_size']} ({r['device']})"
-            a1.plot([p["updates"] for p in r["curve"]], [p["test_accuracy"] for p in r["curve"]], label=lab)
-            a2.plot([p["time_s"] for p in r["curve"]], [p["test_accuracy"] for p in r["curve"]], label=lab)
-        a1.set(xlabel="updates", ylabel="held-out accuracy", title="GD vs SGD: equal updates")
-        a2.set(xlabel="training seconds", ylabel="held-out accuracy", title="... against wall time")
-        a1.legend(fontsize=7)
+            for col, x in enumerate(("updates", "time_s")):
+                pts = [(p[x], p["loss"], p["test_accuracy"]) for p in r["curve"] if p.get(x) is not None]
+                if pts:
+                    xs, loss, acc = zip(*pts)
+                    axes[0][col].plot(xs, loss, label=lab)
+                    axes[1][col].plot(xs, acc, label=lab)
+        axes[0][0].set(ylabel="training loss", yscale="log", title="GD vs SGD at equal updates")
+        axes[0][1].set(yscale="log", title="... against wall time")
+        axes[1][0].set(xlabel="updates", ylabel="held-out accuracy")
+        axes[1][1].set(xlabel="training seconds")
+        axes[1][0].axhline(g["target_accuracy"], ls=":", color="gray")
+        axes[1][1].axhline(g["target_accuracy"], ls=":", color="gray")
+        axes[0][0].legend(fontsize=7)
         written.append(_save(fig, out_dir / "gd_sgd.png"))
     return written
 

@@ -218,12 +218,12 @@ def print_width(w: dict[str, Any], console: Console) -> None:
 def print_gd_sgd(g: dict[str, Any], console: Console) -> None:
     tab = Table(title=f"GD vs SGD at equal updates (seed 004 section F); target held-out accuracy "
                       f"{g['target_accuracy']}", title_justify="left")
-    for c in ("device", "batch", "updates", "epochs", "held-out acc", "train time", "updates to target",
-              "time to target"):
+    for c in ("device", "batch", "updates", "epochs", "final loss", "held-out acc", "train time",
+              "updates to target", "time to target"):
         tab.add_column(c, justify="right")
     for r in g["rows"]:
         batch = str(r["batch_size"]) + (" (= full)" if r.get("covers_train_set") and r["batch_size"] != "full" else "")
-        tab.add_row(r["device"], batch, str(r["updates"]), str(r["epochs"]),
+        tab.add_row(r["device"], batch, str(r["updates"]), str(r["epochs"]), fmt_num(r["final_loss"]),
                     fmt_acc(r["final_test_accuracy"]), fmt_s(r["train_s"]),
                     fmt_num(r["updates_to_target"]), fmt_s(r["seconds_to_target"]))
     console.print(tab)

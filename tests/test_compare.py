@@ -148,6 +148,12 @@ def test_studies_default_to_the_sources_settings():
     runs = [dict(c.overrides) for c in cells]
     assert [r["width"] for r in runs] == [500, 2000, 10000, 50000, 200000]
     assert {r["epochs"] for r in runs} == {1000}
+    full = cmp.load_preset("full")
+    gd = [dict(c.overrides) for c in cmp.plan(["gd-sgd"], ["cpu"], [], full) if c.label == "batch=full"][0]
+    assert (gd["updates"], gd["eval_every"]) == (700, 35)
+    gd = [dict(c.overrides) for c in cmp.plan(["gd-sgd"], ["cpu"], [], full, updates=140)
+          if c.label == "batch=full"][0]
+    assert (gd["updates"], gd["eval_every"]) == (140, 7)     # still ~20 points on the GD curve
 
 
 def test_gd_sgd_at_equal_updates(cli, tmp_path):
@@ -160,6 +166,8 @@ def test_gd_sgd_at_equal_updates(cli, tmp_path):
     # the offline training set has 1,692 images: a batch of 2048 is gradient descent again
     assert [rows[b]["covers_train_set"] for b in ("full", 256, 2048)] == [True, False, True]
     assert rows[2048]["final_loss"] == rows["full"]["final_loss"]
+    if plots.available():
+        assert (tmp_path / "gd_sgd.png").stat().st_size > 0
     assert all(p["test_accuracy"] is not None for p in rows[256]["curve"])
 
 
