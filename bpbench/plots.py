@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+LINESTYLES = ("-", "--", ":", "-.")
 PLOT_HINT = "plots need matplotlib: pip install 'bpbench[plot]' (the comparison itself is complete)"
 
 
@@ -29,9 +30,11 @@ def write_all(doc: dict[str, Any], out_dir: Path) -> list[Path]:
             by_exp.setdefault(c["experiment"], []).append(c)
     for exp, cells in by_exp.items():
         fig, ax = plt.subplots(figsize=(6, 4))
-        for c in cells:
+        for i, c in enumerate(cells):
             h = c["runs"][-1]["history"]
-            ax.plot([e["epoch"] for e in h], [e["loss"] for e in h], label=f"{c['variant']} {c['device']} {c['label']}")
+            # Variants that agree draw on top of each other: vary the dash so each stays visible.
+            ax.plot([e["epoch"] for e in h], [e["loss"] for e in h], ls=LINESTYLES[i % len(LINESTYLES)],
+                    label=f"{c['variant']} {c['device']} {c['label']}")
         ax.set(xlabel="epoch", ylabel="training loss", title=f"{exp}: loss per variant", yscale="log")
         ax.legend(fontsize=7)
         written.append(_save(fig, out_dir / f"loss_{exp}.png"))

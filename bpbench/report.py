@@ -192,11 +192,22 @@ def verdicts(cells: list[dict[str, Any]]) -> list[str]:
         if len(group) < 2:
             continue
         group = sorted(group, key=lambda c: c["summary"]["step_s_median"])
-        best = group[0]["summary"]["step_s_median"]
-        others = ", ".join(f"{c['variant']} {c['summary']['step_s_median'] / best:.1f}x slower" for c in group[1:])
-        where = f"{exp}{f' ({label})' if label else ''} on {device}"
-        lines.append(f"[bold]{where}[/]: fastest per step is {group[0]['variant']} "
-                     f"({fmt_s(best)}); {others}")
+        first = group[0]["summary"]
+        best = first["step_s_median"]
+
+        def within_noise(c) -> bool:   # a gap smaller than both cells' spread is no verdict
+            s = c["summary"]
+            return s["step_s_median"] / best - 1 <= max(first.get("noise", 0) + s.get("noise", 0), 0.05)
+
+        where = f"[bold]{exp}{f' ({label})' if label else ''} on {device}[/]"
+        if all(within_noise(c) for c in group[1:]):
+            times = ", ".join(f"{c['variant']} {fmt_s(c['summary']['step_s_median'])}" for c in group)
+            lines.append(f"{where}: no variant is clearly faster per step ({times}: within the measured noise)")
+            continue
+        others = ", ".join(f"{c['variant']} " + ("within noise" if within_noise(c) else
+                                                 f"{c['summary']['step_s_median'] / best:.1f}x slower")
+                           for c in group[1:])
+        lines.append(f"{where}: fastest per step is {group[0]['variant']} ({fmt_s(best)}); {others}")
     return lines
 
 

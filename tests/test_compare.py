@@ -112,6 +112,20 @@ def test_compare_bad_input(cli, args, msg):
     assert r.exit_code == 2 and msg in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
 
+def test_verdicts_do_not_call_noise_a_winner():
+    from bpbench.report import verdicts
+
+    def cell(variant, step, noise):
+        return {"study": "matrix", "experiment": "mnist01", "label": "", "device": "cpu", "status": "ok",
+                "variant": variant, "summary": {"step_s_median": step, "noise": noise}}
+    close = verdicts([cell("manual", 2.23e-3, 0.09), cell("autograd", 2.14e-3, 0.15)])
+    assert close == ["[bold]mnist01 on cpu[/]: no variant is clearly faster per step "
+                     "(autograd 2.14 ms, manual 2.23 ms: within the measured noise)"]
+    clear = verdicts([cell("manual", 60e-6, 0.1), cell("autograd", 290e-6, 0.1), cell("nn", 63e-6, 0.02)])
+    assert clear == ["[bold]mnist01 on cpu[/]: fastest per step is manual (60 µs); nn within noise, "
+                     "autograd 4.8x slower"]
+
+
 GOOD_DOC = {"schema": 1, "kind": "comparison", "preset": "quick", "notes": [], "planned": [], "cells": []}
 CELL = {"key": "matrix:bce/manual/cpu", "study": "matrix", "experiment": "bce", "variant": "manual",
         "device": "cpu", "label": "", "overrides": {}, "status": "ok", "error": None}
