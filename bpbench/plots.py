@@ -66,8 +66,8 @@ def write_all(doc: dict[str, Any], out_dir: Path) -> list[Path]:
         axes[0][1].set(yscale="log", title="... against wall time")
         axes[1][0].set(xlabel="updates", ylabel="held-out accuracy")
         axes[1][1].set(xlabel="training seconds")
-        axes[1][0].axhline(g["target_accuracy"], ls=":", color="gray")
-        axes[1][1].axhline(g["target_accuracy"], ls=":", color="gray")
+        for ax in axes[1]:
+            ax.axhline(g["target_accuracy"], ls=":", color="gray")
         axes[0][0].legend(fontsize=7)
         written.append(_save(fig, out_dir / "gd_sgd.png"))
     return written

@@ -232,13 +232,14 @@ def print_gd_sgd(g: dict[str, Any], console: Console) -> None:
     for c in ("device", "batch", "updates", "epochs", "final loss", "held-out acc", "train time",
               "updates to target", "time to target"):
         tab.add_column(c, justify="right")
+    # mini-batch sizes that hold the whole training set: gradient descent under another name
+    whole = [r for r in g["rows"] if r.get("covers_train_set") and r["batch_size"] != "full"]
     for r in g["rows"]:
-        batch = str(r["batch_size"]) + (" (= full)" if r.get("covers_train_set") and r["batch_size"] != "full" else "")
+        batch = str(r["batch_size"]) + (" (= full)" if r in whole else "")
         tab.add_row(r["device"], batch, str(r["updates"]), str(r["epochs"]), fmt_num(r["final_loss"]),
                     fmt_acc(r["final_test_accuracy"]), fmt_s(r["train_s"]),
                     fmt_num(r["updates_to_target"]), fmt_s(r["seconds_to_target"]))
     console.print(tab)
-    whole = [r for r in g["rows"] if r.get("covers_train_set") and r["batch_size"] != "full"]
     if whole:
         console.print(f"(= full): a batch of {whole[0]['batch_size']} holds all {whole[0]['n_train']:,} training "
                       "images, so its updates are gradient descent too; seed 004's sizes assume its "
