@@ -6,6 +6,7 @@ Every error a user can cause ends in one line on stderr and exit code 2 (see err
 
 from __future__ import annotations
 
+import inspect
 import json
 import sys
 import time
@@ -15,7 +16,7 @@ from typing import Any, List, Optional
 import typer
 
 from bpbench import __version__
-from bpbench.errors import EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_INTERRUPTED, BadInput, Diverged
+from bpbench.errors import EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_INTERRUPTED, BadInput
 
 try:  # Typer >= 0.20 vendors click; older releases depend on it.
     from typer import _click as click
@@ -72,10 +73,11 @@ def root(version: bool = typer.Option(False, "--version", callback=_version, is_
 
 @app.command("list")
 def list_cmd(as_json: bool = typer.Option(False, "--json", help="Print the registry as JSON.")) -> None:
-    """List experiments, their variants, defaults and source documents."""
+    """List experiments, their variants (from the variants registry), defaults and sources."""
+    from bpbench import variants
     from bpbench.experiments import REGISTRY
 
-    rows = [{"name": i.name, "variants": list(i.variants), "default_variant": i.variants[0],
+    rows = [{"name": i.name, "variants": list(i.variants), "default_variant": i.default_variant,
              "defaults": i.defaults(), "source": i.source, "summary": i.summary}
             for i in REGISTRY.values()]
     if as_json:
@@ -84,6 +86,7 @@ def list_cmd(as_json: bool = typer.Option(False, "--json", help="Print the regis
     from rich.console import Console
     from rich.table import Table
 
+    console = Console()
     t = Table(title="bpbench experiments", show_lines=True)
     for col in ("experiment", "variants", "defaults", "source"):
         t.add_column(col, overflow="fold")
@@ -93,7 +96,44 @@ def list_cmd(as_json: bool = typer.Option(False, "--json", help="Print the regis
                   "\n".join(f"{v} (default)" if v == r["default_variant"] else v for v in r["variants"]),
                   "\n".join(f"{k} = {d[k]}" for k in ("data", "epochs", "lr", "batch_size", "seed") if k in d),
                   r["source"])
-    Console().print(t)
+    console.print(t)
+    v = Table(title="variants", title_justify="left")
+    for col in ("variant", "how it trains", "must match", "runs on"):
+        v.add_column(col, overflow="fold")
+    for info in variants.REGISTRY.values():
+        v.add_row(info.name, info.summary, info.reference or "-", info.device or "any")
+    console.print(v)
+
+
+SHORTHANDS = ("manual", "autograd", "nn")   # --manual etc.: `bpbench run linreg --manual` as typed
+
+
+def _config_params() -> list[inspect.Parameter]:
+    """One `run` option per config key: the common keys, then every experiment's and variant's
+    own keys, from the registries (torch-free). Each key declares its validator, help and panel;
+    the validators convert the text, so one layer checks flags, config files and --set alike."""
+    from bpbench import config as C
+    from bpbench import variants
+    from bpbench.experiments import REGISTRY
+
+    keys: dict[str, Any] = dict(C.COMMON_KEYS)
+    for info in REGISTRY.values():
+        for k, key in info.options.items():
+            keys.setdefault(k, key)
+    keys.update({k: key for k, key in variants.option_keys().items() if k not in keys})
+    out = []
+    for name, key in keys.items():
+        help_ = getattr(key, "help", f"config key {name} (see README).")
+        panel = getattr(key, "panel", "Training")
+        flag = key.flag(name) if hasattr(key, "flag") else f"--{name.replace('_', '-')}"
+        out.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY,
+                                     default=typer.Option(None, *flag.split("/", 1)[:1],
+                                                          *(flag.split("/", 1)[1:]),
+                                                          help=help_, rich_help_panel=panel)
+                                     if not getattr(key, "boolean", False) else
+                                     typer.Option(None, flag, help=help_, rich_help_panel=panel),
+                                     annotation=Optional[bool] if getattr(key, "boolean", False) else Optional[str]))
+    return out
 
 
 def _opt(flag: str, help: str, panel: str, default: Any = None):
@@ -101,55 +141,45 @@ def _opt(flag: str, help: str, panel: str, default: Any = None):
     return typer.Option(default, flag, help=help, rich_help_panel=panel)
 
 
-@app.command()
-def run(
-    experiment: str = typer.Argument(..., help="Experiment name (see `bpbench list`)."),
-    variant: Optional[str] = _opt("--variant", "Variant name (see `bpbench list`).", "Variant"),
-    manual: bool = _opt("--manual", "Shorthand for --variant manual.", "Variant", False),
-    autograd: bool = _opt("--autograd", "Shorthand for --variant autograd.", "Variant", False),
-    nn: bool = _opt("--nn", "Shorthand for --variant nn.", "Variant", False),
-    device: Optional[str] = _opt("--device", "cpu or cuda.", "Training"),
-    batch_size: Optional[str] = _opt("--batch-size", "'full' (gradient descent) or N.", "Training"),
-    epochs: Optional[int] = _opt("--epochs", "Passes over the training data.", "Training"),
-    updates: Optional[int] = _opt("--updates", "Stop after N updates instead (mnist01).", "Training"),
-    lr: Optional[float] = _opt("--lr", "Learning rate.", "Training"),
-    seed: Optional[int] = _opt("--seed", "Seed for every random choice (default: the config's).", "Training"),
-    init: Optional[str] = _opt("--init", "linreg nn: 'default' or 'zeros'.", "Training"),
-    width: Optional[int] = _opt("--width", "width: hidden units H.", "Training"),
-    warmup_steps: Optional[int] = _opt("--warmup-steps", "Updates timed apart as warm-up.", "Training"),
-    data: Optional[str] = _opt("--data", "Data set (per experiment; see README).", "Data"),
-    loader: Optional[str] = _opt("--loader", "mnist01: 'resident' or 'dataloader'.", "Data"),
-    digits: Optional[str] = _opt("--digits", "mnist01: '0,1' or '0-9'.", "Data"),
-    data_dir: Optional[str] = _opt("--data-dir", "mnist01: torchvision MNIST root.", "Data"),
-    download: Optional[bool] = _opt("--download/--no-download",
-                                    "mnist01: let torchvision fetch MNIST into --data-dir.", "Data"),
-    config: Optional[Path] = _opt("--config", "TOML file of config values (below flags, above built-ins).",
-                                  "Configuration"),
-    set_: List[str] = _opt("--set", "Any config key: --set key=value (repeatable).", "Configuration", []),
-    log_every: Optional[int] = _opt("--log-every", "Print a progress line every N epochs.", "Output"),
-    eval_every: Optional[int] = _opt("--eval-every", "Evaluate every N epochs (history).", "Output"),
-    trace: bool = _opt("--trace", "bce: print every forward value and gradient.", "Output", False),
-    as_json: bool = _opt("--json", "Print exactly one JSON object on stdout.", "Output", False),
-    output: Optional[Path] = _opt("--output", "Write the JSON result to FILE (atomically).", "Output"),
-    profile_lines: bool = _opt("--profile-lines", "Add memory_profiler's line-by-line table (slow).",
-                               "Output", False),
-) -> None:
+def _run_signature() -> inspect.Signature:
+    P = inspect.Parameter
+    head = [P("experiment", P.KEYWORD_ONLY, annotation=str,
+              default=typer.Argument(..., help="Experiment name (see `bpbench list`)."))]
+    head += [P(v, P.KEYWORD_ONLY, annotation=bool, default=_opt(f"--{v}", f"Shorthand for --variant {v}.",
+                                                                "Variant", False)) for v in SHORTHANDS]
+    tail = [
+        P("config", P.KEYWORD_ONLY, annotation=Optional[Path],
+          default=_opt("--config", "TOML file of config values (below flags, above built-ins).", "Configuration")),
+        P("set_", P.KEYWORD_ONLY, annotation=List[str],
+          default=_opt("--set", "Any config key: --set key=value (repeatable).", "Configuration", [])),
+        P("trace", P.KEYWORD_ONLY, annotation=bool,
+          default=_opt("--trace", "bce: print every forward value and gradient.", "Output", False)),
+        P("as_json", P.KEYWORD_ONLY, annotation=bool,
+          default=_opt("--json", "Print exactly one JSON object on stdout.", "Output", False)),
+        P("output", P.KEYWORD_ONLY, annotation=Optional[Path],
+          default=_opt("--output", "Write the JSON result to FILE (atomically).", "Output")),
+        P("profile_lines", P.KEYWORD_ONLY, annotation=bool,
+          default=_opt("--profile-lines", "Add memory_profiler's line-by-line table (slow).", "Output", False)),
+    ]
+    return inspect.Signature(head + _config_params() + tail)
+
+
+def run(*, experiment: str, config: Optional[Path], set_: List[str], trace: bool, as_json: bool,
+        output: Optional[Path], profile_lines: bool, **flags: Any) -> None:
     """Train one experiment under the harness and report loss, parameters, time and memory."""
     from bpbench import config as C
     from bpbench import experiments, run as runner
 
-    shorthands = [v for v, on in (("manual", manual), ("autograd", autograd), ("nn", nn)) if on]
+    shorthands = [v for v in SHORTHANDS if flags.pop(v)]
+    variant = flags.get("variant")
     if len(shorthands) > 1 or (shorthands and variant and variant != shorthands[0]):
         raise BadInput("choose one variant: " + ", ".join(shorthands + ([variant] if variant else [])))
+    if shorthands:
+        flags["variant"] = shorthands[0]
     info = experiments.get(experiment)
     if trace and not info.has_trace:
         raise BadInput(f"--trace is not available for {experiment} (only: "
                        f"{', '.join(i.name for i in experiments.REGISTRY.values() if i.has_trace)})")
-    flags = {"variant": shorthands[0] if shorthands else variant, "device": device,
-             "batch_size": batch_size, "epochs": epochs, "updates": updates, "lr": lr, "seed": seed,
-             "data": data, "init": init, "loader": loader, "digits": digits, "data_dir": data_dir,
-             "download": download, "width": width, "log_every": log_every, "eval_every": eval_every,
-             "warmup_steps": warmup_steps}
     _check_applies(info, flags)
     flags.update(C.parse_set(set_))
     info, cfg = runner.resolve(experiment, str(config) if config else None, flags)
@@ -165,16 +195,16 @@ def run(
         result = runner.execute(info, cfg, profile_lines=profile_lines,
                                 on_log=log if cfg.get("log_every") else None,
                                 on_epoch=progress.update if progress else None)
-    except Diverged as e:     # keep what was computed: it is emitted and written like any result
-        result, error = e.partial, e
-    else:
-        error = None
     finally:
         if progress:
             progress.close()
-    _emit(result, as_json, output, trace)
-    if error:
-        fail(str(error), EXIT_DIVERGED)
+    _emit(result, as_json, output, trace)   # a diverged run's partial result is shown and written too
+    if result["status"] == "diverged":
+        fail(result["error"], EXIT_DIVERGED)
+
+
+run.__signature__ = _run_signature()
+app.command()(run)
 
 
 def _check_applies(info, flags: dict[str, Any]) -> None:

@@ -25,6 +25,7 @@ from typing import Any, Callable
 
 from bpbench import config as C
 from bpbench import experiments, results
+from bpbench import variants as V
 from bpbench.errors import BadInput
 
 STUDIES = ("width", "gd-sgd")
@@ -163,10 +164,11 @@ def _plan(targets, devices, variants, preset, widths, steps, batch_sizes, update
         else:
             runs = _runs(entry)
             study = "matrix"
+        # Unasked, a comparison runs the reference variants; fast ones (compiled, graphed) on request.
+        chosen = [v for v in info.variants if v in variants] if variants else \
+            [v for v in info.variants if V.REGISTRY[v].reference is None]
         for run in runs:
-            for variant in info.variants:
-                if variants and variant not in variants:
-                    continue
+            for variant in chosen:
                 for device in devices:
                     cells.append(Cell(study, name, variant, device, _label(run), tuple(sorted(run.items()))))
     if not cells:

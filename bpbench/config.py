@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import tomllib
 from importlib import resources
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -100,18 +101,40 @@ def int_list(key: str, v: Any) -> list[int]:
     return [positive_int(key, i) for i in items]
 
 
-# Keys every experiment understands. Experiment-specific keys are declared in the registry.
-COMMON_KEYS: dict[str, Validator] = {
-    "variant": text,
-    "device": one_of("cpu", "cuda"),
-    "epochs": positive_int,
-    "batch_size": batch_size,
-    "lr": positive_float,
-    "seed": any_int,
-    "log_every": non_negative_int,
-    "warmup_steps": non_negative_int,
-    "eval_every": non_negative_int,
-    "data": text,
+@dataclass(frozen=True)
+class Key:
+    """A config key: its validator plus what `bpbench run` needs to offer it as a flag.
+
+    Calling a Key validates a value, so a plain validator function works wherever a Key does.
+    The CLI generates one `--flag` per key from these (see cli.run_parameters): an experiment or a
+    variant that declares a new key gets its flag, help and panel without touching the CLI.
+    """
+    check: Validator
+    help: str
+    panel: str = "Training"
+    boolean: bool = False            # an on/off flag: --name/--no-name
+
+    def __call__(self, key: str, v: Any) -> Any:
+        return self.check(key, v)
+
+    def flag(self, name: str) -> str:
+        dashed = name.replace("_", "-")
+        return f"--{dashed}/--no-{dashed}" if self.boolean else f"--{dashed}"
+
+
+# Keys every experiment understands. Experiment-specific keys are declared in the registry,
+# variant-specific ones (e.g. `fused`) in the variants registry.
+COMMON_KEYS: dict[str, Key] = {
+    "variant": Key(text, "Variant name (see `bpbench list`).", "Variant"),
+    "device": Key(one_of("cpu", "cuda"), "cpu or cuda."),
+    "batch_size": Key(batch_size, "'full' (gradient descent) or N."),
+    "epochs": Key(positive_int, "Passes over the training data."),
+    "lr": Key(positive_float, "Learning rate."),
+    "seed": Key(any_int, "Seed for every random choice (default: the config's)."),
+    "warmup_steps": Key(non_negative_int, "Updates timed apart as warm-up."),
+    "data": Key(text, "Data set (per experiment; see README).", "Data"),
+    "log_every": Key(non_negative_int, "Print a progress line every N epochs.", "Output"),
+    "eval_every": Key(non_negative_int, "Evaluate every N epochs (history).", "Output"),
 }
 
 
@@ -158,7 +181,11 @@ def resolve(name: str, keys: dict[str, Validator], user_file: str | Path | None,
     unknown = set(merged) - set(keys)
     if unknown:  # a flag or built-in key the experiment does not declare
         raise BadInput(f"{name} does not take {', '.join(sorted(unknown))}")
-    return {k: keys[k](k, v) for k, v in merged.items()}
+    def where(k: str) -> str:   # errors name what the user typed: the flag, or the file's key
+        if k in flags:
+            return f"--{k.replace('_', '-')}"
+        return f"{user_file}: {k}" if k in user else k
+    return {k: keys[k](where(k), v) for k, v in merged.items()}
 
 
 def parse_set(items: list[str]) -> dict[str, Any]:

@@ -1,6 +1,7 @@
-"""The two ways a run ends early, each with its own exit code.
+"""Exit codes, and the exception for bad input.
 
-The CLI turns these into one line on stderr; nothing below the CLI prints errors itself.
+The CLI turns BadInput into one line on stderr; nothing below the CLI prints errors itself. A
+diverged run is not an exception: it is a result with status "diverged" (exit 3).
 """
 
 EXIT_BAD_INPUT = 2
@@ -10,13 +11,3 @@ EXIT_INTERRUPTED = 130
 
 class BadInput(Exception):
     """The user asked for something we cannot do (exit 2, one line, no traceback)."""
-
-
-class Diverged(Exception):
-    """Training produced a NaN/inf loss (exit 3). Carries what was computed before it."""
-
-    def __init__(self, epoch: int, loss: float, partial=None):
-        super().__init__(f"loss became {loss} at epoch {epoch}: the run diverged (try a smaller --lr)")
-        self.epoch = epoch
-        self.loss = loss
-        self.partial = partial

@@ -78,6 +78,9 @@ class SoftmaxWithLoss:
         self.y = logp.exp()
         return -logp.gather(1, t.view(-1, 1)).mean()
 
+    def output(self, x: Tensor) -> Tensor:
+        return x          # the logits, as the matching torch module (no softmax layer) returns
+
     def backward(self, dout=1.0) -> Tensor:
         dx = self.y.clone()
         dx[torch.arange(len(self.t), device=dx.device), self.t] -= 1.0   # y - onehot(t)
@@ -91,6 +94,9 @@ class SigmoidBCE:
     dL/dy then dy/dx, with the same float32 arithmetic as torch's BCELoss and Sigmoid, so the
     manual and autograd variants stay equal to ~1e-7 over thousands of updates, not just close.
     """
+
+    def output(self, x: Tensor) -> Tensor:
+        return torch.sigmoid(x)   # probabilities, as the matching module (ending in nn.Sigmoid)
 
     def forward(self, x: Tensor, t: Tensor) -> Tensor:
         self.t = t
@@ -124,6 +130,10 @@ class Network:
 
     def loss(self, x: Tensor, t: Tensor) -> Tensor:
         return self.loss_layer.forward(self.forward(x), t)
+
+    def predict(self, x: Tensor) -> Tensor:
+        """What the matching torch module returns for x (the loss layer's output transform)."""
+        return self.loss_layer.output(self.forward(x))
 
     def backward(self) -> None:
         dout = self.loss_layer.backward(1.0)

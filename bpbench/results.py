@@ -1,22 +1,7 @@
-"""Results as data: the JSON schema (a contract: extend, never rename), atomic writes, CSV.
+"""Results as data: checks, atomic writes, CSV. The schema itself is bpbench.schema.
 
-Knows nothing of training: it only shapes, checks and stores plain dicts.
-
-Schema 1 (one run):
-    schema      1
-    experiment  name;  variant; device ("cpu" | "cuda")
-    config      every resolved config value
-    data        {name, n_train, n_test, ...}
-    final       {loss, params (models under 100 parameters, else null), metrics}
-    history     [{epoch, loss, updates, ...metrics at evaluation points}]
-    timing      {setup_s, warmup_s, train_s, eval_s, total_s, steps, warmup_steps,
-                 step_s_median, step_s_iqr, samples_per_s}
-    memory      {rss_start_mib, rss_peak_mib, rss_samples, cuda_peak_allocated_mib,
-                 cuda_peak_reserved_mib, line_profile (text or null)}
-    env         {bpbench, torch, python, platform, cpu, threads, cuda_device, ...}
-    status      "ok" | "diverged"  (with "error" when diverged)
-
-Files are strict JSON: non-finite numbers (a diverged loss) are written as null.
+Knows nothing of training: it only shapes, checks and stores plain dicts. Files are strict
+JSON: non-finite numbers (a diverged loss) are written as null.
 """
 
 from __future__ import annotations
@@ -31,19 +16,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from bpbench.errors import BadInput
-
-SCHEMA_VERSION = 1
-
-REQUIRED = {
-    "schema": None, "experiment": None, "variant": None, "device": None, "config": None,
-    "data": ("name", "n_train", "n_test"),
-    "final": ("loss", "params", "metrics"),
-    "history": None,
-    "timing": ("setup_s", "warmup_s", "train_s", "total_s", "steps",
-               "step_s_median", "step_s_iqr", "samples_per_s"),
-    "memory": ("rss_start_mib", "rss_peak_mib", "cuda_peak_allocated_mib"),
-    "env": ("bpbench", "torch", "python", "platform", "cpu", "threads", "cuda_device"),
-}
+from bpbench.schema import REQUIRED, SCHEMA_VERSION  # noqa: F401  (re-exported for readers)
 
 
 def missing_keys(result: dict[str, Any]) -> list[str]:
@@ -57,14 +30,6 @@ def missing_keys(result: dict[str, Any]) -> list[str]:
         elif sub:
             out += [f"{key}.{s}" for s in sub if s not in result[key]]
     return out
-
-
-def small_params(params: dict[str, Any], limit: int = 100) -> dict[str, Any] | None:
-    """name -> float (one element) or nested lists, for models under `limit` parameters."""
-    if sum(p.numel() for p in params.values()) >= limit:
-        return None
-    return {k: (float(p.reshape(())) if p.numel() == 1 else p.detach().cpu().tolist())
-            for k, p in params.items()}
 
 
 def _umask() -> int:

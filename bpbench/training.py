@@ -1,11 +1,10 @@
-"""Shared training pieces every experiment composes: batching, the two kinds of learner, and
-the `SupervisedSession` that the harness drives (it follows harness.loop.Trainable).
+"""Shared training pieces every experiment composes: batching, parameter naming, and the
+`SupervisedSession` that the harness drives (it follows harness.loop.Trainable). How a model is
+trained (the learners) lives in bpbench.variants.
 
 - ResidentBatches: the data lives on the device; an epoch is the whole set (gradient descent)
   or seeded shuffled index slices of it (mini-batch SGD).
 - LoaderBatches: TensorDataset + DataLoader, as seed 004 writes it.
-- ManualLearner: a hand-written `layers.Network`, updated by plain SGD on its own gradients.
-- AutogradLearner: an nn.Module + loss + torch.optim, the textbook PyTorch step.
 """
 
 from __future__ import annotations
@@ -24,6 +23,9 @@ class ResidentBatches:
         self.steps_per_epoch = -(-self.n // self.batch_size)
         self.gen = torch.Generator(device=x.device).manual_seed(seed)
 
+    def sample_batches(self):
+        return _sample_batches(self.x, self.y, self.batch_size)
+
     def epoch(self):
         if self.batch_size == self.n:      # gradient descent: no shuffle, no copy
             return iter([(self.x, self.y)])
@@ -41,12 +43,26 @@ class LoaderBatches:
         ds = torch.utils.data.TensorDataset(x.cpu(), y.cpu())
         self.loader = torch.utils.data.DataLoader(
             ds, batch_size=bs, shuffle=bs < n, generator=torch.Generator().manual_seed(seed))
+        self.bs = bs
+
+    def sample_batches(self):
+        x, y = self.loader.dataset.tensors
+        return [(xb.to(self.device), yb.to(self.device)) for xb, yb in _sample_batches(x, y, self.bs)]
 
     def epoch(self):
         if self.device.type == "cpu":
             return iter(self.loader)
         return ((xb.to(self.device, non_blocking=True), yb.to(self.device, non_blocking=True))
                 for xb, yb in self.loader)
+
+
+def _sample_batches(x: Tensor, y: Tensor, bs: int) -> list[tuple[Tensor, Tensor]]:
+    """The first full batch, and a last, smaller one when the data does not divide evenly."""
+    out = [(x[:bs], y[:bs])]
+    if len(x) % bs:
+        r = len(x) % bs
+        out.append((x[:r], y[:r]))
+    return out
 
 
 def make_batches(loader: str, x: Tensor, y: Tensor, batch_size, seed: int, device=None):
@@ -56,54 +72,6 @@ def make_batches(loader: str, x: Tensor, y: Tensor, batch_size, seed: int, devic
     if loader == "dataloader":
         return LoaderBatches(x, y, bs, seed, device)
     return ResidentBatches(x, y, bs, seed)
-
-
-def sgd_update(params: dict[str, Tensor], grads: dict[str, Tensor], lr: float) -> None:
-    """p <- p - lr * grad, in place, with torch.optim.SGD's arithmetic (one fused add)."""
-    for name, p in params.items():
-        p.add_(grads[name], alpha=-lr)
-
-
-class ManualLearner:
-    """Forward, hand-written backward, then p <- p - lr * grad (torch.optim.SGD's arithmetic)."""
-
-    def __init__(self, net, lr: float):
-        self.net, self.lr = net, lr
-
-    def step(self, x: Tensor, y: Tensor) -> Tensor:
-        loss = self.net.loss(x, y)
-        self.net.backward()
-        sgd_update(self.net.params(), self.net.grads(), self.lr)
-        return loss
-
-    def predict(self, x: Tensor) -> Tensor:
-        return self.net.forward(x)
-
-    def params(self) -> dict[str, Tensor]:
-        return self.net.params()
-
-
-class AutogradLearner:
-    """model(x) -> loss_fn -> zero_grad -> backward -> optimizer.step()."""
-
-    def __init__(self, model: nn.Module, loss_fn, optimizer: torch.optim.Optimizer,
-                 param_names: dict[str, Tensor] | None = None):
-        self.model, self.loss_fn, self.optimizer = model, loss_fn, optimizer
-        self._params = param_names or dict(model.named_parameters())
-
-    def step(self, x: Tensor, y: Tensor) -> Tensor:
-        loss = self.loss_fn(self.model(x), y)
-        self.optimizer.zero_grad()
-        loss.backward()
-        self.optimizer.step()
-        return loss.detach()
-
-    @torch.no_grad()
-    def predict(self, x: Tensor) -> Tensor:
-        return self.model(x)
-
-    def params(self) -> dict[str, Tensor]:
-        return {k: v.detach() for k, v in self._params.items()}
 
 
 def linear_param_paths(model: nn.Module) -> dict[str, str]:
@@ -157,7 +125,6 @@ class SupervisedSession:
         self.samples_per_epoch = samples
         self._evaluate = evaluate
         self._it = None
-        self.line_profile_target = (learner, "step")
 
     def begin_epoch(self, epoch: int) -> None:
         self._it = self.batches.epoch()
@@ -168,6 +135,10 @@ class SupervisedSession:
 
     def evaluate(self) -> dict[str, float]:
         return self._evaluate() if self._evaluate else {}
+
+    def sample_batches(self) -> list[tuple[Tensor, Tensor]]:
+        """One batch of every size an epoch yields, drawn without touching the shuffling RNG."""
+        return self.batches.sample_batches()
 
     def params(self) -> dict[str, Tensor]:
         return self.learner.params()

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from bpbench import config as C
+from bpbench import variants
 from bpbench.errors import BadInput
 
 if TYPE_CHECKING:
@@ -22,13 +23,20 @@ class ExperimentInfo:
     name: str
     summary: str
     source: str
-    variants: tuple[str, ...]          # the first is the default
-    options: dict[str, C.Validator] = field(default_factory=dict)  # keys beyond config.COMMON_KEYS
+    offers: tuple[str, ...]             # what its model offers variants (see bpbench.variants)
+    default_variant: str
+    options: dict[str, C.Key] = field(default_factory=dict)  # keys beyond config.COMMON_KEYS
     has_trace: bool = False
 
     @property
-    def keys(self) -> dict[str, C.Validator]:
-        return {**C.COMMON_KEYS, **self.options}
+    def variants(self) -> tuple[str, ...]:
+        """Every registered variant that applies, the default first."""
+        names = variants.applicable(self.offers)
+        return (self.default_variant, *[v for v in names if v != self.default_variant])
+
+    @property
+    def keys(self) -> dict[str, C.Key]:
+        return {**C.COMMON_KEYS, **self.options, **variants.option_keys()}
 
     def defaults(self) -> dict[str, Any]:
         return C.builtin(self.name)["defaults"]
@@ -38,42 +46,51 @@ class ExperimentInfo:
         return importlib.import_module(f"bpbench.experiments.{self.name}").EXPERIMENT
 
 
+def _key(check: C.Validator, help: str, panel: str = "Training", boolean: bool = False) -> C.Key:
+    return C.Key(check, help, panel, boolean)
+
+
 REGISTRY: dict[str, ExperimentInfo] = {
     info.name: info for info in [
         ExperimentInfo(
             name="linreg",
             summary="Linear regression y = wx + b: hand-written dw, db vs autograd + SGD vs nn.Linear",
             source="seeds 000 (x=1..4, y=2x+1) and 003 (30 points)",
-            variants=("manual", "autograd", "nn"),
-            options={"init": C.one_of("default", "zeros")},
+            offers=("manual", "module", "nn_module"),
+            default_variant="manual",
+            options={"init": _key(C.one_of("default", "zeros"), "linreg nn: 'default' or 'zeros'.")},
         ),
         ExperimentInfo(
             name="bce",
             summary="The 2-2-1 sigmoid net with fixed weights, BCE loss, SGD lr 1, traced step by step",
             source="seed 002 (hand-computed forward values), layers of seed 001",
-            variants=("manual", "autograd"),
+            offers=("manual", "module"),
+            default_variant="manual",
             has_trace=True,
         ),
         ExperimentInfo(
             name="mnist01",
             summary="MNIST 0-vs-1 with a 784-32-1 MLP (or 0-9 with 784-50-10): GD vs mini-batch SGD",
             source="seed 004 section F (0 vs 1), seed 001 (two-layer softmax net)",
-            variants=("autograd", "manual"),
+            offers=("module", "manual"),
+            default_variant="autograd",
             options={
-                "loader": C.one_of("resident", "dataloader"),
-                "digits": C.one_of("0,1", "0-9"),
-                "updates": C.positive_int,
-                "data_dir": C.text,
-                "download": C.boolean,
-                "holdout": C.positive_float,
+                "updates": _key(C.positive_int, "Stop after N updates instead (mnist01)."),
+                "loader": _key(C.one_of("resident", "dataloader"), "mnist01: 'resident' or 'dataloader'.", "Data"),
+                "digits": _key(C.one_of("0,1", "0-9"), "mnist01: '0,1' or '0-9'.", "Data"),
+                "data_dir": _key(C.text, "mnist01: torchvision MNIST root.", "Data"),
+                "download": _key(C.boolean, "mnist01: let torchvision fetch MNIST into --data-dir.", "Data",
+                                 boolean=True),
+                "holdout": _key(C.positive_float, "mnist01 offline data: the held-out fraction.", "Data"),
             },
         ),
         ExperimentInfo(
             name="width",
             summary="1-H-1 ReLU MLP trained with Adam: the CPU-vs-GPU width study",
             source="seed 004 sections C-D (H=500: CPU wins; H=200,000: GPU ~60x)",
-            variants=("autograd",),
-            options={"width": C.positive_int},
+            offers=("module",),
+            default_variant="autograd",
+            options={"width": _key(C.positive_int, "width: hidden units H.")},
         ),
     ]
 }

@@ -1,28 +1,56 @@
 """The one interface every experiment implements.
 
-An experiment turns a resolved config into a `Built` run on a device: a session the harness
-drives (harness.loop.Trainable), a description of its data, and how to read its final metrics.
-Experiments with a hand-written backward also offer a `GradCheckCase` for `bpbench gradcheck`.
+An experiment describes its model, data and loss once: `build(cfg, device)` returns a `Task`
+(the `Model`, the training batches, how to evaluate). It never says how the model is trained;
+a variant (bpbench.variants) turns the Model into a learner. Experiments with a hand-written
+backward also offer a `GradCheckCase` for `bpbench gradcheck`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from bpbench.errors import BadInput
 from bpbench.experiments import ExperimentInfo
 
 
 @dataclass
-class Built:
-    session: Any                                  # harness.loop.Trainable with .params()
-    data: dict[str, Any]                          # name, sample counts, source, split
-    metrics: Callable[[], dict[str, Any]] = dict  # final metrics after training
-    extra: Callable[[], dict[str, Any]] = dict    # experiment-specific result keys (e.g. confusion)
+class Model:
+    """One model with its initial weights, loss and optimizer, in the forms variants need.
+
+    - module: the torch module (initial weights set), trained by autograd variants
+    - loss_fn: the torch loss applied to module(x)
+    - optimizer: (torch.optim class name, keyword arguments), e.g. ("SGD", {"lr": 0.01})
+    - params: the module's parameters under the names results report (w, b; layer1.weight, ...)
+    - manual: builds the hand-written network from the same initial weights (offers "manual")
+    - nn_module: builds a second module of nn layers alone (offers "nn_module")
+    """
+    module: nn.Module
+    loss_fn: nn.Module
+    optimizer: tuple[str, dict[str, Any]]
+    params: Callable[[nn.Module], dict[str, Tensor]]
+    manual: Callable[[], Any] | None = None
+    nn_module: Callable[[], nn.Module] | None = None
+
+
+@dataclass
+class Task:
+    """What an experiment hands the runner: a model, its training batches and its metrics.
+
+    Metrics take the learner, whatever variant built it: `learner.predict(x)` returns what the
+    model's module returns (probabilities for the sigmoid nets, logits for the softmax net).
+    """
+    model: Model
+    batches: Any                                       # training.ResidentBatches / LoaderBatches
+    samples: int                                       # training samples per epoch
+    data: dict[str, Any]                               # name, sample counts, source, split
+    evaluate: Callable[[Any], dict[str, float]] | None = None   # metrics during training
+    metrics: Callable[[Any], dict[str, Any]] = field(default=lambda learner: {})   # final metrics
+    extra: Callable[[Any], dict[str, Any]] = field(default=lambda learner: {})     # e.g. confusion
 
 
 @dataclass
@@ -41,7 +69,7 @@ class GradCheckCase:
 class Experiment:
     info: ExperimentInfo
 
-    def build(self, cfg: dict[str, Any], device: torch.device) -> Built:
+    def build(self, cfg: dict[str, Any], device: torch.device) -> Task:
         raise NotImplementedError
 
     def gradcheck_case(self, cfg: dict[str, Any]) -> GradCheckCase:

@@ -1,7 +1,7 @@
 """bce: seed 002's 2-2-1 sigmoid network, BCE loss, SGD lr 1, from fixed initial weights.
 
-- manual: the hand-written layers (Affine -> Sigmoid -> Affine -> fused Sigmoid+BCE).
-- autograd: the seed's nn.Module (two nn.Sequential(Linear, Sigmoid) blocks), BCELoss, optim.SGD.
+The model: the seed's nn.Module (two nn.Sequential(Linear, Sigmoid) blocks), BCELoss, optim.SGD;
+its hand-written twin is Affine -> Sigmoid -> Affine -> fused Sigmoid+BCE (bpbench.layers).
 
 Every run also records the trace of seed 002's single step from the fixed weights (x = [1, 1],
 y = 0): the seven forward values, every gradient and the parameters after the update.
@@ -13,11 +13,12 @@ import torch
 from torch import Tensor, nn
 
 from bpbench import layers as L
+from bpbench import variants
 from bpbench.errors import BadInput
 from bpbench.experiments import REGISTRY
-from bpbench.experiments.base import Built, Experiment, GradCheckCase
-from bpbench.training import (AutogradLearner, ManualLearner, SupervisedSession, linear_param_names,
-                              make_batches, manual_grads, module_loss, sgd_update)
+from bpbench.experiments.base import Experiment, GradCheckCase, Model, Task
+from bpbench.training import linear_param_names, make_batches, manual_grads, module_loss
+from bpbench.variants.manual import sgd_update
 
 # Seed 002's initial weights (nn.Linear layout: weight is (out, in)).
 INITIAL = {
@@ -77,10 +78,10 @@ def autograd_model(params: dict[str, Tensor]) -> SourceModel:
     return model
 
 
-def trace_step(variant: str, params: dict[str, Tensor], x: Tensor, y: Tensor, lr: float) -> dict:
+def trace_step(hand_written: bool, params: dict[str, Tensor], x: Tensor, y: Tensor, lr: float) -> dict:
     """One SGD step with every intermediate value recorded (on copies of `params`)."""
     params = {k: v.clone() for k, v in params.items()}
-    if variant == "manual":
+    if hand_written:
         net = manual_net(params)
         (_, l1), (_, a1), (_, l2) = net.named
         z = l1.forward(x)
@@ -117,26 +118,23 @@ def trace_step(variant: str, params: dict[str, Tensor], x: Tensor, y: Tensor, lr
 class BCE(Experiment):
     info = REGISTRY["bce"]
 
-    def build(self, cfg, device) -> Built:
+    def build(self, cfg, device) -> Task:
         x, y, desc = load_data(cfg["data"], cfg["seed"], device)
         params = initial_params(device)
-        trace = trace_step(cfg["variant"], params, *load_data("source", 0, device)[:2], cfg["lr"])
-        if cfg["variant"] == "manual":
-            learner = ManualLearner(manual_net(params), cfg["lr"])
-        else:
-            model = autograd_model(params)
-            learner = AutogradLearner(model, nn.BCELoss(), torch.optim.SGD(model.parameters(), lr=cfg["lr"]),
-                                      linear_param_names(model))
+        module = autograd_model(params)
+        model = Model(module=module, loss_fn=nn.BCELoss(), optimizer=("SGD", {"lr": cfg["lr"]}),
+                      params=linear_param_names, manual=lambda: manual_net(initial_params(device)))
+        hand_written = variants.get(cfg["variant"]).needs == "manual"
+        trace = trace_step(hand_written, params, *load_data("source", 0, device)[:2], cfg["lr"])
 
-        def metrics():
+        def metrics(learner):
             with torch.no_grad():
-                out = learner.predict(x)
-                prob = torch.sigmoid(out) if cfg["variant"] == "manual" else out
+                prob = learner.predict(x)
                 return {"output": float(prob[0, 0]), "accuracy": float(((prob > 0.5) == (y > 0.5)).float().mean())}
 
-        session = SupervisedSession(learner, make_batches("resident", x, y, cfg["batch_size"], cfg["seed"]), len(x))
-        return Built(session, {"name": cfg["data"], "description": desc, "n_train": len(x), "n_test": 0},
-                     metrics=metrics, extra=lambda: {"trace": trace})
+        return Task(model, make_batches("resident", x, y, cfg["batch_size"], cfg["seed"]), len(x),
+                    {"name": cfg["data"], "description": desc, "n_train": len(x), "n_test": 0},
+                    metrics=metrics, extra=lambda learner: {"trace": trace})
 
     def gradcheck_case(self, cfg) -> GradCheckCase:
         x, y, desc = load_data(cfg["data"], cfg["seed"], "cpu", torch.float64)

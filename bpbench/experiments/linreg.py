@@ -19,8 +19,8 @@ from torch import Tensor, nn
 
 from bpbench.errors import BadInput
 from bpbench.experiments import REGISTRY
-from bpbench.experiments.base import Built, Experiment, GradCheckCase
-from bpbench.training import AutogradLearner, SupervisedSession, make_batches
+from bpbench.experiments.base import Experiment, GradCheckCase, Model, Task
+from bpbench.training import make_batches
 
 LINE4 = ([1.0, 2.0, 3.0, 4.0], [3.0, 5.0, 7.0, 9.0])                  # seed 000: y = 2x + 1
 SCATTER30 = (                                                           # seed 003
@@ -68,25 +68,32 @@ def read_csv(path: Path) -> tuple[list[float], list[float]]:
 class ManualLinReg:
     """Seed 000's hand-written loop body (the exact arithmetic, so its digits reproduce)."""
 
-    def __init__(self, lr: float, device):
-        self.lr = lr
+    def __init__(self, device):
         self.w = torch.zeros(1, 1, device=device)
         self.b = torch.zeros(1, 1, device=device)
 
-    def step(self, x: Tensor, y: Tensor) -> Tensor:
-        predictions = x.mm(self.w) + self.b
-        loss = ((predictions - y) ** 2).mean()
-        dw = 2 * x.t().mm(predictions - y) / x.size(0)      # dL/dw
-        db = 2 * (predictions - y).sum() / x.size(0)        # dL/db
-        self.w -= self.lr * dw
-        self.b -= self.lr * db
-        return loss
+    def loss(self, x: Tensor, y: Tensor) -> Tensor:
+        self.x, self.y = x, y
+        self.predictions = x.mm(self.w) + self.b
+        return ((self.predictions - self.y) ** 2).mean()
+
+    def backward(self) -> None:
+        x, y, predictions = self.x, self.y, self.predictions
+        self.dw = 2 * x.t().mm(predictions - y) / x.size(0)      # dL/dw
+        self.db = 2 * (predictions - y).sum() / x.size(0)        # dL/db
+
+    def update(self, lr: float) -> None:
+        self.w -= lr * self.dw                         # seed 000's update, digit for digit
+        self.b -= lr * self.db
 
     def predict(self, x: Tensor) -> Tensor:
         return x.mm(self.w) + self.b
 
     def params(self) -> dict[str, Tensor]:
         return {"w": self.w, "b": self.b}
+
+    def grads(self) -> dict[str, Tensor]:
+        return {"w": self.dw, "b": self.db.view(1, 1)}
 
 
 class XW(nn.Module):
@@ -101,38 +108,37 @@ class XW(nn.Module):
         return x.mm(self.w) + self.b
 
 
+def wb(module: nn.Module) -> dict[str, Tensor]:
+    """The two parameters as w and b, whichever module holds them."""
+    return {"w": module.w, "b": module.b} if isinstance(module, XW) else {"w": module.weight, "b": module.bias}
+
+
 class LinReg(Experiment):
     info = REGISTRY["linreg"]
 
-    def build(self, cfg, device) -> Built:
+    def build(self, cfg, device) -> Task:
         xs, ys, desc = load_data(cfg["data"])
         x = torch.tensor(xs, dtype=torch.float32, device=device).view(-1, 1)
         y = torch.tensor(ys, dtype=torch.float32, device=device).view(-1, 1)
-        torch.manual_seed(cfg["seed"])
-        learner = self.learner(cfg["variant"], cfg, device)
-        batches = make_batches("resident", x, y, cfg["batch_size"], cfg["seed"])
 
-        def metrics():
+        def linear() -> nn.Module:
+            torch.manual_seed(cfg["seed"])            # torch's default init under --seed
+            layer = nn.Linear(1, 1)
+            if cfg.get("init") == "zeros":
+                nn.init.zeros_(layer.weight)
+                nn.init.zeros_(layer.bias)
+            return layer
+
+        model = Model(module=XW().to(device), loss_fn=nn.MSELoss(), optimizer=("SGD", {"lr": cfg["lr"]}),
+                      params=wb, manual=lambda: ManualLinReg(device), nn_module=linear)
+
+        def metrics(learner):
             with torch.no_grad():
                 return {"mse": float(((learner.predict(x) - y) ** 2).mean())}
 
-        session = SupervisedSession(learner, batches, len(x))
-        return Built(session, {"name": cfg["data"], "description": desc, "n_train": len(x), "n_test": 0},
-                     metrics=metrics)
-
-    @staticmethod
-    def learner(variant: str, cfg, device):
-        if variant == "manual":
-            return ManualLinReg(cfg["lr"], device)
-        if variant == "autograd":
-            model = XW().to(device)
-        else:
-            model = nn.Linear(1, 1).to(device)         # torch's default init under --seed
-            if cfg.get("init") == "zeros":
-                nn.init.zeros_(model.weight)
-                nn.init.zeros_(model.bias)
-        names = {"w": model.w, "b": model.b} if variant == "autograd" else {"w": model.weight, "b": model.bias}
-        return AutogradLearner(model, nn.MSELoss(), torch.optim.SGD(model.parameters(), lr=cfg["lr"]), names)
+        return Task(model, make_batches("resident", x, y, cfg["batch_size"], cfg["seed"]), len(x),
+                    {"name": cfg["data"], "description": desc, "n_train": len(x), "n_test": 0},
+                    metrics=metrics)
 
     def gradcheck_case(self, cfg) -> GradCheckCase:
         xs, ys, _ = load_data(cfg["data"])
@@ -146,9 +152,11 @@ class LinReg(Experiment):
             return ((x.mm(p["w"]) + p["b"] - y) ** 2).mean()
 
         def manual(p):
-            predictions = x.mm(p["w"]) + p["b"]
-            return {"w": 2 * x.t().mm(predictions - y) / x.size(0),
-                    "b": (2 * (predictions - y).sum() / x.size(0)).view(1, 1)}
+            net = ManualLinReg("cpu")
+            net.w, net.b = p["w"].clone(), p["b"].clone()
+            net.loss(x, y)
+            net.backward()
+            return net.grads()
 
         return GradCheckCase(params, loss, manual, note=f"data {cfg['data']}, random (w, b)")
 

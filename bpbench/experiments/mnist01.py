@@ -1,8 +1,8 @@
 """mnist01: MNIST 0 vs 1 with seed 004's 784-32-1 MLP, or all ten digits with seed 001's
 784-50-10 two-layer softmax net.
 
-- autograd: nn.Sequential + BCELoss (CrossEntropyLoss for ten digits) + optim.SGD, as the seeds.
-- manual: the same network from the hand-written layers, starting from the same weights.
+The model: nn.Sequential + BCELoss (CrossEntropyLoss for ten digits) + optim.SGD, as the seeds;
+its hand-written twin is the same network of bpbench.layers, starting from the same weights.
 
 Weights come from torch.manual_seed(seed) then nn.Sequential(...), as seed 004 builds its net.
 """
@@ -18,9 +18,8 @@ from bpbench import layers as L
 from bpbench.data import mnist
 from bpbench.errors import BadInput
 from bpbench.experiments import REGISTRY
-from bpbench.experiments.base import Built, Experiment, GradCheckCase
-from bpbench.training import (AutogradLearner, ManualLearner, SupervisedSession, linear_param_names,
-                              make_batches, manual_grads, module_loss)
+from bpbench.experiments.base import Experiment, GradCheckCase, Model, Task
+from bpbench.training import linear_param_names, make_batches, manual_grads, module_loss
 
 
 def load(cfg) -> tuple[Tensor, Tensor, Tensor, Tensor, dict]:
@@ -93,19 +92,15 @@ def targets(y: Tensor, is_binary: bool) -> Tensor:
 class MNIST01(Experiment):
     info = REGISTRY["mnist01"]
 
-    def build(self, cfg, device) -> Built:
+    def build(self, cfg, device) -> Task:
         xtr, ytr, xte, yte, desc = load(cfg)
         is_binary = binary(cfg)
-        model = build_module(cfg).to(device)
-        if cfg["variant"] == "manual":
-            params = {k: p.detach().clone() for k, p in linear_param_names(model).items()}
-            learner = ManualLearner(manual_net(params, is_binary), cfg["lr"])
-            to_prob = torch.sigmoid if is_binary else (lambda z: z.softmax(1))
-        else:
-            loss_fn = nn.BCELoss() if is_binary else nn.CrossEntropyLoss()
-            learner = AutogradLearner(model, loss_fn, torch.optim.SGD(model.parameters(), lr=cfg["lr"]),
-                                      linear_param_names(model))
-            to_prob = (lambda p: p) if is_binary else (lambda z: z.softmax(1))
+        module = build_module(cfg).to(device)
+        initial = {k: p.detach().clone() for k, p in linear_param_names(module).items()}
+        model = Model(module=module, loss_fn=nn.BCELoss() if is_binary else nn.CrossEntropyLoss(),
+                      optimizer=("SGD", {"lr": cfg["lr"]}), params=linear_param_names,
+                      manual=lambda: manual_net({k: v.clone() for k, v in initial.items()}, is_binary))
+        to_prob = (lambda p: p) if is_binary else (lambda z: z.softmax(1))
         # Resident: the data moves to the device once, here in setup.
         xtr_d, ytr_d = xtr.to(device), targets(ytr, is_binary).to(device)
         xte_d, yte_d = xte.to(device), yte.to(device)
@@ -116,7 +111,7 @@ class MNIST01(Experiment):
             batches = make_batches("dataloader", xtr, targets(ytr, is_binary), cfg["batch_size"], cfg["seed"],
                                    device)
 
-        def scores(x: Tensor, y: Tensor) -> tuple[float, float, Tensor]:
+        def scores(learner, x: Tensor, y: Tensor) -> tuple[float, float, Tensor]:
             with torch.no_grad():
                 prob = to_prob(learner.predict(x))
                 if is_binary:
@@ -128,25 +123,24 @@ class MNIST01(Experiment):
                     pred = prob.argmax(1)
                 return float(loss), float((pred == y).float().mean()), pred
 
-        def evaluate() -> dict[str, float]:
-            tr_loss, tr_acc, _ = scores(xtr_d, ytr_labels)
+        def evaluate(learner) -> dict[str, float]:
+            tr_loss, tr_acc, _ = scores(learner, xtr_d, ytr_labels)
             out = {"train_loss": tr_loss, "train_accuracy": tr_acc}
             if len(xte_d):
-                te_loss, te_acc, _ = scores(xte_d, yte_d)
+                te_loss, te_acc, _ = scores(learner, xte_d, yte_d)
                 out.update(test_loss=te_loss, test_accuracy=te_acc)
             return out
 
-        def confusion() -> dict:
+        def confusion(learner) -> dict:
             k = 2 if is_binary else 10
             out = {}
             for split, (x, y) in (("train", (xtr_d, ytr_labels)), ("test", (xte_d, yte_d))):
                 if len(x):
-                    pred = scores(x, y)[2]
+                    pred = scores(learner, x, y)[2]
                     out[split] = torch.bincount(y * k + pred, minlength=k * k).view(k, k).cpu().tolist()
             return {"confusion": out}
 
-        session = SupervisedSession(learner, batches, len(xtr), evaluate)
-        return Built(session, desc, metrics=evaluate, extra=confusion)
+        return Task(model, batches, len(xtr), desc, evaluate=evaluate, metrics=evaluate, extra=confusion)
 
     def log_line(self, entry, epochs) -> str:
         line = f"Epoch [{entry['epoch']}/{epochs}], Loss: {entry['loss']:.4f}, updates {entry['updates']}"

@@ -11,25 +11,25 @@ import torch
 from torch import nn
 
 from bpbench.experiments import REGISTRY
-from bpbench.experiments.base import Built, Experiment
-from bpbench.training import AutogradLearner, SupervisedSession, linear_param_names, make_batches
+from bpbench.experiments.base import Experiment, Model, Task
+from bpbench.training import linear_param_names, make_batches
 
 
 class Width(Experiment):
     info = REGISTRY["width"]
 
-    def build(self, cfg, device) -> Built:
+    def build(self, cfg, device) -> Task:
         torch.manual_seed(cfg["seed"])
         x = torch.linspace(0, 1, 100).reshape(-1, 1)
         y = torch.randn(100).reshape(-1, 1) * 0.01
         h = cfg["width"]
         net = nn.Sequential(nn.Linear(1, h), nn.ReLU(), nn.Linear(h, 1)).to(device)
-        learner = AutogradLearner(net, nn.MSELoss(), torch.optim.Adam(net.parameters(), lr=cfg["lr"]),
-                                  linear_param_names(net))
+        model = Model(module=net, loss_fn=nn.MSELoss(), optimizer=("Adam", {"lr": cfg["lr"]}),
+                      params=linear_param_names)
         x, y = x.to(device), y.to(device)
-        session = SupervisedSession(learner, make_batches("resident", x, y, cfg["batch_size"], cfg["seed"]), len(x))
-        return Built(session, {"name": "source", "description": "x = linspace(0, 1, 100), y = 0.01 randn",
-                               "n_train": len(x), "n_test": 0, "width": h, "parameters": 3 * h + 1})
+        return Task(model, make_batches("resident", x, y, cfg["batch_size"], cfg["seed"]), len(x),
+                    {"name": "source", "description": "x = linspace(0, 1, 100), y = 0.01 randn",
+                     "n_train": len(x), "n_test": 0, "width": h, "parameters": 3 * h + 1})
 
 
 EXPERIMENT = Width()

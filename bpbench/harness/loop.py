@@ -21,7 +21,6 @@ from bpbench.harness.timer import step_timer, synchronize
 class Trainable(Protocol):
     steps_per_epoch: int          # updates in one epoch
     samples_per_epoch: int        # samples seen in one epoch
-    line_profile_target: tuple[object, str] | None   # (object, method name) for --profile-lines
 
     def begin_epoch(self, epoch: int) -> None: ...     # e.g. reshuffle mini-batches
     def step(self): ...                                # one update; returns the batch loss (0-d tensor)

@@ -1,0 +1,107 @@
+"""The result of one run, schema 1: defined once, here. A contract: extend, never rename.
+
+`run.execute` fills a `RunResult`; `to_dict()` gives the JSON object that `run --json`,
+`--output` and every compare cell hold. Fields without a default are required of every result
+(`REQUIRED`, which `report` and `--baseline` check); fields with one were added later, so older
+files still load. Torch-free: readers of results never import training code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+SCHEMA_VERSION = 1
+
+
+@dataclass
+class Final:
+    loss: float | None                    # the last epoch's training loss, as the sources print it
+    params: dict[str, Any] | None         # models under 100 parameters: name -> float / nested lists
+    metrics: dict[str, Any]               # the experiment's final metrics (mse, accuracy, ...)
+    param_digest: dict[str, dict] | None = None   # name -> {norm, sum, head}: for the parity guard
+
+
+@dataclass
+class Timing:
+    setup_s: float                        # data, model and optimizer on the device
+    warmup_s: float                       # the first warmup_steps updates (real updates)
+    train_s: float                        # the steady state, evaluation pauses excluded
+    total_s: float
+    steps: int                            # updates made
+    step_s_median: float | None           # of the steady-state steps
+    step_s_iqr: float | None
+    samples_per_s: float | None
+    device_init_s: float = 0.0            # the CUDA context
+    compile_s: float | None = None        # compiling / capturing variants: their one-time cost
+    first_step_s: float | None = None     # the priming steps before the clock (rewound)
+    eval_s: float = 0.0
+    warmup_steps: int = 0
+    step_s_all: list[float] | None = None  # every steady-state step, for distributions
+
+
+@dataclass
+class Memory:
+    rss_start_mib: float
+    rss_peak_mib: float
+    cuda_peak_allocated_mib: float | None
+    rss_samples: int | None = None
+    cuda_peak_reserved_mib: float | None = None
+    line_profile: str | None = None       # memory_profiler's table with --profile-lines
+
+
+@dataclass
+class Env:
+    bpbench: str
+    torch: str
+    python: str
+    platform: str
+    cpu: str
+    threads: int
+    cuda_device: str | None
+    cuda_runtime: str | None = None
+    cpu_count: int | None = None
+
+
+@dataclass
+class RunResult:
+    experiment: str
+    variant: str
+    device: str                           # "cpu" | "cuda"
+    config: dict[str, Any]                # every resolved config value
+    data: dict[str, Any]                  # name, n_train, n_test, description, ...
+    final: Final
+    history: list[dict[str, Any]]         # {epoch, loss, updates, ...metrics at evaluation points}
+    timing: Timing
+    memory: Memory
+    env: dict[str, Any]                   # Env's fields and more (see envinfo.collect)
+    schema: int = SCHEMA_VERSION
+    status: str = "ok"                    # "ok" | "diverged"
+    error: str | None = None              # what happened, when status is not ok
+    reference_variant: str | None = None  # the variant this one's arithmetic must match
+    variant_details: dict[str, Any] = field(default_factory=dict)   # e.g. compiled: graph breaks
+    extra: dict[str, Any] = field(default_factory=dict)   # experiment's own keys (trace, confusion)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra"}
+        for name in ("final", "timing", "memory"):
+            out[name] = dataclasses.asdict(out[name])
+        return {**out, **self.extra}
+
+
+def _required(cls) -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(cls)
+                 if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING)
+
+
+# key -> required sub-keys (None: any value); what every result file must hold.
+REQUIRED: dict[str, tuple[str, ...] | None] = {
+    "schema": None, "experiment": None, "variant": None, "device": None, "config": None,
+    "data": ("name", "n_train", "n_test"),
+    "final": _required(Final),
+    "history": None,
+    "timing": _required(Timing),
+    "memory": _required(Memory),
+    "env": _required(Env),
+}

@@ -1,0 +1,82 @@
+"""The registry of variants: how a model is trained, without importing torch.
+
+An experiment describes its model once (experiments.base.Model); a variant turns that description
+into a learner. Each variant lives in its own module, `bpbench.variants.<name>`, imported only
+when it runs. A variant applies to every experiment whose model offers what it `needs`:
+
+    "manual"    a hand-written network (bpbench.layers): forward, backward, no autograd
+    "module"    a torch module + loss + torch.optim optimizer
+    "nn_module" a second module built from nn layers alone (linreg's nn.Linear)
+
+Adding a variant is one module here plus one entry below (see README, "Adding a variant").
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from bpbench import config as C
+from bpbench.errors import BadInput
+
+# Options of the variants that train with torch.optim.
+OPTIM_KEYS = {
+    "fused": C.Key(C.boolean, "torch.optim's fused implementation (fused=True) where the "
+                              "optimizer and device support it; off: the sources' default.",
+                   "Variant", boolean=True),
+}
+
+
+@dataclass(frozen=True)
+class VariantInfo:
+    name: str
+    summary: str
+    needs: str                          # what the experiment's model must offer (see above)
+    reference: str | None = None        # the variant whose arithmetic this one must reproduce
+    device: str | None = None           # the only device it runs on (None: any)
+    options: dict[str, C.Key] = field(default_factory=dict)
+
+    def load(self) -> Any:
+        """Import the variant's module (and torch with it)."""
+        return importlib.import_module(f"bpbench.variants.{self.name}").VARIANT
+
+
+REGISTRY: dict[str, VariantInfo] = {
+    v.name: v for v in [
+        VariantInfo("manual", "hand-written backward (bpbench.layers), then p -= lr * grad",
+                    needs="manual"),
+        VariantInfo("autograd", "the torch module, loss.backward(), torch.optim", needs="module",
+                    options=OPTIM_KEYS),
+        VariantInfo("nn", "the model built from nn layers alone (nn.Linear), autograd, torch.optim",
+                    needs="nn_module", options=OPTIM_KEYS),
+        VariantInfo("compiled", "the autograd step under torch.compile (forward, backward and "
+                                "optimizer step in one compiled function)",
+                    needs="module", reference="autograd", options={**OPTIM_KEYS, "compile_mode": C.Key(
+                        C.one_of("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
+                        "compiled: the torch.compile mode (reduce-overhead adds CUDA graphs on a GPU).",
+                        "Variant")}),
+        VariantInfo("graphed", "the whole autograd step captured once in a CUDA graph and replayed",
+                    needs="module", reference="autograd", device="cuda", options=OPTIM_KEYS),
+    ]
+}
+
+
+def get(name: str) -> VariantInfo:
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise BadInput(f"unknown variant {name!r} (choose from: {', '.join(REGISTRY)})") from None
+
+
+def applicable(offers: tuple[str, ...]) -> list[str]:
+    """The variants whose needs a model offering `offers` meets, in registry order."""
+    return [v.name for v in REGISTRY.values() if v.needs in offers]
+
+
+def option_keys() -> dict[str, C.Key]:
+    """Every variant option (the union: a key only some variants take is checked per run)."""
+    out: dict[str, C.Key] = {}
+    for v in REGISTRY.values():
+        out.update(v.options)
+    return out

@@ -1,0 +1,64 @@
+"""compiled: the autograd step under torch.compile.
+
+One compiled function holds forward, loss, backward and optimizer step. Dynamo still splits it
+where it cannot trace: at `loss.backward()` (AOTAutograd compiles the backward graph itself) and
+inside `Optimizer.step` (torch.optim marks a break before its compiled update), so a step runs
+about three graphs; `details()` records the count and the reasons. `zero_grad` runs eagerly
+before the compiled call (Dynamo skips tracing it). Compilation happens in `prepare` (primed on
+each batch shape the run will see, then rewound), so `timing.compile_s` holds it and the steady
+state never recompiles.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from bpbench.variants import REGISTRY
+from bpbench.variants.base import TorchLearner, prime, torch_learner
+
+
+class CompiledLearner(TorchLearner):
+    compiles = True
+
+    def __init__(self, *args, mode: str = "default"):
+        super().__init__(*args)
+        self.mode = mode
+        self._compiled = torch.compile(self._update, mode=None if mode == "default" else mode)
+
+    def _update(self, x: Tensor, y: Tensor) -> Tensor:
+        loss = self.loss_fn(self.module(x), y)
+        loss.backward()
+        self.optimizer.step()
+        return loss.detach()
+
+    def step(self, x: Tensor, y: Tensor) -> Tensor:
+        self.optimizer.zero_grad(set_to_none=True)
+        return self._compiled(x, y)
+
+    def prepare(self, samples, sync) -> float:
+        import torch._dynamo as dynamo
+        dynamo.utils.counters.clear()
+        seconds = prime(self, samples, steps=2, sync=sync)
+        counters = dynamo.utils.counters
+        self._details = {
+            "mode": self.mode,
+            "graphs": int(counters["stats"].get("unique_graphs", 0)),
+            "graph_breaks": sorted({r.strip().splitlines()[0][:120] for r in counters["graph_break"]}),
+        }
+        return seconds
+
+    def details(self) -> dict:
+        return {"compile": getattr(self, "_details", None)}
+
+
+class Compiled:
+    info = REGISTRY["compiled"]
+
+    def learner(self, model, cfg, device) -> CompiledLearner:
+        learner = torch_learner(TorchLearner, model.module, model, cfg)
+        return CompiledLearner(learner.module, learner.loss_fn, learner.optimizer, learner._names,
+                               mode=cfg.get("compile_mode", "default"))
+
+
+VARIANT = Compiled()

@@ -1,0 +1,59 @@
+"""manual: the hand-written backward, then p <- p - lr * grad.
+
+The experiment's `Model.manual()` builds a network of bpbench.layers (each backward beside its
+forward) from the module's initial weights; no autograd runs. The update is plain SGD with
+torch.optim.SGD's arithmetic (one fused add), unless the network brings its own `update` (linreg
+keeps seed 000's `w -= lr * dw` so its printed digits reproduce exactly).
+"""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from bpbench.errors import BadInput
+from bpbench.variants import REGISTRY
+
+
+def sgd_update(params: dict[str, Tensor], grads: dict[str, Tensor], lr: float) -> None:
+    """p <- p - lr * grad, in place, with torch.optim.SGD's arithmetic."""
+    for name, p in params.items():
+        p.add_(grads[name], alpha=-lr)
+
+
+class ManualLearner:
+    optimizer = None
+
+    def __init__(self, net, lr: float):
+        self.net, self.lr = net, lr
+
+    def step(self, x: Tensor, y: Tensor) -> Tensor:
+        loss = self.net.loss(x, y)
+        self.net.backward()
+        if hasattr(self.net, "update"):
+            self.net.update(self.lr)
+        else:
+            sgd_update(self.net.params(), self.net.grads(), self.lr)
+        return loss
+
+    def predict(self, x: Tensor) -> Tensor:
+        return self.net.predict(x)
+
+    def line_profile_targets(self) -> list[tuple[object, str]]:
+        """--profile-lines: the step and the network's own loss, backward and update lines."""
+        return [(self, "step")] + [(self.net, m) for m in ("loss", "backward", "update") if hasattr(self.net, m)]
+
+    def params(self) -> dict[str, Tensor]:
+        return self.net.params()
+
+
+class Manual:
+    info = REGISTRY["manual"]
+
+    def learner(self, model, cfg, device) -> ManualLearner:
+        name, kwargs = model.optimizer
+        if name != "SGD" or set(kwargs) != {"lr"}:   # the hand-written update is plain SGD
+            raise BadInput(f"the manual variant updates by plain SGD; this model uses {name}")
+        return ManualLearner(model.manual(), kwargs["lr"])
+
+
+VARIANT = Manual()
