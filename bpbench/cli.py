@@ -123,16 +123,12 @@ def _config_params() -> list[inspect.Parameter]:
     keys.update({k: key for k, key in variants.option_keys().items() if k not in keys})
     out = []
     for name, key in keys.items():
-        help_ = getattr(key, "help", f"config key {name} (see README).")
-        panel = getattr(key, "panel", "Training")
-        flag = key.flag(name) if hasattr(key, "flag") else f"--{name.replace('_', '-')}"
-        out.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY,
-                                     default=typer.Option(None, *flag.split("/", 1)[:1],
-                                                          *(flag.split("/", 1)[1:]),
-                                                          help=help_, rich_help_panel=panel)
-                                     if not getattr(key, "boolean", False) else
-                                     typer.Option(None, flag, help=help_, rich_help_panel=panel),
-                                     annotation=Optional[bool] if getattr(key, "boolean", False) else Optional[str]))
+        if not isinstance(key, C.Key):     # a bare validator: still a flag, with generic help
+            key = C.Key(key, f"config key {name} (see README).")
+        option = typer.Option(None, key.flag(name), help=key.help, rich_help_panel=key.panel,
+                              metavar=None if key.boolean else key.metavar)
+        out.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option,
+                                     annotation=Optional[bool] if key.boolean else Optional[str]))
     return out
 
 

@@ -113,6 +113,7 @@ class Key:
     help: str
     panel: str = "Training"
     boolean: bool = False            # an on/off flag: --name/--no-name
+    metavar: str = "TEXT"            # what --help shows for the value
 
     def __call__(self, key: str, v: Any) -> Any:
         return self.check(key, v)
@@ -125,16 +126,16 @@ class Key:
 # Keys every experiment understands. Experiment-specific keys are declared in the registry,
 # variant-specific ones (e.g. `fused`) in the variants registry.
 COMMON_KEYS: dict[str, Key] = {
-    "variant": Key(text, "Variant name (see `bpbench list`).", "Variant"),
-    "device": Key(one_of("cpu", "cuda"), "cpu or cuda."),
-    "batch_size": Key(batch_size, "'full' (gradient descent) or N."),
-    "epochs": Key(positive_int, "Passes over the training data."),
-    "lr": Key(positive_float, "Learning rate."),
-    "seed": Key(any_int, "Seed for every random choice (default: the config's)."),
-    "warmup_steps": Key(non_negative_int, "Updates timed apart as warm-up."),
-    "data": Key(text, "Data set (per experiment; see README).", "Data"),
-    "log_every": Key(non_negative_int, "Print a progress line every N epochs.", "Output"),
-    "eval_every": Key(non_negative_int, "Evaluate every N epochs (history).", "Output"),
+    "variant": Key(text, "Variant name (see `bpbench list`).", "Variant", metavar="NAME"),
+    "device": Key(one_of("cpu", "cuda"), "cpu or cuda.", metavar="cpu|cuda"),
+    "batch_size": Key(batch_size, "'full' (gradient descent) or N.", metavar="full|N"),
+    "epochs": Key(positive_int, "Passes over the training data.", metavar="N"),
+    "lr": Key(positive_float, "Learning rate.", metavar="X"),
+    "seed": Key(any_int, "Seed for every random choice (default: the config's).", metavar="N"),
+    "warmup_steps": Key(non_negative_int, "Updates timed apart as warm-up.", metavar="N"),
+    "data": Key(text, "Data set (per experiment; see README).", "Data", metavar="NAME"),
+    "log_every": Key(non_negative_int, "Print a progress line every N epochs.", "Output", metavar="N"),
+    "eval_every": Key(non_negative_int, "Evaluate every N epochs (history).", "Output", metavar="N"),
 }
 
 

@@ -60,6 +60,25 @@ def param_digest(params: dict[str, Any]) -> dict[str, dict]:
     return out
 
 
+def build_session(info, cfg: dict[str, Any], device):
+    """(task, learner, session): the experiment's Task, the variant's learner for its Model, and
+    the session the harness drives. Seeds torch first, as every source does before its net."""
+    import torch
+
+    from bpbench.training import SupervisedSession
+
+    variant_info = variants.get(cfg["variant"])
+    if variant_info.device and variant_info.device != device.type:
+        raise BadInput(f"the {variant_info.name} variant runs on {variant_info.device} only "
+                       f"(--device {variant_info.device})")
+    torch.manual_seed(cfg["seed"])
+    task = info.load().build(cfg, device)
+    learner = variant_info.load().learner(task.model, cfg, device)
+    session = SupervisedSession(learner, task.batches, task.samples,
+                                (lambda: task.evaluate(learner)) if task.evaluate else None)
+    return task, learner, session
+
+
 def execute(info, cfg: dict[str, Any], *, profile_lines: bool = False,
             on_log: Callable[[str], None] | None = None,
             on_epoch: Callable[[int, int], None] | None = None) -> dict[str, Any]:
@@ -70,7 +89,6 @@ def execute(info, cfg: dict[str, Any], *, profile_lines: bool = False,
     from bpbench.harness import memory, stats
     from bpbench.harness.loop import LoopConfig, run_loop
     from bpbench.harness.timer import synchronize
-    from bpbench.training import SupervisedSession
     from bpbench.variants.base import prime
 
     t_start = time.perf_counter()
@@ -78,9 +96,6 @@ def execute(info, cfg: dict[str, Any], *, profile_lines: bool = False,
     device = pick_device(cfg["device"])
     exp = info.load()
     variant_info = variants.get(cfg["variant"])
-    if variant_info.device and variant_info.device != device.type:
-        raise BadInput(f"the {variant_info.name} variant runs on {variant_info.device} only "
-                       f"(--device {variant_info.device})")
 
     # The CUDA context is a one-time process cost: pay it before the clock of any phase starts.
     t0 = time.perf_counter()
@@ -92,11 +107,7 @@ def execute(info, cfg: dict[str, Any], *, profile_lines: bool = False,
 
     with memory.RssSampler() as rss:
         t0 = time.perf_counter()
-        torch.manual_seed(cfg["seed"])
-        task = exp.build(cfg, device)
-        learner = variant_info.load().learner(task.model, cfg, device)
-        session = SupervisedSession(learner, task.batches, task.samples,
-                                    (lambda: task.evaluate(learner)) if task.evaluate else None)
+        task, learner, session = build_session(info, cfg, device)
         synchronize(device)
         setup_s = time.perf_counter() - t0
 

@@ -48,8 +48,7 @@ def test_mnist01_cuda_gd_and_agreement():
 @pytest.mark.parametrize("variant,batch", [("autograd", "full"), ("autograd", 64), ("manual", 64)])
 def test_no_host_sync_in_the_hot_loop(variant, batch):
     info, cfg = runner.resolve("mnist01", None, {"device": "cuda", "variant": variant, "batch_size": batch})
-    built = info.load().build(cfg, torch.device("cuda"))
-    s = built.session
+    _, _, s = runner.build_session(info, cfg, torch.device("cuda"))
     s.begin_epoch(1)
     s.step()                              # first step: lazy allocations may sync; not the hot loop
     s.begin_epoch(2)
@@ -67,3 +66,14 @@ def test_compare_cuda_width(cli):
                        "--json").stdout)
     rows = d["width"]["rows"]
     assert all(r["cpu_step_s"] and r["cuda_step_s"] and r["cuda_speedup"] for r in rows)
+
+
+@pytest.mark.parametrize("experiment,flags", [("width", dict(width=2000, epochs=50)),
+                                              ("mnist01", dict(epochs=3, batch_size=1000))])
+def test_graphed_matches_autograd(experiment, flags):
+    """The CUDA-graph variant replays the same arithmetic (one graph per batch shape)."""
+    from bpbench import parity
+    ref = train(experiment, device="cuda", variant="autograd", **flags)
+    fast = train(experiment, device="cuda", variant="graphed", **flags)
+    assert parity.check(fast, ref) == []
+    assert fast["timing"]["compile_s"] > 0 and fast["variant_details"]["cuda_graphs"] >= 1

@@ -46,8 +46,9 @@ class ExperimentInfo:
         return importlib.import_module(f"bpbench.experiments.{self.name}").EXPERIMENT
 
 
-def _key(check: C.Validator, help: str, panel: str = "Training", boolean: bool = False) -> C.Key:
-    return C.Key(check, help, panel, boolean)
+def _key(check: C.Validator, help: str, panel: str = "Training", boolean: bool = False,
+         metavar: str = "TEXT") -> C.Key:
+    return C.Key(check, help, panel, boolean, metavar)
 
 
 REGISTRY: dict[str, ExperimentInfo] = {
@@ -58,7 +59,7 @@ REGISTRY: dict[str, ExperimentInfo] = {
             source="seeds 000 (x=1..4, y=2x+1) and 003 (30 points)",
             offers=("manual", "module", "nn_module"),
             default_variant="manual",
-            options={"init": _key(C.one_of("default", "zeros"), "linreg nn: 'default' or 'zeros'.")},
+            options={"init": _key(C.one_of("default", "zeros"), "linreg nn: 'default' or 'zeros'.", metavar="default|zeros")},
         ),
         ExperimentInfo(
             name="bce",
@@ -75,13 +76,14 @@ REGISTRY: dict[str, ExperimentInfo] = {
             offers=("module", "manual"),
             default_variant="autograd",
             options={
-                "updates": _key(C.positive_int, "Stop after N updates instead (mnist01)."),
-                "loader": _key(C.one_of("resident", "dataloader"), "mnist01: 'resident' or 'dataloader'.", "Data"),
-                "digits": _key(C.one_of("0,1", "0-9"), "mnist01: '0,1' or '0-9'.", "Data"),
-                "data_dir": _key(C.text, "mnist01: torchvision MNIST root.", "Data"),
+                "updates": _key(C.positive_int, "Stop after N updates instead (mnist01).", metavar="N"),
+                "loader": _key(C.one_of("resident", "dataloader"), "mnist01: 'resident' or 'dataloader'.", "Data",
+                                 metavar="resident|dataloader"),
+                "digits": _key(C.one_of("0,1", "0-9"), "mnist01: '0,1' or '0-9'.", "Data", metavar="0,1|0-9"),
+                "data_dir": _key(C.text, "mnist01: torchvision MNIST root.", "Data", metavar="DIR"),
                 "download": _key(C.boolean, "mnist01: let torchvision fetch MNIST into --data-dir.", "Data",
                                  boolean=True),
-                "holdout": _key(C.positive_float, "mnist01 offline data: the held-out fraction.", "Data"),
+                "holdout": _key(C.positive_float, "mnist01 offline data: the held-out fraction.", "Data", metavar="F"),
             },
         ),
         ExperimentInfo(
@@ -90,7 +92,7 @@ REGISTRY: dict[str, ExperimentInfo] = {
             source="seed 004 sections C-D (H=500: CPU wins; H=200,000: GPU ~60x)",
             offers=("module",),
             default_variant="autograd",
-            options={"width": _key(C.positive_int, "width: hidden units H.")},
+            options={"width": _key(C.positive_int, "width: hidden units H.", metavar="H")},
         ),
     ]
 }

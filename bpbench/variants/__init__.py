@@ -55,7 +55,7 @@ REGISTRY: dict[str, VariantInfo] = {
                     needs="module", reference="autograd", options={**OPTIM_KEYS, "compile_mode": C.Key(
                         C.one_of("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
                         "compiled: the torch.compile mode (reduce-overhead adds CUDA graphs on a GPU).",
-                        "Variant")}),
+                        "Variant", metavar="MODE")}),
         VariantInfo("graphed", "the whole autograd step captured once in a CUDA graph and replayed",
                     needs="module", reference="autograd", device="cuda", options=OPTIM_KEYS),
     ]
