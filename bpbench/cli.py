@@ -119,6 +119,10 @@ def run(
     warmup_steps: Optional[int] = _opt("--warmup-steps", "Updates timed apart as warm-up.", "Training"),
     data: Optional[str] = _opt("--data", "Data set (per experiment; see README).", "Data"),
     loader: Optional[str] = _opt("--loader", "mnist01: 'resident' or 'dataloader'.", "Data"),
+    shuffle: Optional[bool] = _opt("--shuffle/--no-shuffle",
+                                   "mnist01 mini-batches: reshuffled every epoch, or in data order.", "Data"),
+    replacement: Optional[bool] = _opt("--replacement/--no-replacement",
+                                       "mnist01 mini-batches: drawn with replacement (seed 001).", "Data"),
     digits: Optional[str] = _opt("--digits", "mnist01: '0,1' or '0-9'.", "Data"),
     data_dir: Optional[str] = _opt("--data-dir", "mnist01: torchvision MNIST root.", "Data"),
     download: Optional[bool] = _opt("--download/--no-download",
@@ -147,7 +151,8 @@ def run(
                        f"{', '.join(i.name for i in experiments.REGISTRY.values() if i.has_trace)})")
     flags = {"variant": shorthands[0] if shorthands else variant, "device": device,
              "batch_size": batch_size, "epochs": epochs, "updates": updates, "lr": lr, "seed": seed,
-             "data": data, "init": init, "loader": loader, "digits": digits, "data_dir": data_dir,
+             "data": data, "init": init, "loader": loader, "shuffle": shuffle,
+             "replacement": replacement, "digits": digits, "data_dir": data_dir,
              "download": download, "width": width, "log_every": log_every, "eval_every": eval_every,
              "warmup_steps": warmup_steps}
     _check_applies(info, flags)
@@ -240,6 +245,7 @@ def gradcheck(
     experiment: str = typer.Argument(..., help="Experiment with a manual variant."),
     data: Optional[str] = typer.Option(None, "--data", help="Data set (per experiment)."),
     digits: Optional[str] = typer.Option(None, "--digits", help="mnist01: '0,1' or '0-9'."),
+    data_dir: Optional[str] = typer.Option(None, "--data-dir", help="mnist01: torchvision MNIST root."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed for init, data and the sampled elements."),
     lr: Optional[float] = typer.Option(None, "--lr", help="Accepted for symmetry with run; must be > 0."),
     variant: Optional[str] = typer.Option(None, "--variant", help="Must name the manual variant if given."),
@@ -261,7 +267,7 @@ def gradcheck(
         raise BadInput(f"--tol must be positive, got {tol}")
     if max_elements < 0:
         raise BadInput(f"--max-elements must be >= 0, got {max_elements}")
-    flags = {"data": data, "digits": digits, "seed": seed, "lr": lr, "variant": "manual"}
+    flags = {"data": data, "digits": digits, "data_dir": data_dir, "seed": seed, "lr": lr, "variant": "manual"}
     _check_applies(info, flags)
     info, cfg = runner.resolve(experiment, None, flags)
     report = gc.check(info.load().gradcheck_case(cfg), tol=tol, max_elements=max_elements, seed=cfg["seed"])

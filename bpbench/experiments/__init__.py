@@ -61,6 +61,8 @@ REGISTRY: dict[str, ExperimentInfo] = {
             variants=("autograd", "manual"),
             options={
                 "loader": C.one_of("resident", "dataloader"),
+                "shuffle": C.boolean,
+                "replacement": C.boolean,
                 "digits": C.one_of("0,1", "0-9"),
                 "updates": C.positive_int,
                 "data_dir": C.text,
