@@ -407,3 +407,19 @@ def test_gradcheck_ten_digits_from_the_command_line(cli, mnist_dir):
     rep = json.loads(r.stdout)
     assert rep["ok"] and rep["note"].startswith("3 samples of mnist")     # seed 001: x_train[:3]
     assert [c["param"] for c in rep["checks"]] == ["layer1.weight", "layer1.bias", "layer2.weight", "layer2.bias"]
+
+
+def test_unenterable_data_dir_is_one_line(cli, tmp_path, monkeypatch):
+    from pathlib import Path
+    real = Path.is_file
+
+    def no_entry(self):   # what a chmod 000 directory does to a non-root user
+        if str(self).startswith(str(tmp_path)):
+            raise PermissionError(13, "Permission denied")
+        return real(self)
+
+    monkeypatch.setattr(Path, "is_file", no_entry)
+    for args in (["--data-dir", tmp_path], ["--data", tmp_path / "x.npz"]):
+        r = cli("run", "mnist01", "--epochs", "1", *args)
+        assert r.exit_code == 2 and "Permission denied" in r.stderr, r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1

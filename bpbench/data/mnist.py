@@ -48,12 +48,20 @@ def default_data_dir() -> Path:
     return Path(platformdirs.user_cache_dir("bpbench"))
 
 
+def is_file(path: Path) -> bool:
+    """Path.is_file(), with a directory we may not enter as bad input rather than a traceback."""
+    try:
+        return path.is_file()
+    except OSError as e:
+        raise BadInput(f"cannot read {path}: {e.strerror or e}") from None
+
+
 # ---------------------------------------------------------------- .npz archives
 
 def load_npz(path: Path) -> dict[str, Split]:
     """{"train": ..., "test": ...} from an archive with train_images, train_labels, test_images,
     test_labels (the shipped mnist01.npz), or {"all": ...} from one with images, labels."""
-    if not path.is_file():
+    if not is_file(path):
         raise BadInput(f"MNIST data file not found: {path}")
     try:
         z = np.load(path)   # allow_pickle stays False: an archive of objects is refused, not run
@@ -98,7 +106,7 @@ def raw_dir(root: Path) -> Path:
 def missing(root: Path) -> list[str]:
     """The files of both splits that root/MNIST/raw lacks (plain or gzipped)."""
     raw = raw_dir(root)
-    return [n for n in RAW_FILES.values() if not (raw / n).is_file() and not (raw / f"{n}.gz").is_file()]
+    return [n for n in RAW_FILES.values() if not is_file(raw / n) and not is_file(raw / f"{n}.gz")]
 
 
 def download(root: Path) -> None:
@@ -141,9 +149,9 @@ def _read(reader, path: Path, kind: str, root: Path) -> torch.Tensor:
     missing file is unpacked first (into a temporary directory: the user's directory is never
     written to)."""
     gz = path.with_name(path.name + ".gz")
-    if not path.is_file() and not gz.is_file():
+    if not is_file(path) and not is_file(gz):
         raise BadInput(f"MNIST file not found: {path} (nor {gz.name})")
-    source = path if path.is_file() else gz
+    source = path if is_file(path) else gz
     try:
         with tempfile.TemporaryDirectory() as tmp:
             plain = path
