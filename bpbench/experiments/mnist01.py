@@ -52,7 +52,8 @@ def load_splits(cfg) -> tuple[dict[str, tuple[Tensor, Tensor]], dict]:
         elif lacking := mnist.missing(root):
             need = ("--digits 0-9 (seed 001) trains on all 60,000 MNIST training images, which bpbench "
                     "does not ship" if cfg["digits"] == "0-9" else "--data mnist reads full MNIST")
-            raise BadInput(f"{need}, and {mnist.raw_dir(root)} lacks {', '.join(lacking)}: "
+            lacks = "has none of its four files" if len(lacking) == 4 else f"lacks {', '.join(lacking)}"
+            raise BadInput(f"{need}, and {mnist.raw_dir(root)} {lacks}: "
                            f"run `{_fetch_command(cfg, root)}` "
                            "once (torchvision fetches the four files, about 12 MB; offline afterwards), "
                            "or pass --data-dir DIR with torchvision's layout DIR/MNIST/raw/")
