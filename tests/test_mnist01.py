@@ -173,12 +173,13 @@ def seed_001(mnist_dir):
 
 def test_ten_digits_defaults_are_seed_001s():
     _, cfg = runner.resolve("mnist01", None, {"digits": "0-9"})
-    assert (cfg["data"], cfg["batch_size"], cfg["lr"], cfg["updates"], cfg["replacement"], cfg["log_every"]) == \
-        ("mnist", 100, 0.1, 10000, True, 1)
+    assert (cfg["variant"], cfg["data"], cfg["batch_size"], cfg["lr"], cfg["updates"], cfg["replacement"],
+            cfg["log_every"]) == ("manual", "mnist", 100, 0.1, 10000, True, 1)
     _, cfg = runner.resolve("mnist01", None, {"digits": "0-9", "epochs": 2, "lr": 0.05})
     assert "updates" not in cfg and cfg["epochs"] == 2 and cfg["lr"] == 0.05   # --epochs wins over built-in updates
     _, cfg = runner.resolve("mnist01", None, {})
     assert cfg["lr"] == 0.001 and "updates" not in cfg and cfg["replacement"] is False
+    assert cfg["variant"] == "autograd" and cfg["batch_size"] == "full"
 
 
 def test_seed_001_init():

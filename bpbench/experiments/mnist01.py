@@ -101,9 +101,11 @@ def load(cfg) -> tuple[Tensor, Tensor, Tensor, Tensor, dict]:
     def select(images: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
         if len(digits) == 2:
             idx = torch.cat([(labels == d).nonzero().view(-1) for d in digits])
-        else:
-            idx = torch.isin(labels, torch.tensor(digits)).nonzero().view(-1)
-        return images[idx].reshape(-1, 784).float() / 255.0, labels[idx]
+            images, labels = images[idx], labels[idx]
+        elif not torch.isin(labels, torch.tensor(digits)).all():
+            keep = torch.isin(labels, torch.tensor(digits))
+            images, labels = images[keep], labels[keep]
+        return images.reshape(-1, 784).float() / 255.0, labels
 
     xtr, ytr = select(*splits["train"])
     xte, yte = select(*splits["test"])
