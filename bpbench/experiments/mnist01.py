@@ -45,6 +45,9 @@ def load_splits(cfg) -> tuple[dict[str, tuple[Tensor, Tensor]], dict]:
     if uses_full_mnist(cfg):
         if data not in ("mnist", "offline"):
             raise BadInput(f"--data-dir and --download read full MNIST; they do not apply to --data {data}")
+        if cfg.get("holdout") is not None:
+            raise BadInput("holdout applies only to a .npz file of one set (images, labels); "
+                           "full MNIST has its own test split")
         explicit = cfg.get("data_dir")
         root = Path(explicit) if explicit else mnist.default_data_dir()
         if cfg.get("download"):
@@ -60,8 +63,6 @@ def load_splits(cfg) -> tuple[dict[str, tuple[Tensor, Tensor]], dict]:
         splits = {s: mnist.load_torchvision(root, s) for s in ("train", "test")}
         desc = {"name": "mnist", "source": f"torchvision MNIST in {root}",
                 "split": "MNIST's training split trains, its test split is held out"}
-        if cfg.get("holdout") is not None:
-            raise BadInput("holdout applies only to a .npz file of one set (images, labels)")
         return splits, desc
     if data != "offline" and not data.endswith(".npz"):
         raise BadInput(f"unknown data set {data!r} for mnist01 (choose from: offline, mnist, or a .npz file)")
