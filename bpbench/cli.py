@@ -266,6 +266,7 @@ def gradcheck(
     experiment: str = typer.Argument(..., help="Experiment with a manual variant."),
     data: Optional[str] = typer.Option(None, "--data", help="Data set (per experiment)."),
     digits: Optional[str] = typer.Option(None, "--digits", help="mnist01: '0,1' or '0-9'."),
+    data_dir: Optional[str] = typer.Option(None, "--data-dir", help="mnist01: torchvision MNIST root."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed for init, data and the sampled elements."),
     lr: Optional[float] = typer.Option(None, "--lr", help="Accepted for symmetry with run; must be > 0."),
     variant: Optional[str] = typer.Option(None, "--variant", help="Must name the manual variant if given."),
@@ -287,7 +288,7 @@ def gradcheck(
         raise BadInput(f"--tol must be positive, got {tol}")
     if max_elements < 0:
         raise BadInput(f"--max-elements must be >= 0, got {max_elements}")
-    flags = {"data": data, "digits": digits, "seed": seed, "lr": lr, "variant": "manual"}
+    flags = {"data": data, "digits": digits, "data_dir": data_dir, "seed": seed, "lr": lr, "variant": "manual"}
     _check_applies(info, flags)
     info, cfg = runner.resolve(experiment, None, flags)
     report = gc.check(info.load().gradcheck_case(cfg), tol=tol, max_elements=max_elements, seed=cfg["seed"])

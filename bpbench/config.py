@@ -156,12 +156,18 @@ def builtin(name: str) -> dict[str, Any]:
     return tomllib.loads(resources.files("bpbench.configs").joinpath(f"{name}.toml").read_text("utf-8"))
 
 
+# key -> the key that would overrule it: a value the user gives (file or flag) for the first drops
+# a built-in value of the second, so `--epochs 2` is not overruled by a built-in `updates`.
+OVERRULED_BY = {"epochs": "updates"}
+
+
 def resolve(name: str, keys: dict[str, Validator], user_file: str | Path | None,
             flags: dict[str, Any]) -> dict[str, Any]:
     """Merge built-in defaults < user config file < flags, then validate every value.
 
-    The built-in file has `[defaults]` and optional `[data.NAME]` tables whose values apply when
-    that data set is chosen (seed 000 and seed 003 train with different lr and epochs).
+    The built-in file has `[defaults]` and optional per-value tables `[KEY.VALUE]` (any key, in
+    file order) whose values apply when KEY has that value: `[data.scatter30]` trains seed 003's
+    lr and epochs, `[digits."0-9"]` a different source's whole setup.
     """
     base = builtin(name)
     user: dict[str, Any] = {}
@@ -174,11 +180,15 @@ def resolve(name: str, keys: dict[str, Validator], user_file: str | Path | None,
             if isinstance(v, dict):
                 raise BadInput(f"config file {user_file}: {k!r} must be a value, not a table")
     flags = {k: v for k, v in flags.items() if v is not None}
-    data = flags.get("data", user.get("data", base["defaults"].get("data")))
+    given = {**user, **flags}
     merged = dict(base["defaults"])
-    merged.update(base.get("data", {}).get(data, {}))
-    merged.update(user)
-    merged.update(flags)
+    for key, tables in base.items():
+        if key != "defaults":
+            merged.update(tables.get(str(given.get(key, merged.get(key))), {}))
+    for k, stronger in OVERRULED_BY.items():
+        if k in given and stronger not in given:
+            merged.pop(stronger, None)
+    merged.update(given)
     unknown = set(merged) - set(keys)
     if unknown:  # a flag or built-in key the experiment does not declare
         raise BadInput(f"{name} does not take {', '.join(sorted(unknown))}")

@@ -74,8 +74,8 @@ def build_session(info, cfg: dict[str, Any], device):
     torch.manual_seed(cfg["seed"])
     task = info.load().build(cfg, device)
     learner = variant_info.load().learner(task.model, cfg, device)
-    session = SupervisedSession(learner, task.batches, task.samples,
-                                (lambda: task.evaluate(learner)) if task.evaluate else None)
+    session = (task.session or SupervisedSession)(learner, task.batches, task.samples,
+                                                  (lambda: task.evaluate(learner)) if task.evaluate else None)
     return task, learner, session
 
 

@@ -3,7 +3,8 @@
 trained (the learners) lives in bpbench.variants.
 
 - ResidentBatches: the data lives on the device; an epoch is the whole set (gradient descent)
-  or seeded shuffled index slices of it (mini-batch SGD).
+  or mini-batches of it: seeded shuffled index slices, slices in data order, or seeded draws
+  with replacement.
 - LoaderBatches: TensorDataset + DataLoader, as seed 004 writes it.
 """
 
@@ -14,13 +15,17 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
+from bpbench.errors import BadInput
+
 
 class ResidentBatches:
-    def __init__(self, x: Tensor, y: Tensor, batch_size: int | None, seed: int):
+    def __init__(self, x: Tensor, y: Tensor, batch_size: int | None, seed: int,
+                 shuffle: bool = True, replacement: bool = False):
         self.x, self.y = x, y
         self.n = len(x)
         self.batch_size = self.n if batch_size is None else min(batch_size, self.n)
         self.steps_per_epoch = -(-self.n // self.batch_size)
+        self.shuffle, self.replacement = shuffle, replacement
         self.gen = torch.Generator(device=x.device).manual_seed(seed)
 
     def sample_batches(self):
@@ -29,20 +34,32 @@ class ResidentBatches:
     def epoch(self):
         if self.batch_size == self.n:      # gradient descent: no shuffle, no copy
             return iter([(self.x, self.y)])
+        if self.replacement:   # seed 001: every batch drawn anew, np.random.choice(n, batch) style
+            draws = torch.randint(self.n, (self.steps_per_epoch, self.batch_size), device=self.x.device,
+                                  generator=self.gen)
+            return ((self.x.index_select(0, idx), self.y.index_select(0, idx)) for idx in draws)
+        if not self.shuffle:   # in data order, as a DataLoader without shuffle=True: views, no copy
+            return zip(self.x.split(self.batch_size), self.y.split(self.batch_size))
         perm = torch.randperm(self.n, device=self.x.device, generator=self.gen)
         return ((self.x.index_select(0, idx), self.y.index_select(0, idx)) for idx in perm.split(self.batch_size))
 
 
 class LoaderBatches:
-    def __init__(self, x: Tensor, y: Tensor, batch_size: int | None, seed: int, device=None):
+    def __init__(self, x: Tensor, y: Tensor, batch_size: int | None, seed: int, device=None,
+                 shuffle: bool = True, replacement: bool = False):
         n = len(x)
         bs = n if batch_size is None else min(batch_size, n)
         self.steps_per_epoch = -(-n // bs)
         self.device = torch.device(device) if device is not None else x.device
         # The DataLoader reads from host memory, as seed 004's does; batches then move to the device.
         ds = torch.utils.data.TensorDataset(x.cpu(), y.cpu())
-        self.loader = torch.utils.data.DataLoader(
-            ds, batch_size=bs, shuffle=bs < n, generator=torch.Generator().manual_seed(seed))
+        gen = torch.Generator().manual_seed(seed)
+        if replacement and bs < n:
+            sampler = torch.utils.data.RandomSampler(ds, replacement=True, generator=gen,
+                                                     num_samples=self.steps_per_epoch * bs)
+            self.loader = torch.utils.data.DataLoader(ds, batch_size=bs, sampler=sampler)
+        else:
+            self.loader = torch.utils.data.DataLoader(ds, batch_size=bs, shuffle=shuffle and bs < n, generator=gen)
         self.bs = bs
 
     def sample_batches(self):
@@ -65,13 +82,17 @@ def _sample_batches(x: Tensor, y: Tensor, bs: int) -> list[tuple[Tensor, Tensor]
     return out
 
 
-def make_batches(loader: str, x: Tensor, y: Tensor, batch_size, seed: int, device=None):
+def make_batches(loader: str, x: Tensor, y: Tensor, batch_size, seed: int, device=None,
+                 shuffle: bool = True, replacement: bool = False):
     """Resident batches index x, y where they are; a DataLoader reads them from host memory and
-    moves each batch to `device` (default: where x is)."""
+    moves each batch to `device` (default: where x is). Mini-batches are reshuffled every epoch,
+    taken in data order (shuffle=False), or drawn with replacement for every update."""
     bs = None if batch_size == "full" else int(batch_size)
+    if replacement and not shuffle:
+        raise BadInput("shuffle=false (data order) does not apply to mini-batches drawn with replacement")
     if loader == "dataloader":
-        return LoaderBatches(x, y, bs, seed, device)
-    return ResidentBatches(x, y, bs, seed)
+        return LoaderBatches(x, y, bs, seed, device, shuffle, replacement)
+    return ResidentBatches(x, y, bs, seed, shuffle, replacement)
 
 
 def linear_param_paths(model: nn.Module) -> dict[str, str]:

@@ -55,20 +55,16 @@ def write_idx(path: Path, data: bytes, dims: list[int]) -> None:
 
 @pytest.fixture(scope="session")
 def mnist_dir(tmp_path_factory) -> Path:
-    """A torchvision-layout MNIST root built from the real test split in ../shared: its first
-    8,000 images stand in for the training split, the last 2,000 are the test split."""
+    """A torchvision-layout MNIST root (DIR/MNIST/raw/) holding the real four files from
+    ../shared/data/mnist, unpacked: 60,000 training and 10,000 test images."""
     if not SHARED_MNIST.is_dir():
         pytest.skip("../shared/data/mnist is not beside the repository")
     root = tmp_path_factory.mktemp("mnist")
     raw = root / "MNIST" / "raw"
     raw.mkdir(parents=True)
-    images = gzip.decompress((SHARED_MNIST / "t10k-images-idx3-ubyte.gz").read_bytes())[16:]
-    labels = gzip.decompress((SHARED_MNIST / "t10k-labels-idx1-ubyte.gz").read_bytes())[8:]
-    cut = 8000
-    write_idx(raw / "train-images-idx3-ubyte", images[: cut * 784], [cut, 28, 28])
-    write_idx(raw / "train-labels-idx1-ubyte", labels[:cut], [cut])
-    write_idx(raw / "t10k-images-idx3-ubyte", images[cut * 784:], [10000 - cut, 28, 28])
-    write_idx(raw / "t10k-labels-idx1-ubyte", labels[cut:], [10000 - cut])
+    for gz in SHARED_MNIST.glob("*-ubyte.gz"):
+        with gzip.open(gz, "rb") as f, (raw / gz.name[:-3]).open("wb") as g:
+            shutil.copyfileobj(f, g)
     return root
 
 

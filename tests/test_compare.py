@@ -171,18 +171,18 @@ def test_studies_default_to_the_sources_settings():
 
 
 def test_gd_sgd_at_equal_updates(cli, tmp_path):
-    r = cli("compare", "gd-sgd", "--updates", "14", "--batch-sizes", "full,256,2048", "--output-dir", tmp_path)
-    assert "2048 (= full)" in r.stdout and "holds all 1,692 training images" in r.stdout
+    r = cli("compare", "gd-sgd", "--updates", "14", "--batch-sizes", "full,2048,16384", "--output-dir", tmp_path)
+    assert "16384 (= full)" in r.stdout and "holds all 12,665 training images" in r.stdout
     d, _ = read(tmp_path)
     rows = {r["batch_size"]: r for r in d["gd_sgd"]["rows"]}
-    assert rows["full"]["updates"] == rows[256]["updates"] == rows[2048]["updates"] == 14
-    assert rows["full"]["epochs"] == 14 and rows[256]["epochs"] == 2
-    # the offline training set has 1,692 images: a batch of 2048 is gradient descent again
-    assert [rows[b]["covers_train_set"] for b in ("full", 256, 2048)] == [True, False, True]
-    assert rows[2048]["final_loss"] == rows["full"]["final_loss"]
+    assert rows["full"]["updates"] == rows[2048]["updates"] == rows[16384]["updates"] == 14
+    assert rows["full"]["epochs"] == 14 and rows[2048]["epochs"] == 2     # 7 updates per epoch
+    # the shipped training split has 12,665 images: a batch of 16384 is gradient descent again
+    assert [rows[b]["covers_train_set"] for b in ("full", 2048, 16384)] == [True, False, True]
+    assert rows[16384]["final_loss"] == rows["full"]["final_loss"]
     if plots.available():
         assert (tmp_path / "gd_sgd.png").stat().st_size > 0
-    assert all(p["test_accuracy"] is not None for p in rows[256]["curve"])
+    assert all(p["test_accuracy"] is not None for p in rows[2048]["curve"])
 
 
 def test_without_matplotlib_says_how_to_get_plots(cli, tmp_path, monkeypatch):

@@ -84,6 +84,10 @@ REGISTRY: dict[str, ExperimentInfo] = {
                 "download": _key(C.boolean, "mnist01: let torchvision fetch MNIST into --data-dir.", "Data",
                                  boolean=True),
                 "holdout": _key(C.positive_float, "mnist01 offline data: the held-out fraction.", "Data", metavar="F"),
+                "shuffle": _key(C.boolean, "mnist01 mini-batches: reshuffled every epoch, or in data order.",
+                                "Data", boolean=True),
+                "replacement": _key(C.boolean, "mnist01 mini-batches: drawn with replacement (seed 001).",
+                                    "Data", boolean=True),
             },
         ),
         ExperimentInfo(

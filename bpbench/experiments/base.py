@@ -51,6 +51,9 @@ class Task:
     evaluate: Callable[[Any], dict[str, float]] | None = None   # metrics during training
     metrics: Callable[[Any], dict[str, Any]] = field(default=lambda learner: {})   # final metrics
     extra: Callable[[Any], dict[str, Any]] = field(default=lambda learner: {})     # e.g. confusion
+    # (learner, batches, samples, evaluate) -> the session the harness drives, when the experiment
+    # needs more than training.SupervisedSession (mnist01 keeps the parameters its sources print from)
+    session: Callable[..., Any] | None = None
 
 
 @dataclass

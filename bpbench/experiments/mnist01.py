@@ -4,7 +4,8 @@
 The model: nn.Sequential + BCELoss (CrossEntropyLoss for ten digits) + optim.SGD, as the seeds;
 its hand-written twin is the same network of bpbench.layers, starting from the same weights.
 
-Weights come from torch.manual_seed(seed) then nn.Sequential(...), as seed 004 builds its net.
+Weights come from torch.manual_seed(seed) then nn.Sequential(...), as seed 004 builds its net;
+the ten-digit net takes seed 001's N(0, 0.01^2) weights and zero biases.
 """
 
 from __future__ import annotations
@@ -19,49 +20,97 @@ from bpbench.data import mnist
 from bpbench.errors import BadInput
 from bpbench.experiments import REGISTRY
 from bpbench.experiments.base import Experiment, GradCheckCase, Model, Task
-from bpbench.training import linear_param_names, make_batches, manual_grads, module_loss
+from bpbench.training import SupervisedSession, linear_param_names, make_batches, manual_grads, module_loss
+
+
+DIGITS = {"0,1": [0, 1], "0-9": list(range(10))}
+
+
+def uses_full_mnist(cfg) -> bool:
+    return cfg["data"] == "mnist" or bool(cfg.get("data_dir")) or bool(cfg.get("download"))
+
+
+def _fetch_command(cfg, root: Path) -> str:
+    """The exact command that fetches full MNIST for this run's settings."""
+    parts = ["bpbench run mnist01", "--digits 0-9" if cfg["digits"] == "0-9" else "--data mnist"]
+    if cfg.get("data_dir"):
+        parts.append(f"--data-dir {root}")
+    return " ".join(parts + ["--download"])
+
+
+def load_splits(cfg) -> tuple[dict[str, tuple[Tensor, Tensor]], dict]:
+    """{"train": (images, labels), "test": ...} as uint8 and int64, and where they came from."""
+    data = cfg["data"]
+    if uses_full_mnist(cfg):
+        if data not in ("mnist", "offline"):
+            raise BadInput(f"--data-dir and --download read full MNIST; they do not apply to --data {data}")
+        if cfg.get("holdout") is not None:
+            raise BadInput("holdout applies only to a .npz file of one set (images, labels); "
+                           "full MNIST has its own test split")
+        explicit = cfg.get("data_dir")
+        root = Path(explicit) if explicit else mnist.default_data_dir()
+        if cfg.get("download"):
+            mnist.download(root)
+        elif lacking := mnist.missing(root):
+            need = ("--digits 0-9 (seed 001) trains on all 60,000 MNIST training images, which bpbench "
+                    "does not ship" if cfg["digits"] == "0-9" else "--data mnist reads full MNIST")
+            lacks = "has none of its four files" if len(lacking) == 4 else f"lacks {', '.join(lacking)}"
+            raise BadInput(f"{need}, and {mnist.raw_dir(root)} {lacks}: "
+                           f"run `{_fetch_command(cfg, root)}` "
+                           "once (torchvision fetches the four files, about 12 MB; offline afterwards), "
+                           "or pass --data-dir DIR with torchvision's layout DIR/MNIST/raw/")
+        splits = {s: mnist.load_torchvision(root, s) for s in ("train", "test")}
+        desc = {"name": "mnist", "source": f"torchvision MNIST in {root}",
+                "split": "MNIST's training split trains, its test split is held out"}
+        return splits, desc
+    if data != "offline" and not data.endswith(".npz"):
+        raise BadInput(f"unknown data set {data!r} for mnist01 (choose from: offline, mnist, or a .npz file)")
+    path = mnist.offline_path() if data == "offline" else Path(data)
+    splits = mnist.load_npz(path)
+    desc = {"name": data, "source": "every 0 and 1 of both MNIST splits (shipped, CC BY-SA 3.0)"
+            if data == "offline" else str(path)}
+    if "all" not in splits:
+        if cfg.get("holdout") is not None:
+            raise BadInput(f"holdout applies only to a .npz file of one set (images, labels); "
+                           f"{'the shipped data' if data == 'offline' else path} has its own test split")
+        desc["split"] = "MNIST's training split trains, its test split is held out"
+        return splits, desc
+    holdout = 0.2 if cfg.get("holdout") is None else cfg["holdout"]
+    if holdout >= 1:
+        raise BadInput(f"holdout must be below 1, got {holdout:g}")
+    images, labels = splits["all"]
+    tr, te = mnist.stratified_split(labels, holdout)
+    desc["split"] = f"stratified, {holdout:g} held out (split seed 0)"
+    return {"train": (images[tr], labels[tr]), "test": (images[te], labels[te])}, desc
 
 
 def load(cfg) -> tuple[Tensor, Tensor, Tensor, Tensor, dict]:
-    """(x_train, y_train, x_test, y_test, data description), pixels scaled to [0, 1]."""
-    digits = list(range(10)) if cfg["digits"] == "0-9" else [0, 1]
-    data, data_dir = cfg["data"], cfg.get("data_dir")
-    if data_dir or data == "mnist":
-        if not data_dir:
-            raise BadInput("--data mnist needs --data-dir DIR (torchvision's layout DIR/MNIST/raw/)")
-        root = Path(data_dir)
-        if cfg.get("download"):
-            mnist.download(root)
-        xtr, ytr = mnist.load_torchvision(root, "train")
-        xte, yte = mnist.load_torchvision(root, "test")
-        desc = {"name": "mnist", "source": f"torchvision MNIST in {root}",
-                "split": "train split trains, test split is held out (as seed 004)"}
-    else:
-        path = mnist.offline_path() if data == "offline" else Path(data)
-        if data != "offline" and not data.endswith(".npz"):
-            raise BadInput(f"unknown data set {data!r} for mnist01 (choose from: offline, mnist, or a .npz file)")
-        images, labels = mnist.load_npz(path)
-        present = set(labels.unique().tolist())
-        if not set(digits) <= present:
-            raise BadInput(f"{'the shipped offline data' if data == 'offline' else path} holds only digits "
-                           f"{sorted(present)}; --digits {cfg['digits']} needs --data-dir with full MNIST")
-        keep = sum(labels == d for d in digits).bool()
-        images, labels = images[keep], labels[keep]
-        tr, te = mnist.stratified_split(labels, cfg["holdout"])
-        xtr, ytr, xte, yte = images[tr], labels[tr], images[te], labels[te]
-        desc = {"name": data, "source": "MNIST test split, digits 0 and 1 (shipped, CC BY-SA 3.0)"
-                if data == "offline" else str(path),
-                "split": f"stratified, {cfg['holdout']:g} held out (split seed 0)"}
+    """(x_train, y_train, x_test, y_test, data description), pixels / 255 as float32.
 
-    def select(x, y):
-        keep = sum(y == d for d in digits).bool()
-        return x[keep].reshape(-1, 784).float() / 255.0, y[keep]
+    Two digits are grouped by class, zeros then ones, as seed 004 concatenates X0 and X1; ten
+    digits keep MNIST's order, as seed 001's load_mnist (its gradient check takes x_train[:3]).
+    """
+    digits = DIGITS[cfg["digits"]]
+    splits, desc = load_splits(cfg)
+    present = set(splits["train"][1].unique().tolist())
+    if not set(digits) <= present:
+        where = "the shipped data" if cfg["data"] == "offline" else desc["source"]
+        raise BadInput(f"{where} holds only digits {sorted(present)}; --digits {cfg['digits']} needs "
+                       "full MNIST (--data-dir DIR, or --download)")
 
-    xtr, ytr = select(xtr, ytr)
-    xte, yte = select(xte, yte)
-    if len(xtr) == 0:
-        raise BadInput("no training images of the requested digits")
-    desc.update({"digits": cfg["digits"], "n_train": len(xtr), "n_test": len(xte),
+    def select(images: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+        if len(digits) == 2:
+            idx = torch.cat([(labels == d).nonzero().view(-1) for d in digits])
+            images, labels = images[idx], labels[idx]
+        elif not torch.isin(labels, torch.tensor(digits)).all():
+            keep = torch.isin(labels, torch.tensor(digits))
+            images, labels = images[keep], labels[keep]
+        return images.reshape(-1, 784).float() / 255.0, labels
+
+    xtr, ytr = select(*splits["train"])
+    xte, yte = select(*splits["test"])
+    order = "zeros then ones (as seed 004)" if len(digits) == 2 else "MNIST's order (as seed 001)"
+    desc.update({"digits": cfg["digits"], "order": order, "n_train": len(xtr), "n_test": len(xte),
                  "train_counts": {str(d): int((ytr == d).sum()) for d in digits},
                  "test_counts": {str(d): int((yte == d).sum()) for d in digits}})
     return xtr, ytr, xte, yte, desc
@@ -73,9 +122,16 @@ def binary(cfg) -> bool:
 
 def build_module(cfg) -> nn.Sequential:
     torch.manual_seed(cfg["seed"])
-    if binary(cfg):   # seed 004
+    if binary(cfg):   # seed 004: torch.manual_seed(1), then the net with torch's default init
         return nn.Sequential(nn.Linear(784, 32), nn.ReLU(), nn.Linear(32, 1), nn.Sigmoid())
-    return nn.Sequential(nn.Linear(784, 50), nn.ReLU(), nn.Linear(50, 10))   # seed 001's TwoLayerNet
+    # Seed 001's TwoLayerNet: W1, W2 = 0.01 * randn(in, out), drawn in that order; zero biases.
+    w1, w2 = 0.01 * torch.randn(784, 50), 0.01 * torch.randn(50, 10)
+    net = nn.Sequential(nn.Linear(784, 50), nn.ReLU(), nn.Linear(50, 10))
+    with torch.no_grad():
+        for layer, w in ((net[0], w1), (net[2], w2)):
+            layer.weight.copy_(w.t())      # nn.Linear keeps (out, in)
+            layer.bias.zero_()
+    return net
 
 
 def manual_net(params: dict[str, Tensor], is_binary: bool) -> L.Network:
@@ -87,6 +143,56 @@ def manual_net(params: dict[str, Tensor], is_binary: bool) -> L.Network:
 
 def targets(y: Tensor, is_binary: bool) -> Tensor:
     return y.float().view(-1, 1) if is_binary else y
+
+
+class SourceFigures(SupervisedSession):
+    """A session that also copies the parameters after chosen updates, for the figures a source
+    computes at other moments than bpbench's epoch ends (seed 004's GD: its loop's last forward
+    pass; seed 001: after the first update of every epoch). The copy (tens of thousands of floats,
+    microseconds) happens inside those few timed steps; evaluating it waits for evaluate()."""
+
+    def __init__(self, learner, batches, samples, evaluate, after: set[int], figures: tuple[str, ...],
+                 in_history: bool):
+        super().__init__(learner, batches, samples, evaluate)
+        self.after, self.figures, self.in_history = after, figures, in_history
+        self.updates = 0
+        self._copy: tuple[int, dict[str, Tensor]] | None = None    # the latest (update, params)
+        self._figures: dict[str, float] = {}
+        if 0 in after:
+            self._keep()
+
+    def step(self) -> Tensor:
+        x, y = next(self._it)
+        loss = self.learner.step(x, y)
+        self.updates += 1
+        if self.updates in self.after:
+            self._keep()
+        return loss
+
+    def _keep(self) -> None:
+        self._copy = (self.updates, {k: p.clone() for k, p in self.learner.params().items()})
+
+    def evaluate(self) -> dict[str, float]:
+        out = super().evaluate()
+        return {**out, **self.source_figures()} if self.in_history else out
+
+    def source_figures(self) -> dict[str, float]:
+        """source_updates and the accuracies of the parameters after that many updates."""
+        if self._copy is None:
+            return {}
+        at, params = self._copy
+        if self._figures.get("source_updates") != at:
+            live = self.learner.params()
+            now = {k: p.clone() for k, p in live.items()}
+            try:
+                for k, p in live.items():
+                    p.copy_(params[k])
+                scores = super().evaluate()
+            finally:
+                for k, p in live.items():
+                    p.copy_(now[k])
+            self._figures = {"source_updates": at, **{f"source_{k}": scores[k] for k in self.figures}}
+        return dict(self._figures)
 
 
 class MNIST01(Experiment):
@@ -105,11 +211,12 @@ class MNIST01(Experiment):
         xtr_d, ytr_d = xtr.to(device), targets(ytr, is_binary).to(device)
         xte_d, yte_d = xte.to(device), yte.to(device)
         ytr_labels = ytr.to(device)           # class labels for accuracy, moved once
+        order = dict(shuffle=cfg["shuffle"], replacement=cfg["replacement"])
         if cfg["loader"] == "resident":
-            batches = make_batches("resident", xtr_d, ytr_d, cfg["batch_size"], cfg["seed"])
+            batches = make_batches("resident", xtr_d, ytr_d, cfg["batch_size"], cfg["seed"], **order)
         else:   # seed 004's way: a DataLoader over host tensors, each batch moved to the device
             batches = make_batches("dataloader", xtr, targets(ytr, is_binary), cfg["batch_size"], cfg["seed"],
-                                   device)
+                                   device, **order)
 
         def scores(learner, x: Tensor, y: Tensor) -> tuple[float, float, Tensor]:
             with torch.no_grad():
@@ -140,9 +247,37 @@ class MNIST01(Experiment):
                     out[split] = torch.bincount(y * k + pred, minlength=k * k).view(k, k).cpu().tolist()
             return {"confusion": out}
 
-        return Task(model, batches, len(xtr), desc, evaluate=evaluate, metrics=evaluate, extra=confusion)
+        total = cfg.get("updates") or cfg["epochs"] * batches.steps_per_epoch
+        gd = batches.steps_per_epoch == 1
+        sessions: list[SourceFigures] = []
+
+        def session(learner, batches, samples, evaluate) -> SourceFigures:
+            if is_binary:
+                # Seed 004 prints GD's accuracy from yhat of the loop's last forward pass, i.e. with
+                # the parameters before the final update; its mini-batch figure is net(X) after the loop.
+                s = SourceFigures(learner, batches, samples, evaluate, {total - 1} if gd else set(),
+                                  ("train_accuracy",), in_history=False)
+            else:
+                # Seed 001 prints at `i % iter_per_epoch == 0`: after the first update of every epoch.
+                spe = batches.steps_per_epoch
+                s = SourceFigures(learner, batches, samples, evaluate, set(range(1, total + 1, spe)),
+                                  ("train_accuracy", "test_accuracy"), in_history=True)
+            sessions.append(s)
+            return s
+
+        def metrics(learner) -> dict[str, float]:
+            out = evaluate(learner)
+            if is_binary and not gd:
+                return {**out, "source_train_accuracy": out["train_accuracy"], "source_updates": total}
+            return {**out, **sessions[-1].source_figures()}
+
+        return Task(model, batches, len(xtr), desc, evaluate=evaluate, metrics=metrics, extra=confusion,
+                    session=session)
 
     def log_line(self, entry, epochs) -> str:
+        if "source_test_accuracy" in entry:   # seed 001's own line, for the update it printed at
+            return (f"train accuracy: {entry['source_train_accuracy']:.4f}, "
+                    f"test accuracy: {entry['source_test_accuracy']:.4f}")
         line = f"Epoch [{entry['epoch']}/{epochs}], Loss: {entry['loss']:.4f}, updates {entry['updates']}"
         if "train_accuracy" in entry:
             line += f", train acc {entry['train_accuracy']:.4f}"
@@ -153,8 +288,10 @@ class MNIST01(Experiment):
     def gradcheck_case(self, cfg) -> GradCheckCase:
         xtr, ytr, _, _, desc = load(cfg)
         is_binary = binary(cfg)
-        # Seed 001 checks on three samples; take the first of each class plus one more.
-        idx = torch.cat([(ytr == c).nonzero().view(-1)[:2] for c in ytr.unique()])[:4]
+        if is_binary:   # both classes: the first two zeros and the first two ones
+            idx = torch.cat([(ytr == c).nonzero().view(-1)[:2] for c in ytr.unique()])[:4]
+        else:           # seed 001 checks on x_train[:3]
+            idx = torch.arange(3)
         x, y = xtr[idx].double(), targets(ytr[idx], is_binary)
         y = y.double() if is_binary else y
         model = build_module(cfg).double()
