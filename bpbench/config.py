@@ -111,6 +111,7 @@ COMMON_KEYS: dict[str, Validator] = {
     "log_every": non_negative_int,
     "warmup_steps": non_negative_int,
     "eval_every": non_negative_int,
+    "eval_every_updates": non_negative_int,
     "data": text,
 }
 

@@ -75,6 +75,7 @@ def execute(info, cfg: dict[str, Any], *, profile_lines: bool = False,
 
         loop_cfg = LoopConfig(epochs=cfg["epochs"], warmup_steps=cfg.get("warmup_steps", 0),
                               log_every=cfg.get("log_every", 0), eval_every=cfg.get("eval_every", 0),
+                              eval_every_updates=cfg.get("eval_every_updates", 0),
                               max_updates=cfg.get("updates"))
         res = run_loop(built.session, loop_cfg, device,
                        on_log=(lambda entry, n: on_log(exp.log_line(entry, n))) if on_log else None,
@@ -103,6 +104,7 @@ def execute(info, cfg: dict[str, Any], *, profile_lines: bool = False,
             "metrics": metrics,
         },
         "history": res.history,
+        "evaluations": res.evaluations,
         "timing": {
             "device_init_s": device_init_s,
             "setup_s": setup_s,
@@ -114,6 +116,7 @@ def execute(info, cfg: dict[str, Any], *, profile_lines: bool = False,
             "warmup_steps": res.warmup_steps,
             "step_s_median": stats.median(steady),
             "step_s_iqr": stats.iqr(steady),
+            "step_s_all": steady,       # every steady step, in order: compare's noise estimate needs them
             "samples_per_s": (res.steady_samples / steady_total) if steady_total > 0 else None,
         },
         "memory": {

@@ -132,9 +132,11 @@ class BCE(Experiment):
             with torch.no_grad():
                 out = learner.predict(x)
                 prob = torch.sigmoid(out) if cfg["variant"] == "manual" else out
-                return {"output": float(prob[0, 0]), "accuracy": float(((prob > 0.5) == (y > 0.5)).float().mean())}
+                return {"output": float(prob[0, 0]), "accuracy": float(((prob > 0.5) == (y > 0.5)).float().mean()),
+                        "train_loss": float(nn.functional.binary_cross_entropy(prob, y))}
 
-        session = SupervisedSession(learner, make_batches("resident", x, y, cfg["batch_size"], cfg["seed"]), len(x))
+        session = SupervisedSession(learner, make_batches("resident", x, y, cfg["batch_size"], cfg["seed"]), len(x),
+                                    evaluate=metrics)
         return Built(session, {"name": cfg["data"], "description": desc, "n_train": len(x), "n_test": 0},
                      metrics=metrics, extra=lambda: {"trace": trace})
 

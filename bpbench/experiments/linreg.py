@@ -116,7 +116,7 @@ class LinReg(Experiment):
             with torch.no_grad():
                 return {"mse": float(((learner.predict(x) - y) ** 2).mean())}
 
-        session = SupervisedSession(learner, batches, len(x))
+        session = SupervisedSession(learner, batches, len(x), evaluate=metrics)
         return Built(session, {"name": cfg["data"], "description": desc, "n_train": len(x), "n_test": 0},
                      metrics=metrics)
 
