@@ -1,0 +1,71 @@
+"""The parity guard: a fast variant's speed counts only when its arithmetic is the reference's.
+
+A fast variant (e.g. `compiled`) names the variant it must match (`reference_variant`, e.g.
+`autograd`). Started from the same initial weights, the two must agree on every epoch's training
+loss and on the final parameters, each within `rtol` (relative). Parameters are compared through
+the digest every run records (`final.param_digest`: per parameter its L2 norm, sum and first eight
+values), so models of any size can be checked from their result files alone.
+
+Torch-free: it reads result dicts, so `compare`, `report` and the tests all use it.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+RTOL = 1e-4
+
+
+def _close(a: Any, b: Any, rtol: float, scale: float = 0.0) -> bool:
+    """|a - b| <= rtol * max(|a|, |b|, scale). `scale` (a parameter's norm) keeps a sum or an
+    element that happens to be near zero from demanding more than the parameter's own precision."""
+    if a is None or b is None:
+        return a is b
+    if not (math.isfinite(a) and math.isfinite(b)):
+        return a == b
+    return abs(a - b) <= rtol * max(abs(a), abs(b), scale)
+
+
+def _losses(result: dict[str, Any]) -> list[Any]:
+    return [h.get("loss") for h in result.get("history") or []]
+
+
+def check(result: dict[str, Any], reference: dict[str, Any], rtol: float = RTOL) -> list[str]:
+    """Reasons why `result` does not match `reference` (empty: it matches).
+
+    Per-epoch training losses within `rtol` relative; final parameter digests within `rtol`.
+    A digest missing on either side makes the parameters not checkable, which is a reason too:
+    a speed-up is only credited when the arithmetic is shown to be the same.
+    """
+    reasons: list[str] = []
+    mine, ref = _losses(result), _losses(reference)
+    if len(mine) != len(ref):
+        reasons.append(f"{len(mine)} epochs of loss history against the reference's {len(ref)}")
+    else:
+        bad = [i for i, (a, b) in enumerate(zip(mine, ref)) if not _close(a, b, rtol)]
+        if bad:
+            i = bad[0]
+            reasons.append(f"loss differs at epoch {i + 1}: {mine[i]!r} vs {ref[i]!r} "
+                           f"({len(bad)} of {len(mine)} epochs beyond rtol {rtol:g})")
+    dm = (result.get("final") or {}).get("param_digest")
+    dr = (reference.get("final") or {}).get("param_digest")
+    if not dm or not dr:
+        side = "either run" if not dm and not dr else "this run" if not dm else "the reference run"
+        reasons.append(f"parameters not checkable: {side} has no final.param_digest")
+        return reasons
+    if set(dm) != set(dr):
+        reasons.append(f"parameter names differ: {sorted(set(dm) ^ set(dr))}")
+        return reasons
+    for name in dm:
+        a, b = dm[name], dr[name]
+        scale = max(abs(a.get("norm") or 0.0), abs(b.get("norm") or 0.0))
+        pairs = [("norm", a.get("norm"), b.get("norm")), ("sum", a.get("sum"), b.get("sum"))]
+        pairs += [(f"head[{i}]", x, y) for i, (x, y) in enumerate(zip(a.get("head") or [], b.get("head") or []))]
+        if len(a.get("head") or []) != len(b.get("head") or []):
+            reasons.append(f"{name}: digests hold different numbers of leading values")
+        for what, x, y in pairs:
+            if not _close(x, y, rtol, scale):
+                reasons.append(f"{name} {what} differs: {x!r} vs {y!r}")
+                break
+    return reasons
