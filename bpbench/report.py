@@ -76,8 +76,10 @@ def print_run(r: dict[str, Any], console: Console | None = None) -> None:
     tab.add_row("memory", mem)
     tab.add_row("env", f"torch {r['env']['torch']} · {r['env']['threads']} threads · {r['env']['cpu']}")
     console.print(tab)
-    for split, matrix in (r.get("confusion") or {}).items():
-        console.print(confusion_table(split, matrix))
+    if r.get("confusion"):
+        console.print("confusion matrices (rows: true class, columns: predicted class)")
+        for split, matrix in r["confusion"].items():
+            console.print(confusion_table(split, matrix))
     if m.get("line_profile"):
         console.print(m["line_profile"], markup=False, highlight=False, soft_wrap=True)
 
@@ -100,8 +102,7 @@ def _before_after(r: dict[str, Any], metrics: dict[str, Any]) -> list[tuple[str,
 
 def confusion_table(split: str, matrix: list[list[int]]) -> Table:
     """A confusion matrix as a table: rows the true class, columns the predicted one."""
-    split_name = {"train": "training set", "test": "held-out set"}.get(split, split)
-    tab = Table(title=f"confusion, {split_name} (rows: true class, columns: predicted)", title_justify="left")
+    tab = Table(title={"train": "training set", "test": "held-out set"}.get(split, split), title_justify="left")
     tab.add_column("true", justify="right", style="bold")
     for k in range(len(matrix)):
         tab.add_column(f"pred {k}", justify="right")
@@ -146,6 +147,7 @@ def print_gradcheck(rep: dict[str, Any], console: Console | None = None) -> None
 # ---------------------------------------------------------------- comparisons
 
 TABLE_WIDTH = 100   # a comparison's tables fit this many columns (more with --wide)
+FOLD = 16           # a text cell (a run's label) may fold to this width to make room for numbers
 
 
 def wide_console(wide: bool = False) -> Console:
@@ -161,38 +163,67 @@ def wide_console(wide: bool = False) -> Console:
 @dataclass
 class Tab:
     """A table as data, so one comparison renders to the terminal (rich) and to markdown alike.
-    Cells may hold rich markup; the first `text` columns are text, the rest numbers."""
+    Cells may hold rich markup; the first `text` columns are text, the rest numbers. `spare`
+    names columns a narrow terminal may leave out, the first to go first (markdown keeps all)."""
     title: str
     columns: list[str]
     rows: list[list[str]] = field(default_factory=list)
     text: int = 1
     sections: list[int] = field(default_factory=list)    # row indices that start a new section
+    spare: list[str] = field(default_factory=list)
+
+    def keep(self, used: list[int]) -> "Tab":
+        return Tab(self.title, [self.columns[i] for i in used], [[r[i] for i in used] for r in self.rows],
+                   sum(1 for i in used if i < self.text), self.sections, self.spare)
 
     def drop_empty(self, keep: int = 0) -> "Tab":
         """Without the columns (beyond the first `keep`) that hold nothing but "-" or ""."""
-        used = [i for i in range(len(self.columns))
-                if i < keep or any(r[i] not in ("-", "") for r in self.rows)]
-        return Tab(self.title, [self.columns[i] for i in used], [[r[i] for i in used] for r in self.rows],
-                   sum(1 for i in used if i < self.text), self.sections)
+        return self.keep([i for i in range(len(self.columns))
+                          if i < keep or any(r[i] not in ("-", "") for r in self.rows)])
+
+    def width(self) -> int:
+        """Columns a rich table of this needs: content (text folded to FOLD at most), one space of
+        padding each side, borders."""
+        widths = [max([len(line) for line in col.split("\n")] + [len(_plain(r[i])) for r in self.rows])
+                  for i, col in enumerate(self.columns)]
+        return sum(min(w, FOLD) if i < self.text else w for i, w in enumerate(widths)) + 3 * len(widths) + 1
+
+    def fit(self, width: int) -> tuple["Tab", list[str]]:
+        """Leave out spare columns until the table fits `width`; returns it and what was left out."""
+        tab, left = self, []
+        for name in self.spare:
+            if tab.width() <= width:
+                break
+            if name in tab.columns:
+                tab = tab.keep([i for i, c in enumerate(tab.columns) if c != name])
+                left.append(name.replace("\n", " "))
+        return tab, left
 
 
 Block = Union[Tab, str]     # a table, or a line of text (rich markup allowed)
 
 
 def show(blocks: list[Block], console: Console) -> None:
+    hidden: list[str] = []
     for b in blocks:
         if isinstance(b, str):
             console.print(b)
             continue
+        b, left = b.fit(console.width)
+        hidden += [c for c in left if c not in hidden]
         tab = Table(title=b.title, title_justify="left")
         for i, col in enumerate(b.columns):
-            # numbers never wrap (a cut number is worse than a wide table); text may
-            tab.add_column(col, justify="left" if i < b.text else "right", no_wrap=i >= b.text)
+            # numbers never wrap or shrink (a cut number is worse than a wide table); text folds
+            tab.add_column(col, justify="left" if i < b.text else "right", no_wrap=i >= b.text,
+                           overflow="fold")
         for j, row in enumerate(b.rows):
             if j in b.sections and j:
                 tab.add_section()
             tab.add_row(*row)
         console.print(tab)
+    if hidden:
+        console.print(f"[dim]left out to fit {console.width} columns: {', '.join(hidden)} "
+                      "(--wide, --format markdown and the files have them)[/]")
 
 
 def _plain(text: str) -> str:
@@ -231,7 +262,7 @@ def _change(s: dict[str, Any]) -> str:
     ch = s.get("baseline_change")
     if ch is None:
         return "-"
-    text = f"{ch:+.1%}"
+    text = f"{ch:+.1%}" if abs(ch) < 0.1 else f"{ch:+.0%}"
     if not s.get("baseline_significant"):
         return f"[dim]{text}[/]"
     return f"[red]{text} slower[/]" if ch > 0 else f"[green]{text} faster[/]"
@@ -262,6 +293,10 @@ FIGURES: list[tuple[str, Callable[[dict[str, Any]], str], bool]] = [
 ]
 
 
+# What a narrow terminal leaves out first (wide extras are not shown there at all).
+SPARE = ["IQR", "peak\nRSS", "acc."]
+
+
 def _groups(cells: list[dict[str, Any]]) -> dict[tuple[str, str], list[dict[str, Any]]]:
     """Cells per study and experiment, in the order they were planned."""
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
@@ -280,7 +315,7 @@ def group_table(study: str, experiment: str, cells: list[dict[str, Any]], device
     figures = [(h, get) for h, get, only_wide in FIGURES if wide or not only_wide]
     if baseline:
         figures.append(("vs\nbaseline", _change))
-    tab = Tab(title, lead + [h for h, _ in figures], text=len(lead))
+    tab = Tab(title, lead + [h for h, _ in figures], text=len(lead), spare=SPARE)
     ordered = sorted(cells, key=lambda c: labels.index(c["label"]))   # each run's variants together
     last = None
     for c in ordered:

@@ -39,7 +39,7 @@ def cuda_available() -> bool:
 
 def execute(info, cfg: dict[str, Any], *, profile_lines: bool = False,
             on_log: Callable[[str], None] | None = None,
-            on_epoch: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+            on_epoch: Callable[[int, int, dict | None], None] | None = None) -> dict[str, Any]:
     """Train once under the harness and return the result. Raises Diverged(partial=result)."""
     import torch
 
