@@ -46,8 +46,6 @@ CSV_COLUMNS = ["key", "study", "experiment", "variant", "device", "label", "stat
                "baseline_significant", "baseline_regression", "error"]
 # Statuses that make `compare` exit non-zero (unless --keep-going).
 FAILED = ("failed", "diverged", "mismatch")
-# What every cell record of a comparison holds (see run_cell); `report` relies on these.
-CELL_KEYS = ("key", "study", "experiment", "variant", "device", "label", "overrides", "status", "error", "runs")
 # The overrides that tell runs of one experiment apart, in label order, with their short names.
 LABEL_KEYS = {"data": "data", "batch_size": "batch", "width": "H"}
 # compare chooses variant and device per cell: a --set of either is bad input.

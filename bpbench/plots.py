@@ -34,6 +34,12 @@ def pyplot():
     return plt
 
 
+def seconds():
+    """Tick labels in s, ms, µs (not 0.00035)."""
+    from matplotlib.ticker import EngFormatter
+    return EngFormatter(unit="s")
+
+
 def loss_scale(ax, values: list[Any]) -> None:
     """Log axis when the loss spans more than a decade; else linear with plain ticks (a loss that
     moves within a narrow band on a log axis gets ticks like 7.075e-1)."""
@@ -118,7 +124,8 @@ def step_plot(exp: str, cells: list[dict[str, Any]], out_dir: Path) -> Path | No
     ax.invert_yaxis()
     if max(med) / min(med) > 10:
         ax.set_xscale("log")
-    ax.set(xlabel="seconds per step (median; bars: interquartile range)", title=f"{exp}: step time")
+    ax.xaxis.set_major_formatter(seconds())
+    ax.set(xlabel="time per step (median; bars: interquartile range)", title=f"{exp}: step time")
     return save(fig, out_dir / f"steps_{exp}.png")
 
 

@@ -3,6 +3,7 @@ it reads result dicts (schema 1) and prints them with rich."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Union
 
@@ -211,7 +212,7 @@ def show(blocks: list[Block], console: Console) -> None:
             continue
         b, left = b.fit(console.width)
         hidden += [c for c in left if c not in hidden]
-        tab = Table(title=b.title, title_justify="left")
+        tab = Table(title=b.title or None, title_justify="left")
         for i, col in enumerate(b.columns):
             # numbers never wrap or shrink (a cut number is worse than a wide table); text folds
             tab.add_column(col, justify="left" if i < b.text else "right", no_wrap=i >= b.text,
@@ -239,11 +240,12 @@ def markdown(blocks: list[Block]) -> str:
             out.append(f"### {_plain(b)}" if i == 0 else f"- {_plain(b)}")
             continue
         cell = lambda t: _plain(t).replace("|", "\\|").replace("\n", " ")   # noqa: E731
-        out += ["", f"**{_plain(b.title)}**", "", "| " + " | ".join(cell(c) for c in b.columns) + " |",
+        out += ["", f"**{_plain(b.title)}**", ""] if b.title else [""]
+        out += ["| " + " | ".join(cell(c) for c in b.columns) + " |",
                 "| " + " | ".join(":--" if i < b.text else "--:" for i in range(len(b.columns))) + " |"]
         out += ["| " + " | ".join(cell(c) for c in row) + " |" for row in b.rows]
         out.append("")
-    return "\n".join(out).strip() + "\n"
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(out)).strip() + "\n"
 
 
 def _ratio(x: float | None) -> str:
@@ -308,7 +310,8 @@ def _groups(cells: list[dict[str, Any]]) -> dict[tuple[str, str], list[dict[str,
 def group_table(study: str, experiment: str, cells: list[dict[str, Any]], devices: int, wide: bool,
                 baseline: bool) -> Tab:
     labels = list(dict.fromkeys(c["label"] for c in cells))
-    title = experiment if study == "matrix" else f"{experiment} ({study} study)"
+    title = experiment if study == "matrix" else f"{study} study" if study == experiment else \
+        f"{experiment} ({study} study)"
     if len(labels) == 1 and labels[0]:
         title += f" · {labels[0]}"
     lead = (["run"] if len(labels) > 1 else []) + ["variant"] + (["device"] if devices > 1 else []) + ["status"]

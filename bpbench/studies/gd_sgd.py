@@ -68,7 +68,8 @@ def render(g: dict[str, Any]) -> list:
     from bpbench.report import Tab, fmt_acc, fmt_loss, fmt_s
 
     grid = ", ".join(str(x) for x in g.get("grid_updates") or []) or "epoch ends"
-    tab = Tab(f"GD vs SGD at equal updates (seed 004 F), evaluated every {grid} updates",
+    title = f"[bold]GD vs SGD[/] at equal updates (seed 004 F), all evaluated every {grid} updates"
+    tab = Tab("",
               ["device", "batch", "updates", "epochs", "train\nloss", "held-out\nacc.", "train\ntime",
                f"updates to\n{g['target_accuracy']}", f"time to\n{g['target_accuracy']}"], text=2)
     # mini-batch sizes that hold the whole training set: gradient descent under another name
@@ -79,8 +80,9 @@ def render(g: dict[str, Any]) -> list:
                          fmt_s(r["train_s"]), "-" if r["updates_to_target"] is None else f"{r['updates_to_target']:,}",
                          fmt_s(r["seconds_to_target"])])
     if len({r["device"] for r in g["rows"]}) == 1:    # one device: name it once, in the title
-        tab = Tab(f"{tab.title} on {g['rows'][0]['device']}", tab.columns[1:], [r[1:] for r in tab.rows], text=1)
-    out: list = [tab]
+        title += f" on {g['rows'][0]['device']}"
+        tab = Tab("", tab.columns[1:], [r[1:] for r in tab.rows], text=1)
+    out: list = [title, tab]
     if whole:
         out.append(f"(= full): a batch of {whole[0]['batch_size']} holds all {whole[0]['n_train']:,} training "
                    "images, so its updates are gradient descent too; seed 004's sizes assume its "

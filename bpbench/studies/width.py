@@ -60,8 +60,7 @@ def render(w: dict[str, Any]) -> list:
     from bpbench.report import Tab, _ratio, fmt_s
 
     steps = ", ".join(f"{s:,}" for s in w.get("steps") or []) or "?"
-    tab = Tab(f"width study: 1-H-1 MLP, Adam, {steps} steps per width (seed 004)",
-              ["H", "CPU step", "CUDA step", "CUDA speedup"], text=0)
+    tab = Tab("", ["H", "CPU step", "CUDA step", "CUDA speedup"], text=0)
     for r in w["rows"]:
         tab.rows.append([f"{r['width']:,}", fmt_s(r.get("cpu_step_s")), fmt_s(r.get("cuda_step_s")),
                          _ratio(r.get("cuda_speedup"))])
@@ -69,7 +68,7 @@ def render(w: dict[str, Any]) -> list:
     has_cuda = any(r.get("cuda_step_s") for r in w["rows"])
     seed = "; ".join(f"H = {h:,}: CPU {fmt_s(SEED_STEP_S['cpu'][h])}, GPU {fmt_s(SEED_STEP_S['cuda'][h])}"
                      for h in SEED_STEP_S["cpu"])
-    return [tab,
+    return [f"[bold]width study[/] (seed 004): 1-H-1 MLP, Adam, {steps} steps per width", tab.drop_empty(keep=2),
             f"crossover: GPU faster from H = {cross:,}" if cross else
             "crossover: the GPU was not faster at any width measured" if has_cuda else
             "crossover: n/a (no CUDA cells ran)",
@@ -93,7 +92,8 @@ def plot(w: dict[str, Any], out_dir: Path) -> list[Path]:
         ax.axvline(w["crossover_width"], ls="--", color="gray", label=f"crossover H={w['crossover_width']:,}")
     steps = ", ".join(f"{s:,}" for s in w.get("steps") or [])
     ran = " vs ".join(d.upper() for d in ("cpu", "cuda") if any(r.get(f"{d}_step_s") for r in w["rows"]))
-    ax.set(xscale="log", yscale="log", xlabel="hidden width H", ylabel="seconds per Adam step (median)",
+    ax.yaxis.set_major_formatter(plots.seconds())
+    ax.set(xscale="log", yscale="log", xlabel="hidden width H", ylabel="time per Adam step (median)",
            title=f"1-H-1 MLP, Adam, {steps} steps per width: {ran or 'nothing ran'}")
     ax.legend(fontsize=7)
     return [plots.save(fig, out_dir / "width.png")]
