@@ -60,6 +60,13 @@ def names(runs_dir: Path) -> list[str]:
     return sorted(p.stem for p in runs_dir.glob("*.json")) if runs_dir.is_dir() else []
 
 
+def _is_file(p: Path) -> bool:
+    try:
+        return p.is_file()
+    except OSError:     # a name too long for the file system, ...
+        return False
+
+
 def resolve(spec: str, runs_dir: Path) -> Path:
     """`last` (the newest saved comparison), a saved NAME, or a path to a results.json."""
     if spec == "last":
@@ -67,10 +74,10 @@ def resolve(spec: str, runs_dir: Path) -> Path:
         if not files:
             raise BadInput(f"--baseline last: no saved comparison in {runs_dir} (save one with --save NAME)")
         return max(files, key=lambda p: p.stat().st_mtime)
-    if Path(spec).is_file() or spec.endswith(".json") or "/" in spec:
-        return Path(spec)
+    if _is_file(Path(spec)) or spec.endswith(".json") or "/" in spec or not NAME.fullmatch(spec):
+        return Path(spec)       # a path: reading it says what is wrong with it
     path = runs_dir / f"{spec}.json"
-    if not path.is_file():
+    if not _is_file(path):
         have = names(runs_dir)
         raise BadInput(f"--baseline {spec}: no such file, and no comparison saved as {spec!r} in {runs_dir}"
                        + (f" (saved: {', '.join(have)})" if have else ""))

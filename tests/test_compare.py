@@ -160,6 +160,8 @@ def test_keep_going_exits_0_with_failed_cells(cli, tmp_path):
                                       (["compare", "--fail-on-regression", "10"], "needs --baseline"),
                                       (["compare", "--baseline", "x.json", "--fail-on-regression", "-5"], "positive"),
                                       (["compare", "--baseline", "nosuch"], "no comparison saved as 'nosuch'"),
+                                      (["compare", "--baseline", "a" * 300], "File name too long"),
+                                      (["compare", "--baseline", "/"], "Is a directory"),
                                       (["compare", "--format", "xml"], "unknown --format"),
                                       (["report", "/no/such/results.json"], "not found")])
 def test_compare_bad_input(cli, args, msg, tmp_path, monkeypatch):
