@@ -16,7 +16,7 @@ from typing import Any, List, Optional
 import typer
 
 from bpbench import __version__
-from bpbench.errors import EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_INTERRUPTED, BadInput
+from bpbench.errors import EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_REGRESSION, BadInput
 
 try:  # Typer >= 0.20 vendors click; older releases depend on it.
     from typer import _click as click
@@ -52,7 +52,8 @@ class OneLineErrors(typer.core.TyperGroup):
         raise SystemExit(rv if isinstance(rv, int) else 0)
 
 
-app = typer.Typer(cls=OneLineErrors, add_completion=False, no_args_is_help=True,
+app = typer.Typer(cls=OneLineErrors, add_completion=True, no_args_is_help=True,
+                  context_settings={"help_option_names": ["-h", "--help"]},
                   pretty_exceptions_enable=False,
                   help="A command-line lab for backpropagation: the same small models trained with "
                        "hand-written gradients, autograd and nn modules, on CPU and GPU, timed and "
@@ -231,30 +232,44 @@ def _emit(result: dict[str, Any], as_json: bool, output: Optional[Path], trace: 
 
 
 class _LazyProgress:
-    """A rich progress bar on stderr that appears only once a run has lasted about a second."""
+    """A rich progress bar on stderr that appears only once a run has lasted about a second; it
+    shows the latest epoch's loss and the wall time per update since the last refresh."""
 
     def __init__(self, label: str, after_s: float = 1.0):
         self.label, self.after_s = label, after_s
         self.t0 = time.perf_counter()
         self.bar = None
         self.last = 0.0
+        self.mark: tuple[float, int] | None = None    # (time, updates) at the last refresh
 
-    def update(self, done: int, total: int) -> None:
+    def update(self, done: int, total: int, entry: Optional[dict] = None) -> None:
         now = time.perf_counter()
         if now - self.last < 0.1 and done < total:
             return
         self.last = now
         if self.bar is None:
             if now - self.t0 < self.after_s:
+                self.mark = (now, entry["updates"]) if entry else None
                 return
             from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
             self.bar = Progress("[progress.description]{task.description}", BarColumn(),
-                                MofNCompleteColumn(), TimeRemainingColumn(),
+                                MofNCompleteColumn(), TimeRemainingColumn(), TextColumn("{task.fields[now]}"),
                                 console=Console(stderr=True), transient=True)
             self.bar.start()
-            self.task = self.bar.add_task(self.label, total=total)
-        self.bar.update(self.task, completed=done)
+            self.task = self.bar.add_task(self.label, total=total, now="")
+        self.bar.update(self.task, completed=done, now=self._now(now, entry))
+
+    def _now(self, now: float, entry: Optional[dict]) -> str:
+        """"loss 0.0076 · 63 µs/update": the latest loss, and wall time per update (loop included)."""
+        if not entry or entry.get("loss") is None:
+            return ""
+        from bpbench.report import fmt_s
+        text = f"loss {entry['loss']:.4g}"
+        if self.mark and entry["updates"] > self.mark[1]:
+            text += f" · {fmt_s((now - self.mark[0]) / (entry['updates'] - self.mark[1]))}/update"
+        self.mark = (now, entry["updates"])
+        return text
 
     def close(self) -> None:
         if self.bar is not None:
@@ -301,6 +316,81 @@ def gradcheck(
     raise typer.Exit(0 if report["ok"] else 1)
 
 
+FORMATS = ("table", "markdown", "json")
+
+
+def _format(fmt: Optional[str], as_json: bool) -> str:
+    if fmt is not None and fmt not in FORMATS:
+        raise BadInput(f"unknown --format {fmt!r} (choose from: {', '.join(FORMATS)})")
+    if as_json and fmt not in (None, "json"):
+        raise BadInput(f"--json and --format {fmt} contradict each other")
+    return "json" if as_json else fmt or "table"
+
+
+def _threshold(pct: Optional[float]) -> Optional[float]:
+    """--fail-on-regression PCT as a fraction (None: no gate)."""
+    if pct is None:
+        return None
+    if not (pct > 0 and pct < float("inf")):
+        raise BadInput(f"--fail-on-regression must be a positive percentage, got {pct}")
+    return pct / 100
+
+
+def _baseline(spec: Optional[str], runs_dir: Path) -> Optional[dict[str, Any]]:
+    if spec is None:
+        return None
+    from bpbench import document, saved
+    path = saved.resolve(spec, runs_dir)
+    doc = document.load(path)
+    doc["source"] = f"last ({path.stem})" if spec == "last" else spec
+    return doc
+
+
+def _show(doc: dict[str, Any], fmt: str, wide: bool) -> None:
+    from bpbench import report as rep, results
+    if fmt == "json":
+        sys.stdout.write(results.dumps(doc))
+    elif fmt == "markdown":
+        sys.stdout.write(rep.markdown(rep.comparison_blocks(doc, wide)))
+    else:
+        rep.print_comparison(doc, wide=wide)
+
+
+def _plots(doc: dict[str, Any], out_dir: Path) -> None:
+    from bpbench import plots
+    if not plots.available():
+        sys.stderr.write(f"note: {plots.PLOT_HINT}\n")
+        return
+    try:
+        for p in plots.write_all(doc, out_dir):
+            sys.stderr.write(f"plot: {p}\n")
+    except OSError as e:
+        raise BadInput(f"cannot write plots to {out_dir}: {e.strerror or e}") from None
+
+
+def _verdict(doc: dict[str, Any], keep_going: bool, gate: bool) -> None:
+    """The exit code: 1 when a cell failed, diverged or mismatched (unless --keep-going), 4 when a
+    cell is slower than its baseline beyond the threshold and the noise (with --fail-on-regression)."""
+    from bpbench import compare as cmp
+    slow = cmp.regressions(doc) if gate else []
+    for line in slow:
+        sys.stderr.write(f"bpbench: regression: {line}\n")
+    bad = cmp.failures(doc)
+    if bad and not keep_going:
+        fail(f"{len(bad)} of {len(doc['cells'])} cell(s) failed, diverged or mismatched: "
+             f"{', '.join(c['key'] for c in bad[:3])}{' ...' if len(bad) > 3 else ''} "
+             "(--keep-going exits 0 anyway)", EXIT_FAILED)
+    if slow:
+        sys.stderr.flush()
+        raise SystemExit(EXIT_REGRESSION)
+
+
+RUNS_DIR = typer.Option(Path(".bpbench/runs"), "--runs-dir", envvar="BPBENCH_RUNS_DIR",
+                        help="Where --save keeps comparisons and --baseline NAME|last finds them.")
+FAIL_ON = typer.Option(None, "--fail-on-regression", metavar="PCT",
+                       help="Exit 4 when a cell is slower than its baseline by more than PCT % and beyond the noise.")
+
+
 @app.command()
 def compare(
     targets: Optional[List[str]] = typer.Argument(
@@ -310,20 +400,32 @@ def compare(
     preset: Optional[str] = typer.Option(
         None, "--preset", help="quick (CI smoke run) or full (the sources' settings). Default: quick; "
                                "full when only studies are named (width, gd-sgd)."),
-    repeat: int = typer.Option(1, "--repeat", help="Run every cell N times; figures are medians."),
+    repeat: int = typer.Option(1, "--repeat", help="Run every cell N times; every step of every run feeds the noise estimate."),
     output_dir: Optional[Path] = typer.Option(None, "--output-dir", help="Write results.json, results.csv and plots here."),
-    baseline: Optional[Path] = typer.Option(None, "--baseline", help="A saved results.json to compare against."),
+    baseline: Optional[str] = typer.Option(
+        None, "--baseline", help="Compare against a results.json, a name saved with --save, or 'last'."),
+    fail_on_regression: Optional[float] = FAIL_ON,
+    keep_going: bool = typer.Option(False, "--keep-going",
+                                    help="Exit 0 even when cells failed, diverged or mismatched (they are still listed)."),
+    save: Optional[str] = typer.Option(None, "--save", metavar="NAME",
+                                       help="Keep this comparison under --runs-dir as NAME (with commit, time, machine)."),
+    runs_dir: Path = RUNS_DIR,
     widths: Optional[str] = typer.Option(None, "--widths", help="width study: comma-separated H values."),
     steps: Optional[int] = typer.Option(None, "--steps", help="width study: Adam steps per cell."),
     batch_sizes: Optional[str] = typer.Option(None, "--batch-sizes", help="gd-sgd: e.g. full,2048,256,32."),
     updates: Optional[int] = typer.Option(None, "--updates", help="gd-sgd: updates per cell."),
     set_: List[str] = typer.Option([], "--set", help="Config override for every cell: --set key=value."),
-    as_json: bool = typer.Option(False, "--json", help="Print the comparison document as JSON."),
+    wide: bool = typer.Option(False, "--wide", help="All columns (setup, train time, throughput, ...), however wide."),
+    fmt: Optional[str] = typer.Option(None, "--format", help="table (default), markdown or json."),
+    as_json: bool = typer.Option(False, "--json", help="Print the comparison document as JSON (--format json)."),
 ) -> None:
-    """Run the experiment matrix (experiment x variant x device x batching) and show one table."""
-    from bpbench import compare as cmp, plots, report, results
+    """Run the experiment matrix (experiment x variant x device x batching) and show one table per experiment."""
+    import signal
+
+    from bpbench import compare as cmp, report, results, saved
     from bpbench import config as C
 
+    fmt = _format(fmt, as_json)
     if repeat <= 0:
         raise BadInput(f"--repeat must be a positive integer, got {repeat}")
     if steps is not None:
@@ -332,75 +434,86 @@ def compare(
         C.positive_int("--updates", updates)
     widths_list = C.int_list("--widths", widths) if widths else None
     sizes = [C.batch_size("--batch-sizes", b.strip()) for b in batch_sizes.split(",")] if batch_sizes else None
-    base = cmp.load_comparison(baseline) if baseline else None
+    if save is not None:
+        saved.check_name(save)
+        results.ensure_writable_dir(runs_dir, "--save")
+    threshold = _threshold(fail_on_regression)
+    if threshold is not None and baseline is None:
+        raise BadInput("--fail-on-regression needs --baseline (what would be a regression?)")
+    base = _baseline(baseline, runs_dir)
     if output_dir is not None:
         results.ensure_writable_dir(output_dir, "--output-dir")
     if preset is None:
         preset = cmp.default_preset(targets or [])
     preset_cfg = cmp.load_preset(preset)
+    opts = {"widths": widths_list, "steps": steps, "batch_sizes": sizes, "updates": updates}
     from bpbench import run as runner
     cuda_ok = runner.cuda_available()
     devices, unavailable, notes = cmp.resolve_devices(device, cuda_ok)
-    cells = cmp.plan(targets or [], devices, variant, preset_cfg, widths_list, steps, sizes, updates,
-                     C.parse_set(set_))
+    cells = cmp.plan(targets or [], devices, variant, preset_cfg, opts, C.parse_set(set_))
     from bpbench import envinfo
-    comparison = cmp.Comparison(preset, cells, notes, output_dir, base, envinfo.collect())
+    comparison = cmp.Comparison(preset, cells, notes, output_dir, base, envinfo.collect(),
+                                threshold or cmp.noise.MIN_CHANGE)
 
-    def on_cell(i, n, cell, rec, seconds):
-        if rec is None:
-            sys.stderr.write(f"[{i}/{n}] {cell.key} ... ")
-        else:
-            sys.stderr.write(f"{rec['status']} ({seconds:.1f} s)" + (f": {rec['error']}" if rec["error"] else "") + "\n")
-        sys.stderr.flush()
+    def on_sigterm(signum, frame):   # SIGTERM stops a comparison exactly like Ctrl-C
+        raise KeyboardInterrupt
 
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    progress = report.CellProgress()
     interrupted = False
     try:
-        cmp.execute(comparison, cells, set(unavailable), repeat, on_cell)
+        cmp.execute(comparison, set(unavailable), repeat, progress)
     except KeyboardInterrupt:
         interrupted = True
-        sys.stderr.write("interrupted\n")
+    finally:
+        progress.close()
+        signal.signal(signal.SIGTERM, previous)
     doc = comparison.doc
-    if as_json:
-        sys.stdout.write(results.dumps(doc))
-    else:
-        report.print_comparison(doc)
+    _show(doc, fmt, wide)
     if output_dir is not None and not interrupted:
-        if plots.available():
-            for p in plots.write_all(doc, output_dir):
-                sys.stderr.write(f"plot: {p}\n")
-        else:
-            sys.stderr.write(f"note: {plots.PLOT_HINT}\n")
+        _plots(doc, output_dir)
     if output_dir is not None:
         sys.stderr.write(f"results: {output_dir / 'results.json'}, {output_dir / 'results.csv'}\n")
     if interrupted:
         fail(f"interrupted: kept {len(doc['cells'])} finished cell(s)"
              + (f" in {output_dir}" if output_dir else ""), EXIT_INTERRUPTED)
+    if save is not None:
+        sys.stderr.write(f"saved as {save}: {saved.save(doc, save, runs_dir)}\n")
+    _verdict(doc, keep_going, threshold is not None)
 
 
 @app.command()
 def report(
-    results_file: Path = typer.Argument(..., help="A results.json written by `bpbench compare --output-dir`."),
-    baseline: Optional[Path] = typer.Option(None, "--baseline", help="Add change columns against this comparison."),
+    results_file: Path = typer.Argument(
+        ..., help="A results.json written by `bpbench compare`, a saved comparison, or one `bpbench run --output` file."),
+    baseline: Optional[str] = typer.Option(
+        None, "--baseline", help="Add change columns against a results.json, a saved name, or 'last'."),
+    fail_on_regression: Optional[float] = FAIL_ON,
+    runs_dir: Path = RUNS_DIR,
     plot_dir: Optional[Path] = typer.Option(None, "--plot-dir", help="Also write the PNG plots here."),
-    as_json: bool = typer.Option(False, "--json", help="Print the (re-derived) document as JSON."),
+    wide: bool = typer.Option(False, "--wide", help="All columns, however wide."),
+    fmt: Optional[str] = typer.Option(None, "--format", help="table (default), markdown (to paste in a PR) or json."),
+    as_json: bool = typer.Option(False, "--json", help="Print the (re-derived) document as JSON (--format json)."),
 ) -> None:
     """Render a saved comparison again (tables, optional baseline columns and plots)."""
-    from bpbench import compare as cmp, plots, report as rep, results
+    from bpbench import compare as cmp, document, results
 
-    doc = cmp.load_comparison(results_file)
-    if baseline:
-        cmp.derive(doc["cells"], cmp.load_comparison(baseline))
-    if as_json:
-        sys.stdout.write(results.dumps(doc))
-    else:
-        rep.print_comparison(doc)
+    fmt = _format(fmt, as_json)
+    threshold = _threshold(fail_on_regression)
+    if threshold is not None and baseline is None:
+        raise BadInput("--fail-on-regression needs --baseline (what would be a regression?)")
+    doc = document.load(results_file)
+    base = _baseline(baseline, runs_dir)
     if plot_dir is not None:
         results.ensure_writable_dir(plot_dir, "--plot-dir")
-        if not plots.available():
-            sys.stderr.write(f"note: {plots.PLOT_HINT}\n")
-        else:
-            for p in plots.write_all(doc, plot_dir):
-                sys.stderr.write(f"plot: {p}\n")
+    was = doc.pop("baseline", None)
+    cmp.refresh(doc, base, threshold or cmp.noise.MIN_CHANGE)
+    if base is None and was and was.get("source"):
+        doc["notes"].append(f"compared with baseline {was['source']} when it ran: --baseline shows the changes again")
+    _show(doc, fmt, wide)
+    if plot_dir is not None:
+        _plots(doc, plot_dir)
+    _verdict(doc, keep_going=True, gate=threshold is not None)
 
 
 def main() -> None:

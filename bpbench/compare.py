@@ -1,20 +1,29 @@
-"""bpbench compare: the experiment matrix, the width study and GD vs SGD, run cell by cell.
+"""bpbench compare: the experiment matrix and the studies, run cell by cell, and what is derived.
 
 Isolation: every cell runs in a fresh `python -m bpbench run ... --json` process. Imports, the
 first optimizer construction (which imports torch._dynamo) and the CUDA context are then paid by
 every cell alike, inside its own setup_s / device_init_s, instead of being charged to whichever
 cell happens to run first; memory peaks cannot leak from one cell into the next; a cell that
 crashes or runs out of memory takes only itself down. Cells run one at a time, so they never
-compete for cores.
+compete for cores. Each cell runs in its own process group, so Ctrl-C or SIGTERM stops the whole
+cell (its memory monitor included): no child outlives the comparison.
 
 After every finished cell, results.json and results.csv are rewritten atomically, so an
 interrupted comparison keeps every finished cell.
+
+Trust: a cell is named by its full overrides (`--set` included); a baseline cell matches on the
+run's full resolved config, never on a label; a change is called only beyond the noise (noise.py)
+and a threshold; a fast variant's speed counts only when it matches its reference (parity.py).
+Studies (width, gd-sgd) live in bpbench.studies; nothing here names one.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import json
+import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -24,22 +33,23 @@ from pathlib import Path
 from typing import Any, Callable
 
 from bpbench import config as C
-from bpbench import experiments, results
-from bpbench import variants as V
+from bpbench import experiments, noise, parity, results, studies, variants as V
 from bpbench.errors import BadInput
 
-STUDIES = ("width", "gd-sgd")
 ISOLATION = ("fresh process per cell (python -m bpbench run --json): one-time costs (imports, "
              "first optimizer construction, CUDA context) are paid by every cell alike and reported "
              "in its setup_s / device_init_s")
 CSV_COLUMNS = ["key", "study", "experiment", "variant", "device", "label", "status", "repeats",
-               "setup_s", "step_s_median", "step_s_iqr", "train_s", "samples_per_s", "rss_peak_mib",
+               "setup_s", "step_s_median", "step_s_iqr", "noise", "train_s", "samples_per_s", "rss_peak_mib",
                "cuda_peak_allocated_mib", "final_loss", "accuracy", "steps", "speed_vs_manual",
-               "cuda_speedup", "baseline_change", "baseline_significant", "error"]
-
-
-# What every cell record of a comparison holds (see run_cell); `report` relies on these.
-CELL_KEYS = ("key", "study", "experiment", "variant", "device", "label", "overrides", "status", "error", "runs")
+               "cuda_speedup", "compile_s", "break_even_steps", "baseline_change", "baseline_fast_change",
+               "baseline_significant", "baseline_regression", "error"]
+# Statuses that make `compare` exit non-zero (unless --keep-going).
+FAILED = ("failed", "diverged", "mismatch")
+# The overrides that tell runs of one experiment apart, in label order, with their short names.
+LABEL_KEYS = {"data": "data", "batch_size": "batch", "width": "H"}
+# compare chooses variant and device per cell: a --set of either is bad input.
+CELL_CHOSEN = {"variant": "--variant", "device": "--device"}
 
 
 def cell_key(study: str, experiment: str, variant: str, device: str, label: str) -> str:
@@ -49,12 +59,19 @@ def cell_key(study: str, experiment: str, variant: str, device: str, label: str)
 
 @dataclass(frozen=True)
 class Cell:
-    study: str                  # "matrix" | "width" | "gd-sgd"
+    study: str                  # "matrix" or a study's name
     experiment: str
     variant: str
     device: str
-    label: str                  # what tells runs of one experiment apart: "batch=full", "H=500"
     overrides: tuple[tuple[str, Any], ...] = ()
+    shown: tuple[str, ...] = ()  # further override keys the label names (those given by --set)
+
+    @property
+    def label(self) -> str:
+        """What tells this cell's run apart: "batch=32", "data=source, epochs=20", "H=500"."""
+        o = dict(self.overrides)
+        keys = [k for k in LABEL_KEYS if k in o] + [k for k in self.shown if k not in LABEL_KEYS]
+        return ", ".join(f"{LABEL_KEYS.get(k, k)}={o[k]}" for k in keys)
 
     @property
     def key(self) -> str:
@@ -68,12 +85,16 @@ class Cell:
         return args
 
 
+def make_cell(study: str, experiment: str, variant: str, device: str, overrides: dict[str, Any]) -> Cell:
+    return Cell(study, experiment, variant, device, tuple(sorted(overrides.items())))
+
+
 # ---------------------------------------------------------------- planning
 
 def default_preset(targets: list[str]) -> str:
     """`quick` for the matrix (a smoke run); `full` when only studies are named, so that
     `bpbench compare width` runs the study as seed 004 set it up (H = 500 ... 200,000, 1000 steps)."""
-    return "full" if targets and all(t in STUDIES for t in targets) else "quick"
+    return "full" if targets and all(t in studies.REGISTRY for t in targets) else "quick"
 
 
 def load_preset(name: str) -> dict[str, Any]:
@@ -96,19 +117,8 @@ def resolve_devices(asked: list[str], cuda_ok: bool) -> tuple[list[str], list[st
     if devices == ["cuda"] and not cuda_ok:
         raise BadInput("--device cuda was asked for, but CUDA is not available on this machine")
     missing = [] if cuda_ok else [d for d in devices if d == "cuda"]
-    notes = [f"CUDA is not available here: its cells are marked unavailable"] if missing else []
+    notes = ["CUDA is not available here: its cells are marked unavailable"] if missing else []
     return devices, missing, notes
-
-
-def _label(run: dict[str, Any]) -> str:
-    parts = []
-    if "data" in run:
-        parts.append(f"data={run['data']}")
-    if "batch_size" in run:
-        parts.append(f"batch={run['batch_size']}")
-    if "width" in run:
-        parts.append(f"H={run['width']}")
-    return ", ".join(parts)
 
 
 def _runs(entry: dict[str, Any]) -> list[dict[str, Any]]:
@@ -119,82 +129,87 @@ def _runs(entry: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def plan(targets: list[str], devices: list[str], variants: list[str], preset: dict[str, Any],
-         widths: list[int] | None = None, steps: int | None = None,
-         batch_sizes: list[Any] | None = None, updates: int | None = None,
-         extra: dict[str, Any] | None = None) -> list[Cell]:
-    """The cells to run, in order. `extra` (from --set) overrides config keys in every cell whose
-    experiment takes them; a key no planned experiment takes is bad input."""
-    cells = _plan(targets, devices, variants, preset, widths, steps, batch_sizes, updates)
-    if extra:
-        names = {c.experiment for c in cells}
-        for key in extra:
-            if not any(key in experiments.REGISTRY[n].keys for n in names):
-                raise BadInput(f"--set {key}: no experiment in this comparison takes {key!r}")
-        # Each cell takes the overrides its experiment knows (e.g. init only reaches linreg).
-        cells = [Cell(c.study, c.experiment, c.variant, c.device, c.label,
-                      tuple(sorted({**dict(c.overrides),
-                                    **{k: v for k, v in extra.items()
-                                       if k in experiments.REGISTRY[c.experiment].keys}}.items())))
-                 for c in cells]
-    return cells
+         opts: dict[str, Any] | None = None, extra: dict[str, Any] | None = None) -> list[Cell]:
+    """The cells to run, in order, every one checked as `run` would check it.
 
-
-def _plan(targets, devices, variants, preset, widths, steps, batch_sizes, updates) -> list[Cell]:
+    `opts` holds the studies' options (widths, steps, batch_sizes, updates: None when not given);
+    one that no planned study takes is bad input. `extra` (from --set) overrides config keys in
+    every cell whose experiment takes them, and shows in the cells' labels and keys."""
+    opts = {k: v for k, v in (opts or {}).items() if v is not None}
     names = list(dict.fromkeys(targets or preset.get("experiments", [])))   # in order, once each
     for n in names:
-        if n not in STUDIES:
+        if n not in studies.REGISTRY:
             experiments.get(n)
-    known = {v for n in names for v in experiments.REGISTRY["mnist01" if n == "gd-sgd" else n].variants}
+    for flag in opts:
+        owner = next(s for s in studies.REGISTRY.values() if flag in s.flags)
+        if owner.name not in names:
+            raise BadInput(f"--{flag.replace('_', '-')} applies only to the {owner.name} study "
+                           f"(`bpbench compare {owner.name}`), which is not in this comparison")
+    exp_of = {n: studies.REGISTRY[n].experiment if n in studies.REGISTRY else n for n in names}
+    known = {v for n in names for v in experiments.REGISTRY[exp_of[n]].variants}
     for v in variants:
         if v not in known:
             raise BadInput(f"unknown variant {v!r} for {', '.join(names)} (choose from: {', '.join(sorted(known))})")
     cells: list[Cell] = []
     for name in names:
-        if name == "gd-sgd":
-            cells += _plan_gd_sgd(devices, variants, preset.get("gd-sgd", {}), batch_sizes, updates)
+        if name in studies.REGISTRY:
+            study = studies.REGISTRY[name]
+            cells += study.load().plan(devices, variants, dict(preset.get(name, {})),
+                                       {k: opts.get(k) for k in study.flags})
             continue
         info = experiments.get(name)
-        entry = dict(preset.get(name, {}))
-        if name == "width":   # one cell per width; epochs are Adam steps (one full-batch step each)
-            ws = widths or entry.get("widths", [500])
-            n_steps = steps or entry.get("epochs", 1000)
-            base = {k: v for k, v in entry.items() if k not in ("widths", "epochs")}
-            runs = [{**base, "width": w, "epochs": n_steps} for w in ws]
-            study = "width"
-        else:
-            runs = _runs(entry)
-            study = "matrix"
-        # Unasked, a comparison runs the reference variants; fast ones (compiled, graphed) on request.
-        chosen = [v for v in info.variants if v in variants] if variants else \
-            [v for v in info.variants if V.REGISTRY[v].reference is None]
-        for run in runs:
-            for variant in chosen:
-                for device in devices:
-                    cells.append(Cell(study, name, variant, device, _label(run), tuple(sorted(run.items()))))
+        for run in _runs(dict(preset.get(name, {}))):
+            cells += [make_cell("matrix", name, v, d, run) for v in V.chosen(info.variants, variants)
+                      for d in devices]
     if not cells:
         raise BadInput("nothing to compare: no experiment has the requested variants")
+    cells = _apply_set(cells, extra or {})
+    for c in cells:   # bad values fail here, before any cell runs, as they do in `run`
+        C.resolve(c.experiment, experiments.REGISTRY[c.experiment].keys, None,
+                  {**dict(c.overrides), "variant": c.variant, "device": c.device})
     return cells
 
 
-def _plan_gd_sgd(devices, variants, entry, batch_sizes, updates) -> list[Cell]:
-    sizes = batch_sizes or entry.get("batch_sizes", ["full", 256])
-    n_updates = updates or entry.get("updates", 700)
-    # About 20 evaluation points per GD curve: the preset's interval fits the preset's updates only.
-    every = entry.get("eval_every_updates") if updates is None else None
-    every = every or max(1, n_updates // 20)
-    # The study compares batchings, not variants: one variant (the first asked for, else autograd).
-    variant = next((v for v in variants if v in experiments.REGISTRY["mnist01"].variants), "autograd")
-    cells = []
-    for bs in sizes:
-        run = {"batch_size": bs, "updates": n_updates, "warmup_steps": 0,
-               # GD makes one update per epoch; mini-batch runs are evaluated after every epoch.
-               "eval_every": every if bs == "full" else 1}
-        for device in devices:
-            cells.append(Cell("gd-sgd", "mnist01", variant, device, f"batch={bs}", tuple(sorted(run.items()))))
-    return cells
+def _apply_set(cells: list[Cell], extra: dict[str, Any]) -> list[Cell]:
+    for key in extra:
+        if key in CELL_CHOSEN:
+            raise BadInput(f"--set {key}: compare chooses the {key} of each cell; use {CELL_CHOSEN[key]}")
+
+    def takes(c: Cell, key: str) -> bool:
+        study = studies.REGISTRY.get(c.study)
+        return key in experiments.REGISTRY[c.experiment].keys and not (study and key in study.owns)
+
+    for key in extra:
+        if not any(takes(c, key) for c in cells):
+            owner = next((s for s in studies.REGISTRY.values()
+                          if key in s.owns and any(c.study == s.name for c in cells)), None)
+            if owner:
+                raise BadInput(f"--set {key}: the {owner.name} study sets {key} itself"
+                               + (f" (use {', '.join('--' + f.replace('_', '-') for f in owner.flags)})"))
+            raise BadInput(f"--set {key}: no experiment in this comparison takes {key!r}")
+    out = []
+    for c in cells:   # each cell takes the overrides its experiment knows (e.g. init only reaches linreg)
+        mine = {k: v for k, v in extra.items() if takes(c, k)}
+        out.append(dataclasses.replace(c, overrides=tuple(sorted({**dict(c.overrides), **mine}.items())),
+                                       shown=tuple(sorted(mine))) if mine else c)
+    return out
 
 
 # ---------------------------------------------------------------- running
+
+def _stop_group(proc: subprocess.Popen) -> None:
+    """End a cell's whole process group: the run and its memory monitor."""
+    for sig, wait in ((signal.SIGTERM, 5), (signal.SIGKILL, 5)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
 
 def run_cell(cell: Cell, repeat: int, unavailable: bool) -> dict[str, Any]:
     rec: dict[str, Any] = {"key": cell.key, "study": cell.study, "experiment": cell.experiment,
@@ -204,19 +219,22 @@ def run_cell(cell: Cell, repeat: int, unavailable: bool) -> dict[str, Any]:
         rec.update(status="unavailable", error=f"{cell.device} is not available on this machine")
         return rec
     for _ in range(repeat):
-        proc = subprocess.Popen(cell.argv(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        # Its own session (process group): Ctrl-C in a terminal reaches compare only, and compare
+        # then ends the cell's whole group; nothing trains on without a parent.
+        proc = subprocess.Popen(cell.argv(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                start_new_session=True)
         try:
             out, err = proc.communicate()
-        except KeyboardInterrupt:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        except BaseException:
+            _stop_group(proc)
             raise
         last = (err.strip().splitlines() or [f"exit code {proc.returncode}"])[-1]
         if proc.returncode in (0, 3) and out.strip():
-            rec["runs"].append(json.loads(out))
+            try:
+                rec["runs"].append(json.loads(out))
+            except json.JSONDecodeError:
+                rec.update(status="failed", error="the cell printed no valid JSON result")
+                break
         if proc.returncode != 0:
             rec["status"] = "diverged" if proc.returncode == 3 else "failed"
             rec["error"] = last.removeprefix("bpbench: error: ") if proc.returncode > 0 else \
@@ -226,8 +244,14 @@ def run_cell(cell: Cell, repeat: int, unavailable: bool) -> dict[str, Any]:
     return rec
 
 
+def step_samples(runs: list[dict[str, Any]]) -> list[list[float]]:
+    """Every steady step time of each run (runs written before step_s_all existed have none)."""
+    return [r["timing"]["step_s_all"] for r in runs if r["timing"].get("step_s_all")]
+
+
 def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """Median over repeats of each figure; `noise` is the relative spread of the step time."""
+    """The cell's figures: step time from every steady step of every repeat, the rest medians
+    over repeats; `noise` is the relative half-width of the step median's 95 % interval."""
     if not runs:
         return {}
 
@@ -235,100 +259,129 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
         vals = [v for v in (get(r) for r in runs) if v is not None]
         return statistics.median(vals) if vals else None
 
-    step = med(lambda r: r["timing"]["step_s_median"])
-    iqr = med(lambda r: r["timing"]["step_s_iqr"])
-    steps_all = [r["timing"]["step_s_median"] for r in runs if r["timing"]["step_s_median"]]
-    spread = (max(steps_all) - min(steps_all)) / step if step and len(steps_all) > 1 else 0.0
+    samples = step_samples(runs)
     metrics = runs[-1]["final"].get("metrics") or {}
-    acc = metrics.get("test_accuracy", metrics.get("accuracy"))
     return {
         "repeats": len(runs),
         "setup_s": med(lambda r: r["timing"]["setup_s"]),
-        "step_s_median": step,
-        "step_s_iqr": iqr,
-        "noise": max(spread, (iqr / step) if step and iqr is not None else 0.0),
+        "step_s_median": noise.pooled(samples) if noise.usable(samples) else med(lambda r: r["timing"]["step_s_median"]),
+        "step_s_iqr": med(lambda r: r["timing"]["step_s_iqr"]),
+        "noise": noise.relative_noise(samples),
         "train_s": med(lambda r: r["timing"]["train_s"]),
         "samples_per_s": med(lambda r: r["timing"]["samples_per_s"]),
         "rss_peak_mib": med(lambda r: r["memory"]["rss_peak_mib"]),
         "cuda_peak_allocated_mib": med(lambda r: r["memory"]["cuda_peak_allocated_mib"]),
+        "compile_s": med(lambda r: r["timing"].get("compile_s")),
         "final_loss": runs[-1]["final"]["loss"],
-        "accuracy": acc,
+        "accuracy": metrics.get("test_accuracy", metrics.get("accuracy")),
         "steps": runs[-1]["timing"]["steps"],
     }
 
 
-def derive(cells: list[dict[str, Any]], baseline: dict[str, Any] | None = None) -> None:
-    """Ratio columns: speed vs the manual variant, CUDA speedup over CPU, change vs a baseline."""
-    ok = {c["key"]: c for c in cells if c["status"] == "ok" and c.get("summary", {}).get("step_s_median")}
-    base = {c["key"]: c for c in (baseline or {}).get("cells", []) if c.get("summary", {}).get("step_s_median")}
+# ---------------------------------------------------------------- derived figures
+
+def _config(cell: dict[str, Any]) -> str | None:
+    """The run's full resolved config, canonical: what a baseline cell must match."""
+    return json.dumps(cell["runs"][-1]["config"], sort_keys=True) if cell.get("runs") else None
+
+
+def _parity(c: dict[str, Any], by_key: dict[str, dict]) -> list[str]:
+    """Why this cell's runs do not match its reference variant's (empty: they match)."""
+    ref_variant = c["runs"][0]["reference_variant"]
+    ref = by_key.get(cell_key(c["study"], c["experiment"], ref_variant, c["device"], c["label"]))
+    if ref is None or not ref.get("runs"):
+        return [f"not checkable: no {ref_variant} cell " + ("finished" if ref else "ran") + " to compare with"]
+    if ref["status"] not in ("ok", "mismatch"):
+        return [f"not checkable: the reference {ref_variant} cell {ref['status']}"]
+    return [r for run in c["runs"] for r in parity.check(run, ref["runs"][0])]
+
+
+def derive(cells: list[dict[str, Any]], baseline: dict[str, Any] | None = None,
+           threshold: float = noise.MIN_CHANGE) -> list[str]:
+    """Fill every cell's derived figures in place: parity status, speed vs the manual variant,
+    CUDA speedup, compile break-even, change vs a baseline. Returns notes about the baseline.
+    Idempotent: `report` runs it again on a saved document."""
+    by_key = {c["key"]: c for c in cells}
+    for c in cells:   # parity first: a mismatching cell gets no ratio below
+        if c["status"] in ("ok", "mismatch") and c.get("runs") and c["runs"][0].get("reference_variant"):
+            reasons = _parity(c, by_key)
+            c["status"], c["error"] = ("mismatch", "; ".join(dict.fromkeys(reasons))) if reasons else ("ok", None)
+            c.setdefault("summary", {})["parity_reference"] = c["runs"][0]["reference_variant"]
+    ok = {k: c for k, c in by_key.items() if c["status"] == "ok" and (c.get("summary") or {}).get("step_s_median")}
+    base_cells = [b for b in (baseline or {}).get("cells", []) if b.get("runs") and b["status"] == "ok"]
+    base = {(b["experiment"], b["variant"], b["device"], _config(b)): b for b in base_cells}
+    notes: list[str] = []
     for c in cells:
         s = c.setdefault("summary", {})
+        for k in [k for k in s if k.startswith("baseline_") or k in ("speed_vs_manual", "cuda_speedup", "break_even_steps")]:
+            del s[k]
         step = s.get("step_s_median")
-        if not step or c["status"] != "ok":
+        if c["key"] not in ok:
             continue
         manual = ok.get(cell_key(c["study"], c["experiment"], "manual", c["device"], c["label"]))
         s["speed_vs_manual"] = manual["summary"]["step_s_median"] / step if manual else None
         cpu = ok.get(cell_key(c["study"], c["experiment"], c["variant"], "cpu", c["label"]))
         s["cuda_speedup"] = cpu["summary"]["step_s_median"] / step if c["device"] == "cuda" and cpu else None
-        b = base.get(c["key"])
-        if b:
-            old = b["summary"]["step_s_median"]
-            change = step / old - 1.0
-            noise = s.get("noise", 0.0) + b["summary"].get("noise", 0.0)
-            s.update(baseline_step_s=old, baseline_change=change,
-                     baseline_significant=abs(change) > max(noise, 0.02))
+        if s.get("compile_s") is not None and s.get("parity_reference"):
+            ref = ok.get(cell_key(c["study"], c["experiment"], s["parity_reference"], c["device"], c["label"]))
+            gain = ref["summary"]["step_s_median"] - step if ref else None
+            s["break_even_steps"] = None if gain is None else ("never" if gain <= 0 else s["compile_s"] / gain)
+        if baseline is not None:
+            notes += _against_baseline(c, base, base_cells, threshold)
+    return notes
 
 
-def width_table(cells: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """Per width: step time per device, CUDA speedup, and the crossover width where the GPU wins."""
-    rows: dict[int, dict[str, Any]] = {}
-    for c in cells:
-        if c["study"] != "width":
-            continue
-        w = c["overrides"]["width"]
-        rows.setdefault(w, {"width": w})[f"{c['device']}_step_s"] = c.get("summary", {}).get("step_s_median")
-    if not rows:
-        return None
+def _against_baseline(c: dict[str, Any], base: dict, base_cells: list[dict], threshold: float) -> list[str]:
+    s = c["summary"]
+    b = base.get((c["experiment"], c["variant"], c["device"], _config(c)))
+    if b is None:
+        same = [x for x in base_cells if (x["experiment"], x["variant"], x["device"]) ==
+                (c["experiment"], c["variant"], c["device"])]
+        if not same:
+            return []
+        mine, theirs = c["runs"][-1]["config"], same[0]["runs"][-1]["config"]
+        diff = ", ".join(f"{k} {theirs.get(k)!r} there, {mine.get(k)!r} here" for k in sorted(set(mine) | set(theirs))
+                         if mine.get(k) != theirs.get(k))
+        return [f"{c['key']}: not compared with the baseline, whose config differs ({diff})"]
+    old = b["summary"].get("step_s_median") if b.get("summary") else None
+    old = old or summarize(b["runs"]).get("step_s_median")
+    r = noise.ratio(step_samples(c["runs"]), step_samples(b["runs"]))
+    s.update(baseline_key=b["key"], baseline_step_s=old)
+    if r is None:   # too few steps (or a baseline from before step times were kept): no verdict
+        s.update(baseline_change=s["step_s_median"] / old - 1 if old else None, baseline_ci=None,
+                 baseline_fast_change=None, baseline_significant=False, baseline_regression=False)
+        return [f"{c['key']}: too few recorded step times to tell a change from noise"]
+    s.update(baseline_change=r.change, baseline_ci=[r.median.low - 1, r.median.high - 1],
+             baseline_fast_change=r.fast.value - 1, baseline_significant=r.significant(threshold),
+             baseline_regression=r.slower_beyond(threshold))
+    return []
+
+
+def regressions(doc: dict[str, Any]) -> list[str]:
+    """One line per cell slower than its baseline beyond the threshold and the noise."""
     out = []
-    crossover = None
-    for w in sorted(rows):
-        r = rows[w]
-        cpu, gpu = r.get("cpu_step_s"), r.get("cuda_step_s")
-        r["cuda_speedup"] = cpu / gpu if cpu and gpu else None
-        if crossover is None and r["cuda_speedup"] and r["cuda_speedup"] > 1:
-            crossover = w
-        out.append(r)
-    return {"rows": out, "crossover_width": crossover,
-            "note": "crossover: the smallest width at which CUDA's step is faster than the CPU's"}
+    for c in doc["cells"]:
+        s = c.get("summary") or {}
+        if s.get("baseline_regression"):
+            lo, hi = s["baseline_ci"]
+            out.append(f"{c['key']} is {s['baseline_change']:+.1%} slower than its baseline "
+                       f"(95% interval {lo:+.1%} to {hi:+.1%}; fast end {s['baseline_fast_change']:+.1%})")
+    return out
 
 
-def gd_sgd_table(cells: list[dict[str, Any]], target: float = 0.99) -> dict[str, Any] | None:
-    rows = []
-    for c in cells:
-        if c["study"] != "gd-sgd" or not c["runs"]:
-            continue
-        run = c["runs"][-1]
-        hist = [h for h in run["history"] if "test_accuracy" in h]
-        hit = next((h for h in hist if h["test_accuracy"] >= target), None)
-        bs, n_train = c["overrides"]["batch_size"], run["data"].get("n_train")
-        rows.append({"device": c["device"], "batch_size": bs, "n_train": n_train,
-                     "covers_train_set": bs == "full" or (n_train is not None and int(bs) >= n_train),
-                     "updates": run["timing"]["steps"], "epochs": run["history"][-1]["epoch"],
-                     "final_test_accuracy": hist[-1]["test_accuracy"] if hist else None,
-                     "final_loss": run["final"]["loss"], "train_s": run["timing"]["train_s"],
-                     "updates_to_target": hit["updates"] if hit else None,
-                     "seconds_to_target": hit["time_s"] if hit else None,
-                     "curve": [{k: h.get(k) for k in ("updates", "time_s", "test_accuracy", "loss")} for h in hist]})
-    return {"target_accuracy": target, "rows": rows} if rows else None
+def failures(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    return [c for c in doc["cells"] if c["status"] in FAILED]
 
 
 class Comparison:
     """The comparison document, rewritten atomically to DIR after every cell."""
 
     def __init__(self, preset: str, cells: list[Cell], notes: list[str], output_dir: Path | None,
-                 baseline: dict[str, Any] | None, env: dict[str, Any]):
+                 baseline: dict[str, Any] | None, env: dict[str, Any], threshold: float = noise.MIN_CHANGE):
         self.output_dir = output_dir
         self.baseline = baseline
+        self.threshold = threshold
+        self.cells = list(cells)
         self.doc: dict[str, Any] = {
             "schema": results.SCHEMA_VERSION, "kind": "comparison", "preset": preset,
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -341,10 +394,20 @@ class Comparison:
         self.refresh()
         self.save()
 
+    def plan_reference(self, i: int, rec: dict[str, Any]) -> None:
+        """A fast variant is checked against its reference variant's cell: plan it (next) if the
+        comparison does not already hold it."""
+        ref = next((r.get("reference_variant") for r in rec["runs"] if r.get("reference_variant")), None)
+        cell = self.cells[i]
+        if not ref or any(c.variant == ref and dataclasses.replace(c, variant=cell.variant) == cell
+                          for c in self.cells):
+            return
+        self.cells.insert(i + 1, dataclasses.replace(cell, variant=ref))
+        self.doc["planned"] = [c.key for c in self.cells]
+        self.doc["notes"].append(f"planned {self.cells[i + 1].key}: the parity reference of {cell.variant}")
+
     def refresh(self) -> None:
-        derive(self.doc["cells"], self.baseline)
-        self.doc["width"] = width_table(self.doc["cells"])
-        self.doc["gd_sgd"] = gd_sgd_table(self.doc["cells"])
+        refresh(self.doc, self.baseline, self.threshold)
 
     def save(self) -> None:
         if self.output_dir is None:
@@ -353,52 +416,38 @@ class Comparison:
         results.write_csv(self.output_dir / "results.csv", csv_rows(self.doc), CSV_COLUMNS)
 
 
+def refresh(doc: dict[str, Any], baseline: dict[str, Any] | None, threshold: float = noise.MIN_CHANGE) -> None:
+    """Every derived part of a comparison, from its cells: ratios, baseline changes, study sections."""
+    notes = derive(doc["cells"], baseline, threshold)
+    if baseline is not None:
+        doc["baseline"] = {"source": baseline.get("source"), "created": baseline.get("created"),
+                           "saved": baseline.get("saved"), "threshold": threshold, "notes": notes}
+    for study in studies.REGISTRY.values():
+        doc[study.section] = study.load().derive([c for c in doc["cells"] if c["study"] == study.name])
+
+
 def csv_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
     return [{**{k: c.get(k) for k in ("key", "study", "experiment", "variant", "device", "label",
                                       "status", "error")}, **c.get("summary", {})} for c in doc["cells"]]
 
 
-def load_comparison(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise BadInput(f"comparison file not found: {path}")
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise BadInput(f"{path} is not valid JSON: {e}") from None
-    if not isinstance(doc, dict) or doc.get("kind") != "comparison" or not isinstance(doc.get("cells"), list):
-        raise BadInput(f"{path} is not a bpbench comparison (results.json from `bpbench compare`)")
-    if doc.get("schema") != results.SCHEMA_VERSION:
-        raise BadInput(f"{path} has schema {doc.get('schema')!r}; this bpbench reads schema {results.SCHEMA_VERSION}")
-    missing = [k for k in ("preset", "notes", "planned") if k not in doc]
-    for i, cell in enumerate(doc["cells"]):
-        if not isinstance(cell, dict):
-            missing.append(f"cells[{i}]")
-            break
-        missing += [f"cells[{i}].{k}" for k in CELL_KEYS if k not in cell]
-        runs = cell.get("runs", [])
-        if not isinstance(runs, list) or not all(isinstance(r, dict) for r in runs):
-            missing.append(f"cells[{i}].runs (a list of run results)")
-            continue
-        for j, run in enumerate(runs):
-            missing += [f"cells[{i}].runs[{j}].{k}" for k in results.missing_keys(run)]
-    if missing:
-        raise BadInput(f"{path} is not a complete bpbench comparison: missing {', '.join(missing[:3])}"
-                       + (f" and {len(missing) - 3} more" if len(missing) > 3 else ""))
-    return doc
-
-
-def execute(cmp: Comparison, cells: list[Cell], unavailable: set[str], repeat: int,
+def execute(cmp: Comparison, unavailable: set[str], repeat: int,
             on_cell: Callable[[int, int, Cell, dict | None, float], None] | None = None) -> None:
-    """Run every cell in order; KeyboardInterrupt marks the document interrupted and re-raises."""
+    """Run every cell in order (the plan may grow by parity references); KeyboardInterrupt
+    (Ctrl-C, or SIGTERM turned into it) marks the document interrupted and re-raises."""
     try:
-        for i, cell in enumerate(cells, 1):
+        i = 0
+        while i < len(cmp.cells):
+            cell = cmp.cells[i]
             if on_cell:
-                on_cell(i, len(cells), cell, None, 0.0)
+                on_cell(i + 1, len(cmp.cells), cell, None, 0.0)
             t0 = time.perf_counter()
             rec = run_cell(cell, repeat, cell.device in unavailable)
+            cmp.plan_reference(i, rec)
             cmp.add(rec)
             if on_cell:
-                on_cell(i, len(cells), cell, rec, time.perf_counter() - t0)
+                on_cell(i + 1, len(cmp.cells), cell, rec, time.perf_counter() - t0)
+            i += 1
     except KeyboardInterrupt:
         cmp.doc["interrupted"] = True
         cmp.refresh()

@@ -136,6 +136,8 @@ COMMON_KEYS: dict[str, Key] = {
     "data": Key(text, "Data set (per experiment; see README).", "Data", metavar="NAME"),
     "log_every": Key(non_negative_int, "Print a progress line every N epochs.", "Output", metavar="N"),
     "eval_every": Key(non_negative_int, "Evaluate every N epochs (history).", "Output", metavar="N"),
+    "eval_every_updates": Key(non_negative_int, "Evaluate every N updates (a grid in updates, the same "
+                                                "for every batch size).", "Output", metavar="N"),
 }
 
 

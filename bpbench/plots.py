@@ -1,9 +1,19 @@
-"""PNG plots of a comparison (optional extra `plot`: matplotlib). Reads result dicts only."""
+"""PNG plots of a comparison (optional extra `plot`: matplotlib). Reads result dicts only.
+
+Per experiment: the training loss of every cell against updates (one panel per run: a data set
+or batching), each mini-batch update's own loss where there is one, and the step time of every
+cell (median with its interquartile range). Each study draws its own plot (bpbench.studies).
+"""
 
 from __future__ import annotations
 
+import io
+import os
+import tempfile
 from pathlib import Path
 from typing import Any
+
+from bpbench.errors import BadInput
 
 LINESTYLES = ("-", "--", ":", "-.")
 PLOT_HINT = "plots need matplotlib: pip install 'bpbench[plot]' (the comparison itself is complete)"
@@ -17,68 +27,144 @@ def available() -> bool:
     return True
 
 
-def write_all(doc: dict[str, Any], out_dir: Path) -> list[Path]:
-    """Write every plot the comparison has data for; returns the files written."""
+def pyplot():
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    return plt
 
-    written = []
+
+def seconds():
+    """Tick labels in s, ms, µs (not 0.00035)."""
+    from matplotlib.ticker import EngFormatter
+    return EngFormatter(unit="s")
+
+
+def loss_scale(ax, values: list[Any]) -> None:
+    """Log axis when the loss spans more than a decade; else linear with plain ticks (a loss that
+    moves within a narrow band on a log axis gets ticks like 7.075e-1)."""
+    vals = [v for v in values if v is not None]
+    if vals and min(vals) > 0 and max(vals) / min(vals) > 10:
+        ax.set_yscale("log")
+    else:
+        ax.ticklabel_format(axis="y", style="plain", useOffset=False)
+
+
+def _curve(run: dict[str, Any]) -> tuple[list[int], list[float], str]:
+    """(updates, losses, what they are): each mini-batch update's loss where the run kept them,
+    else the epoch's loss at the update that ended it (gradient descent: the same thing)."""
+    xs: list[int] = []
+    ys: list[float] = []
+    per_update = False
+    for h in run["history"]:
+        batch = h.get("batch_losses")
+        if batch:
+            per_update = True
+            first = h["updates"] - len(batch) + 1
+            xs += range(first, h["updates"] + 1)
+            ys += batch
+        else:
+            xs.append(h["updates"])
+            ys.append(h["loss"])
+    return xs, ys, "loss of each mini-batch update" if per_update else "training loss"
+
+
+def _matrix(doc: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
     by_exp: dict[str, list[dict]] = {}
     for c in doc["cells"]:
-        if c["study"] == "matrix" and c["runs"]:
+        if c["study"] == "matrix" and c.get("runs"):
             by_exp.setdefault(c["experiment"], []).append(c)
-    for exp, cells in by_exp.items():
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for i, c in enumerate(cells):
-            h = c["runs"][-1]["history"]
+    return by_exp
+
+
+def loss_plot(exp: str, cells: list[dict[str, Any]], out_dir: Path) -> Path:
+    plt = pyplot()
+    labels = list(dict.fromkeys(c["label"] for c in cells))
+    fig, axes = plt.subplots(1, len(labels), figsize=(5.5 * len(labels), 4), squeeze=False)
+    for ax, label in zip(axes[0], labels):
+        shown: list[float] = []
+        ylabel = "training loss"
+        for i, c in enumerate(x for x in cells if x["label"] == label):
+            xs, ys, ylabel = _curve(c["runs"][-1])
+            shown += ys
             # Variants that agree draw on top of each other: vary the dash so each stays visible.
-            ax.plot([e["epoch"] for e in h], [e["loss"] for e in h], ls=LINESTYLES[i % len(LINESTYLES)],
-                    label=f"{c['variant']} {c['device']} {c['label']}")
-        ax.set(xlabel="epoch", ylabel="training loss", title=f"{exp}: loss per variant", yscale="log")
+            ax.plot(xs, ys, ls=LINESTYLES[i % len(LINESTYLES)], lw=1, label=f"{c['variant']} ({c['device']})")
+        loss_scale(ax, shown)
+        ax.set(xlabel="updates", ylabel=ylabel, title=f"{exp} · {label}" if label else exp)
         ax.legend(fontsize=7)
-        written.append(_save(fig, out_dir / f"loss_{exp}.png"))
-    w = doc.get("width")
-    if w:
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for dev in ("cpu", "cuda"):
-            pts = [(r["width"], r[f"{dev}_step_s"]) for r in w["rows"] if r.get(f"{dev}_step_s")]
-            if pts:
-                ax.plot(*zip(*pts), marker="o", label=dev.upper())
-        if w.get("crossover_width"):
-            ax.axvline(w["crossover_width"], ls="--", color="gray", label=f"crossover H={w['crossover_width']:,}")
-        ax.set(xscale="log", yscale="log", xlabel="hidden width H", ylabel="seconds per Adam step",
-               title="1-H-1 MLP: CPU vs GPU")
-        ax.legend()
-        written.append(_save(fig, out_dir / "width.png"))
-    g = doc.get("gd_sgd")
-    if g:
-        fig, axes = plt.subplots(2, 2, figsize=(10, 7), sharey="row")
-        for r in g["rows"]:
-            lab = f"batch {r['batch_size']} ({r['device']})"
-            for col, x in enumerate(("updates", "time_s")):
-                pts = [(p[x], p["loss"], p["test_accuracy"]) for p in r["curve"] if p.get(x) is not None]
-                if pts:
-                    xs, loss, acc = zip(*pts)
-                    axes[0][col].plot(xs, loss, label=lab)
-                    axes[1][col].plot(xs, acc, label=lab)
-        axes[0][0].set(ylabel="training loss", yscale="log", title="GD vs SGD at equal updates")
-        axes[0][1].set(yscale="log", title="... against wall time")
-        axes[1][0].set(xlabel="updates", ylabel="held-out accuracy")
-        axes[1][1].set(xlabel="training seconds")
-        for ax in axes[1]:
-            ax.axhline(g["target_accuracy"], ls=":", color="gray")
-        axes[0][0].legend(fontsize=7)
-        written.append(_save(fig, out_dir / "gd_sgd.png"))
+    return save(fig, out_dir / f"loss_{exp}.png")
+
+
+def _quartiles(c: dict[str, Any]) -> tuple[float, float, float]:
+    """(Q1, median, Q3) of the cell's steady steps (from its summary where steps were not kept)."""
+    import numpy as np
+    from bpbench.compare import step_samples
+    samples = step_samples(c["runs"])
+    if samples:
+        q1, q2, q3 = np.percentile(np.concatenate(samples), [25, 50, 75])
+        return float(q1), float(q2), float(q3)
+    s = c["summary"]
+    half = (s.get("step_s_iqr") or 0.0) / 2
+    return s["step_s_median"] - half, s["step_s_median"], s["step_s_median"] + half
+
+
+def step_plot(exp: str, cells: list[dict[str, Any]], out_dir: Path) -> Path | None:
+    cells = [c for c in cells if (c.get("summary") or {}).get("step_s_median")]
+    if not cells:
+        return None
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 0.8 + 0.45 * len(cells)))
+    q = [_quartiles(c) for c in cells]
+    med = [m for _, m, _ in q]
+    ax.barh(range(len(cells)), med, xerr=[[m - lo for lo, m, _ in q], [hi - m for _, m, hi in q]],
+            color=[f"C{['cpu', 'cuda'].index(c['device']) if c['device'] in ('cpu', 'cuda') else 2}" for c in cells],
+            capsize=3)
+    ax.set_yticks(range(len(cells)), [" · ".join(x for x in (c["variant"], c["device"], c["label"]) if x)
+                                      for c in cells], fontsize=8)
+    ax.invert_yaxis()
+    if max(med) / min(med) > 10:
+        ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(seconds())
+    ax.set(xlabel="time per step (median; bars: interquartile range)", title=f"{exp}: step time")
+    return save(fig, out_dir / f"steps_{exp}.png")
+
+
+def write_all(doc: dict[str, Any], out_dir: Path) -> list[Path]:
+    """Write every plot the comparison has data for; returns the files written."""
+    from bpbench import studies
+
+    written = []
+    for exp, cells in _matrix(doc).items():
+        written.append(loss_plot(exp, cells, out_dir))
+        steps = step_plot(exp, cells, out_dir)
+        if steps:
+            written.append(steps)
+    for study in studies.REGISTRY.values():
+        if doc.get(study.section):
+            written += study.load().plot(doc[study.section], out_dir)
     return written
 
 
-def _save(fig, path: Path) -> Path:
-    import matplotlib.pyplot as plt
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
+def save(fig, path: Path) -> Path:
+    """Atomically, through a temporary file of its own (parallel writers never share one), into
+    a symlink's target; never over something that is not a regular file."""
+    from bpbench import results
+    plt = pyplot()
+    buf = io.BytesIO()
     fig.tight_layout()
-    fig.savefig(tmp, dpi=110)
+    fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
-    tmp.replace(path)   # atomic, like every other output file
+    target = path.resolve() if path.is_symlink() else path
+    if target.exists() and not target.is_file():
+        raise BadInput(f"cannot write plot {path}: it exists and is not a regular file")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        os.fchmod(fd, 0o666 & ~results._umask())    # mkstemp makes 0600; plots are ordinary files
+        with os.fdopen(fd, "wb") as f:
+            f.write(buf.getvalue())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
     return path

@@ -81,7 +81,7 @@ def build_session(info, cfg: dict[str, Any], device):
 
 def execute(info, cfg: dict[str, Any], *, profile_lines: bool = False,
             on_log: Callable[[str], None] | None = None,
-            on_epoch: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+            on_epoch: Callable[[int, int, dict | None], None] | None = None) -> dict[str, Any]:
     """Train once under the harness and return the result (status "ok" or "diverged")."""
     import torch
 
@@ -126,6 +126,7 @@ def execute(info, cfg: dict[str, Any], *, profile_lines: bool = False,
 
         loop_cfg = LoopConfig(epochs=cfg["epochs"], warmup_steps=cfg.get("warmup_steps", 0),
                               log_every=cfg.get("log_every", 0), eval_every=cfg.get("eval_every", 0),
+                              eval_every_updates=cfg.get("eval_every_updates", 0),
                               max_updates=cfg.get("updates"))
         res = run_loop(session, loop_cfg, device,
                        on_log=(lambda entry, n: on_log(exp.log_line(entry, n))) if on_log else None,
@@ -149,6 +150,7 @@ def execute(info, cfg: dict[str, Any], *, profile_lines: bool = False,
         final=Final(loss=res.history[-1]["loss"] if res.history else None, params=small_params(params),
                     metrics=metrics, param_digest=param_digest(params)),
         history=res.history,
+        evaluations=res.evaluations,
         timing=Timing(
             device_init_s=device_init_s, setup_s=setup_s,
             compile_s=first_step_s if compiles else None, first_step_s=None if compiles else first_step_s,

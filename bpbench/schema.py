@@ -81,6 +81,7 @@ class RunResult:
     error: str | None = None              # what happened, when status is not ok
     reference_variant: str | None = None  # the variant this one's arithmetic must match
     variant_details: dict[str, Any] = field(default_factory=dict)   # e.g. compiled: graph breaks
+    evaluations: list[dict[str, Any]] = field(default_factory=list)  # the grid of --eval-every-updates
     extra: dict[str, Any] = field(default_factory=dict)   # experiment's own keys (trace, confusion)
 
     def to_dict(self) -> dict[str, Any]:

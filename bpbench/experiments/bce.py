@@ -130,11 +130,12 @@ class BCE(Experiment):
         def metrics(learner):
             with torch.no_grad():
                 prob = learner.predict(x)
-                return {"output": float(prob[0, 0]), "accuracy": float(((prob > 0.5) == (y > 0.5)).float().mean())}
+                return {"output": float(prob[0, 0]), "accuracy": float(((prob > 0.5) == (y > 0.5)).float().mean()),
+                        "train_loss": float(nn.functional.binary_cross_entropy(prob, y))}
 
         return Task(model, make_batches("resident", x, y, cfg["batch_size"], cfg["seed"]), len(x),
                     {"name": cfg["data"], "description": desc, "n_train": len(x), "n_test": 0},
-                    metrics=metrics, extra=lambda learner: {"trace": trace})
+                    evaluate=metrics, metrics=metrics, extra=lambda learner: {"trace": trace})
 
     def gradcheck_case(self, cfg) -> GradCheckCase:
         x, y, desc = load_data(cfg["data"], cfg["seed"], "cpu", torch.float64)

@@ -138,7 +138,7 @@ class LinReg(Experiment):
 
         return Task(model, make_batches("resident", x, y, cfg["batch_size"], cfg["seed"]), len(x),
                     {"name": cfg["data"], "description": desc, "n_train": len(x), "n_test": 0},
-                    metrics=metrics)
+                    evaluate=metrics, metrics=metrics)
 
     def gradcheck_case(self, cfg) -> GradCheckCase:
         xs, ys, _ = load_data(cfg["data"])

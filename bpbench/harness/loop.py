@@ -33,6 +33,7 @@ class LoopConfig:
     warmup_steps: int = 0
     log_every: int = 0            # epochs between log lines (0: none)
     eval_every: int = 0           # epochs between evaluate() calls (0: at log points only)
+    eval_every_updates: int = 0   # also evaluate every N updates, mid-epoch too (one grid for any batching)
     max_updates: int | None = None
     check_every: int = 50         # CUDA only: epochs between divergence checks (host syncs)
 
@@ -47,13 +48,14 @@ class LoopResult:
     steps: int = 0
     steady_step_s: list[float] = field(default_factory=list)
     steady_samples: int = 0
+    evaluations: list[dict] = field(default_factory=list)   # the eval_every_updates grid
     diverged_at: int | None = None
     diverged_loss: float | None = None
 
 
 def run_loop(t: Trainable, cfg: LoopConfig, device,
              on_log: Callable[[dict, int], None] | None = None,
-             on_epoch: Callable[[int, int], None] | None = None) -> LoopResult:
+             on_epoch: Callable[[int, int, dict | None], None] | None = None) -> LoopResult:
     """Drive `t` for cfg.epochs (or cfg.max_updates) with every step timed.
 
     Like timeit, the loop runs with Python's cyclic garbage collector paused: its collections
@@ -85,6 +87,9 @@ def _run_loop(t, cfg, device, on_log, on_epoch) -> LoopResult:
             return True
         if len(pending) == 1:   # the CPU path: one epoch at a time, no stack needed
             entry, loss = pending.pop()
+            if loss.dim():      # a mini-batch epoch: every update's loss, and their mean
+                entry["batch_losses"] = loss.tolist()
+                loss = loss.mean()
             entry["loss"] = v = loss.item()
             out.history.append(entry)
             if v - v != 0:       # NaN or inf, without a function call on the hot path
@@ -92,9 +97,11 @@ def _run_loop(t, cfg, device, on_log, on_epoch) -> LoopResult:
                 return False
             return True
         import torch
-        values = torch.stack([l for _, l in pending]).tolist()
-        for (entry, _), v in zip(pending, values):
+        values = torch.stack([l if not l.dim() else l.mean() for _, l in pending]).tolist()
+        for (entry, l), v in zip(pending, values):
             entry["loss"] = v
+            if l.dim():
+                entry["batch_losses"] = l.tolist()
             out.history.append(entry)
             if not math.isfinite(v):
                 out.diverged_at, out.diverged_loss = entry["epoch"], v
@@ -109,6 +116,20 @@ def _run_loop(t, cfg, device, on_log, on_epoch) -> LoopResult:
     # Bound once: the per-step path is a handful of Python operations around t.step().
     start, stop, do_step, begin = timer.start, timer.stop, t.step, t.begin_epoch
     log_every, eval_every, check_every = cfg.log_every, cfg.eval_every, cfg.check_every
+    next_eval = cfg.eval_every_updates or -1     # the next point of the update grid (-1: no grid)
+
+    def grid_point(epoch, step, steady_start, paused):
+        """Evaluate at a point of the update grid (mid-epoch too); returns the next grid point and
+        the paused time, which the evaluation adds to (it is never training time)."""
+        synchronize(device)
+        t0 = time.perf_counter()
+        out.evaluations.append({"updates": step, "epoch": epoch,
+                                "time_s": t0 - steady_start - paused if steady_start is not None else 0.0,
+                                **t.evaluate()})
+        dt = time.perf_counter() - t0
+        out.eval_s += dt
+        return step + cfg.eval_every_updates, paused + (dt if steady_start is not None else 0.0)
+
     for epoch in range(1, epochs + 1):
         begin(epoch)
         n = min(t.steps_per_epoch, total_steps - step)
@@ -120,6 +141,8 @@ def _run_loop(t, cfg, device, on_log, on_epoch) -> LoopResult:
             if step == warm:
                 synchronize(device)
                 steady_start = time.perf_counter()
+            if step == next_eval:
+                next_eval, paused = grid_point(epoch, step, steady_start, paused)
         else:
             losses = []
             for _ in range(n):
@@ -130,7 +153,9 @@ def _run_loop(t, cfg, device, on_log, on_epoch) -> LoopResult:
                 if step == warm:
                     synchronize(device)
                     steady_start = time.perf_counter()
-            epoch_loss = _mean(losses)
+                if step == next_eval:
+                    next_eval, paused = grid_point(epoch, step, steady_start, paused)
+            epoch_loss = _stack(losses)     # flush() keeps each update's loss and their mean
         pending.append(({"epoch": epoch, "loss": None, "updates": step}, epoch_loss))
 
         log_now = log_every and (epoch % log_every == 0 or epoch == epochs)
@@ -151,9 +176,11 @@ def _run_loop(t, cfg, device, on_log, on_epoch) -> LoopResult:
             if steady_start is not None:
                 paused += dt
         if on_epoch:
-            on_epoch(epoch, epochs)
+            on_epoch(epoch, epochs, out.history[-1] if out.history else None)
     else:
         flush()
+        if cfg.eval_every_updates and (not out.evaluations or out.evaluations[-1]["updates"] != step):
+            _, paused = grid_point(epochs, step, steady_start, paused)   # the grid ends where training does
 
     synchronize(device)
     end = time.perf_counter()
@@ -166,6 +193,6 @@ def _run_loop(t, cfg, device, on_log, on_epoch) -> LoopResult:
     return out
 
 
-def _mean(losses):
+def _stack(losses):
     import torch
-    return torch.stack(losses).mean()
+    return torch.stack(losses)

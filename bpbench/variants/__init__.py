@@ -80,3 +80,11 @@ def option_keys() -> dict[str, C.Key]:
     for v in REGISTRY.values():
         out.update(v.options)
     return out
+
+
+def chosen(available: tuple[str, ...] | list[str], asked: list[str]) -> list[str]:
+    """The variants a comparison runs: those asked for, else the reference variants. Fast ones
+    (compiled, graphed) cost a compile or capture per cell, so they run on request only."""
+    if asked:
+        return [v for v in available if v in asked]
+    return [v for v in available if REGISTRY[v].reference is None]

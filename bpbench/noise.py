@@ -1,0 +1,115 @@
+"""Is a difference in step time real? Confidence intervals from recorded step times.
+
+Every run keeps each steady step's time (`timing.step_s_all`, in the order they ran). Comparing two
+medians alone calls the machine's mood a change: on a shared machine the same code moved 17-33 %
+between two runs. Two things make a verdict trustworthy here:
+
+- Intervals from a *block* bootstrap: each run's steps are cut into contiguous blocks and the
+  blocks, not single steps, are resampled. Neighbouring steps share the machine's state (another
+  process's burst, a frequency change), so resampling single steps would pretend they are
+  independent and give intervals far too narrow. Repeats (`--repeat N`) add runs, and with them
+  the variation between processes.
+- Two statistics: the median and the 10th percentile. Contention only ever adds time (timeit's
+  reason to trust the fastest runs), so a busy neighbour inflates the median while the fast end
+  of the distribution stays where the code puts it. A change is called only when the whole
+  distribution moved: both statistics, in the same direction, each beyond its interval and by
+  more than a threshold (MIN_CHANGE, or `--fail-on-regression PCT`). Recorded here (tests/data):
+  the same code run twice moved +36 % at the median and +5 % at the 10th percentile.
+
+Torch-free; numpy does the resampling.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+LEVEL = 0.95          # confidence level of every interval
+RESAMPLES = 2000      # bootstrap resamples (percentile intervals)
+BLOCKS = 20           # blocks per side, spread over its runs
+MIN_STEPS = 10        # fewer steady steps than this: no interval (the noise is unknown)
+MIN_CHANGE = 0.10     # a change below 10 % is not called without --fail-on-regression PCT
+FAST = 10             # the percentile that stands for "the fast end" of a distribution
+
+Runs = Sequence[Sequence[float]]   # runs, each its steady step times in the order they ran
+
+
+@dataclass(frozen=True)
+class Interval:
+    value: float          # point estimate: new / old of the pooled statistic
+    low: float
+    high: float
+
+    def beyond_noise(self) -> bool:
+        return self.low > 1.0 or self.high < 1.0
+
+
+@dataclass(frozen=True)
+class Ratio:
+    """new / old step time at the median and at the fast end, each with its 95 % interval."""
+    median: Interval
+    fast: Interval
+
+    @property
+    def change(self) -> float:
+        """The change people read: of the median step time (+0.25: 25 % slower)."""
+        return self.median.value - 1.0
+
+    def significant(self, threshold: float = MIN_CHANGE) -> bool:
+        both = (self.median, self.fast)
+        same_way = all(i.value > 1 for i in both) or all(i.value < 1 for i in both)
+        return same_way and all(i.beyond_noise() and abs(i.value - 1) > threshold for i in both)
+
+    def slower_beyond(self, threshold: float) -> bool:
+        """A regression: both statistics slower by more than `threshold`, both intervals above 1."""
+        return all(i.low > 1.0 and i.value - 1 > threshold for i in (self.median, self.fast))
+
+
+def usable(runs: Runs | None) -> bool:
+    return bool(runs) and all(len(r) > 0 for r in runs) and sum(len(r) for r in runs) >= MIN_STEPS
+
+
+def _blocks(runs: Runs) -> list[np.ndarray]:
+    per_run = max(1, BLOCKS // len(runs))
+    out: list[np.ndarray] = []
+    for r in runs:
+        a = np.asarray(r, dtype=float)
+        out += np.array_split(a, min(per_run, len(a)))
+    return out
+
+
+def _bootstrap(runs: Runs, q: float, rng: np.random.Generator) -> np.ndarray:
+    """Bootstrap distribution of the q-th percentile: resample the blocks, take the median of
+    the resampled blocks' own q-th percentiles."""
+    per_block = np.asarray([np.percentile(b, q) for b in _blocks(runs)])
+    picks = rng.integers(0, len(per_block), size=(RESAMPLES, len(per_block)))
+    return np.median(per_block[picks], axis=1)
+
+
+def pooled(runs: Runs, q: float = 50) -> float:
+    return float(np.percentile(np.concatenate([np.asarray(r, dtype=float) for r in runs]), q))
+
+
+def _interval(new: Runs, old: Runs, q: float, rng: np.random.Generator) -> Interval:
+    dist = _bootstrap(new, q, rng) / _bootstrap(old, q, rng)
+    low, high = np.quantile(dist, [(1 - LEVEL) / 2, (1 + LEVEL) / 2])
+    return Interval(pooled(new, q) / pooled(old, q), float(low), float(high))
+
+
+def ratio(new: Runs | None, old: Runs | None, seed: int = 0) -> Ratio | None:
+    """new / old with intervals; None when either side has too few steps to say anything."""
+    if not (usable(new) and usable(old)):
+        return None
+    rng = np.random.default_rng(seed)     # fixed: the same samples always give the same verdict
+    return Ratio(_interval(new, old, 50, rng), _interval(new, old, FAST, rng))
+
+
+def relative_noise(runs: Runs | None, seed: int = 0) -> float | None:
+    """Half the width of the median's interval, relative to the median (0.05: +-5 %)."""
+    if not usable(runs):
+        return None
+    low, high = np.quantile(_bootstrap(runs, 50, np.random.default_rng(seed)),
+                            [(1 - LEVEL) / 2, (1 + LEVEL) / 2])
+    return float((high - low) / 2 / pooled(runs))

@@ -1,0 +1,84 @@
+"""Saved comparisons, kept like pytest-benchmark's saved runs: `compare --save NAME` stores the
+document with the commit, a timestamp and the machine under a runs directory; `--baseline NAME`
+or `--baseline last` picks one again (a path to a results.json works as well)."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import platform
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import bpbench
+from bpbench import results
+from bpbench.errors import BadInput
+
+DEFAULT_DIR = Path(".bpbench") / "runs"
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
+def check_name(name: str) -> str:
+    if not NAME.fullmatch(name) or name == "last" or name.endswith(".json"):
+        raise BadInput(f"--save {name!r}: a name is 1-100 letters, digits, '.', '_' or '-' "
+                       "(not 'last', no '.json'), e.g. --save main")
+    return name
+
+
+def commit() -> dict[str, Any]:
+    """The commit of bpbench's own source tree (null outside a git checkout), and whether it had
+    uncommitted changes: what a saved measurement measured."""
+    src = Path(bpbench.__file__).resolve().parent
+
+    def git(*args: str) -> str | None:
+        try:
+            r = subprocess.run(["git", "-C", str(src), *args], capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return r.stdout.strip() if r.returncode == 0 else None
+
+    head = git("rev-parse", "HEAD")
+    status = git("status", "--porcelain", "--untracked-files=no") if head else None
+    return {"commit": head, "dirty": bool(status) if status is not None else None}
+
+
+def machine(env: dict[str, Any]) -> dict[str, Any]:
+    return {"node": platform.node(), **{k: env.get(k) for k in ("platform", "cpu", "cpu_count", "python", "torch",
+                                                                "cuda_runtime")}}
+
+
+def save(doc: dict[str, Any], name: str, runs_dir: Path) -> Path:
+    doc["saved"] = {"name": name, **commit(), "saved_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                    "machine": machine(doc.get("env") or {})}
+    path = runs_dir / f"{name}.json"
+    results.write_json(path, doc)
+    return path
+
+
+def names(runs_dir: Path) -> list[str]:
+    return sorted(p.stem for p in runs_dir.glob("*.json")) if runs_dir.is_dir() else []
+
+
+def _is_file(p: Path) -> bool:
+    try:
+        return p.is_file()
+    except OSError:     # a name too long for the file system, ...
+        return False
+
+
+def resolve(spec: str, runs_dir: Path) -> Path:
+    """`last` (the newest saved comparison), a saved NAME, or a path to a results.json."""
+    if spec == "last":
+        files = list(runs_dir.glob("*.json")) if runs_dir.is_dir() else []
+        if not files:
+            raise BadInput(f"--baseline last: no saved comparison in {runs_dir} (save one with --save NAME)")
+        return max(files, key=lambda p: p.stat().st_mtime)
+    if _is_file(Path(spec)) or spec.endswith(".json") or "/" in spec or not NAME.fullmatch(spec):
+        return Path(spec)       # a path: reading it says what is wrong with it
+    path = runs_dir / f"{spec}.json"
+    if not _is_file(path):
+        have = names(runs_dir)
+        raise BadInput(f"--baseline {spec}: no such file, and no comparison saved as {spec!r} in {runs_dir}"
+                       + (f" (saved: {', '.join(have)})" if have else ""))
+    return path

@@ -1,0 +1,114 @@
+"""The parity guard: a fast variant's speed counts only when its numbers are the reference's."""
+
+import dataclasses
+
+import pytest
+
+from bpbench import compare as cmp
+from bpbench import parity
+from synthetic import cell, document, run_result
+
+DIGEST = {"layer1.weight": {"norm": 2.5, "sum": -0.75, "head": [0.4352, 0.3545, 0.1951, 0.4835]},
+          "layer1.bias": {"norm": 0.149, "sum": -0.098, "head": [-0.1419, 0.0439]}}
+
+
+def nudged(digest, name, what, factor):
+    d = {k: {**v, "head": list(v["head"])} for k, v in digest.items()}
+    if what == "head":
+        d[name]["head"][0] *= factor
+    else:
+        d[name][what] *= factor
+    return d
+
+
+def test_identical_runs_match():
+    ref = run_result(variant="autograd", losses=(0.5368, 0.28), param_digest=DIGEST)
+    fast = run_result(variant="compiled", losses=(0.5368 * (1 + 5e-5), 0.28), param_digest=DIGEST)
+    assert parity.check(fast, ref) == []
+
+
+@pytest.mark.parametrize("change,reason", [
+    ({"losses": (0.5368 * (1 + 3e-4), 0.28)}, "loss differs at epoch 1"),
+    ({"losses": (0.5368,)}, "1 epochs of loss history against the reference's 2"),
+    ({"param_digest": nudged(DIGEST, "layer1.weight", "norm", 1 + 2e-4)}, "layer1.weight norm differs"),
+    ({"param_digest": nudged(DIGEST, "layer1.bias", "head", 1.01)}, "layer1.bias head[0] differs"),
+    ({"param_digest": {"layer1.weight": DIGEST["layer1.weight"]}}, "parameter names differ"),
+    ({"param_digest": None}, "parameters not checkable: this run has no final.param_digest"),
+])
+def test_mismatches_are_named(change, reason):
+    ref = run_result(variant="autograd", losses=(0.5368, 0.28), param_digest=DIGEST)
+    kw = {"losses": (0.5368, 0.28), "param_digest": DIGEST, **change}
+    if kw["param_digest"] is None:
+        del kw["param_digest"]
+    reasons = parity.check(run_result(variant="compiled", **kw), ref)
+    assert any(reason in r for r in reasons), reasons
+
+
+def test_a_sum_near_zero_is_judged_against_the_parameter_norm():
+    """sum 1e-9 vs 2e-9 is a 100 % relative difference but noise next to a norm of 2.5."""
+    a = nudged(DIGEST, "layer1.weight", "sum", 0)
+    a["layer1.weight"]["sum"] = 1e-9
+    b = nudged(a, "layer1.weight", "sum", 2.0)
+    assert parity.check(run_result(param_digest=a), run_result(param_digest=b)) == []
+
+
+def pair(fast_losses=(0.5, 0.25), fast_step=5e-5, ref_step=2e-4, compile_s=3.0):
+    ref = run_result(variant="autograd", losses=(0.5, 0.25), param_digest=DIGEST, steps=[ref_step] * 30)
+    fast = run_result(variant="compiled", losses=fast_losses, param_digest=DIGEST, steps=[fast_step] * 30,
+                      reference_variant="autograd", compile_s=compile_s)
+    return [cell(fast), cell(ref)]
+
+
+def test_compare_credits_a_matching_fast_variant_with_its_break_even():
+    cells = pair()
+    cmp.derive(cells)
+    s = cells[0]["summary"]
+    assert cells[0]["status"] == "ok" and s["parity_reference"] == "autograd"
+    assert s["compile_s"] == 3.0 and s["break_even_steps"] == pytest.approx(3.0 / (2e-4 - 5e-5))   # 20,000
+
+
+def test_compare_marks_a_mismatch_and_gives_it_no_ratio():
+    cells = pair(fast_losses=(0.5, 0.26))
+    manual = cell(run_result(variant="manual", losses=(0.5, 0.25), steps=[1e-4] * 30))
+    cmp.derive(cells + [manual])
+    c = cells[0]
+    assert c["status"] == "mismatch" and "loss differs at epoch 2" in c["error"]
+    assert "speed_vs_manual" not in c["summary"] and "break_even_steps" not in c["summary"]
+    assert cells[1]["summary"]["speed_vs_manual"] == pytest.approx(0.5)   # the reference keeps its ratio
+    assert cmp.failures(document(cells)) == [c]
+    cells[0]["runs"][0]["history"][1]["loss"] = 0.25        # fixed: derive again, status follows
+    cmp.derive(cells)
+    assert c["status"] == "ok" and c["error"] is None
+
+
+def test_slower_fast_variant_never_breaks_even():
+    cells = pair(fast_step=3e-4)
+    cmp.derive(cells)
+    assert cells[0]["summary"]["break_even_steps"] == "never"
+    from bpbench.report import compile_lines
+    assert "never pays off" in compile_lines(cells)[0]
+
+
+def test_without_its_reference_cell_a_fast_variant_is_not_checkable():
+    fast, _ = pair()
+    cmp.derive([fast])
+    assert fast["status"] == "mismatch" and "not checkable: no autograd cell ran" in fast["error"]
+
+
+def test_runs_without_the_new_keys_are_left_alone():
+    """Results written before reference_variant / param_digest existed: no parity check at all."""
+    c = cell(run_result(variant="autograd"))
+    cmp.derive([c])
+    assert c["status"] == "ok" and "parity_reference" not in c["summary"]
+
+
+def test_the_reference_cell_is_planned_when_not_asked_for():
+    fast = cmp.make_cell("matrix", "linreg", "compiled", "cpu", {"epochs": 50})
+    comparison = cmp.Comparison("quick", [fast], [], None, None, {})
+    rec = {"runs": [run_result(variant="compiled", reference_variant="autograd")]}
+    comparison.plan_reference(0, rec)
+    assert comparison.cells == [fast, dataclasses.replace(fast, variant="autograd")]
+    assert comparison.doc["planned"][1] == "matrix:linreg/autograd/cpu"
+    assert "parity reference of compiled" in comparison.doc["notes"][0]
+    comparison.plan_reference(0, rec)                     # planned once only
+    assert len(comparison.cells) == 2

@@ -1,0 +1,205 @@
+"""Reading a comparison: tables that fit 100 columns, markdown, plots, progress, saved runs."""
+
+import io
+import json
+import os
+import re
+
+import pytest
+
+from bpbench import compare as cmp
+from bpbench import plots, report, saved
+from synthetic import aa_doc, cell, document, run_result, write
+
+
+def widest_doc():
+    """Every column a default table can show at once: two devices, two runs, accuracy, ratios."""
+    cells = []
+    for label, data in (("data=line4", "line4"), ("data=scatter30, epochs=10000", "scatter30")):
+        for variant, step in (("manual", 6.3e-5), ("autograd", 2.79e-4), ("nn", 3.82e-4)):
+            for device, k in (("cpu", 1.0), ("cuda", 0.25)):
+                run = run_result("linreg", variant, device, steps=[step * k * (1 + 0.01 * (i % 5)) for i in range(400)],
+                                 config={"data": data}, losses=(1.0, 3.432052e-05), metrics={"accuracy": 0.99527})
+                cells.append(cell(run, label=label, overrides={"data": data}))
+    return document(cells, preset="full")
+
+
+def test_table_fits_100_columns_without_cutting_a_number(cli, tmp_path):
+    doc = widest_doc()
+    old = write(tmp_path / "old.json", doc)
+    new = widest_doc()
+    for c in new["cells"]:      # 30 % slower: every cell gets a "+30.0% slower" in the change column
+        c["runs"][0]["timing"]["step_s_all"] = [s * 1.3 for s in c["runs"][0]["timing"]["step_s_all"]]
+    r = cli.runner.invoke(report_app(), ["report", str(write(tmp_path / "new.json", new)), "--baseline", str(old)],
+                          env={"COLUMNS": "100"})
+    assert r.exit_code == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 100 and "…" not in r.stdout
+    assert "3.432e-05" in r.stdout and "+30% slower" in r.stdout and "4.00x" in r.stdout   # CUDA x
+    assert "data=scatter30," in r.stdout and "epochs=10000" in r.stdout      # a long label folds
+    assert "CUDA peak" not in r.stdout and "setup" not in r.stdout           # --wide only
+    # what did not fit is named, and is in the markdown (which has no width)
+    assert "left out to fit 100 columns: IQR, peak RSS, acc. (--wide" in r.stdout
+    md = cli("report", tmp_path / "new.json", "--baseline", old, "--format", "markdown").stdout
+    assert "| acc. |" in md and "| 0.9953 |" in md and "| peak RSS |" in md
+    wide = cli.runner.invoke(report_app(), ["report", str(old), "--wide"], env={"COLUMNS": "100"})
+    assert "setup" in wide.stdout and "samples/s" in wide.stdout and "…" not in wide.stdout
+
+
+def report_app():
+    from bpbench.cli import app
+    return app
+
+
+def test_columns_empty_for_the_devices_that_ran_are_dropped():
+    doc = document([cell(run_result(variant=v, steps=[s] * 20)) for v, s in (("manual", 1e-4), ("nn", 3e-4))])
+    cmp.refresh(doc, None)
+    tab = report.comparison_blocks(doc)[1]
+    assert tab.columns == ["variant", "step", "IQR", "vs\nmanual", "final\nloss", "peak\nRSS"]
+    assert tab.title == "linreg" and report.comparison_blocks(doc)[0].endswith("· cpu")
+
+
+def test_markdown_report_is_a_table_to_paste(cli, tmp_path):
+    doc = aa_doc(0)
+    r = cli("report", write(tmp_path / "r.json", doc), "--format", "markdown")
+    assert r.exit_code == 0, r.stderr
+    md = r.stdout
+    assert md.startswith("### bpbench compare · preset quick · cpu\n")
+    assert "**mnist01**\n\n| variant | step | IQR | final loss | peak RSS |\n| :-- | --: | --: | --: | --: |\n" in md
+    row = re.search(r"^\| autograd \| (\S+ \S+) \|", md.split("**mnist01**")[1], re.M)
+    assert row and row.group(1) == report.fmt_s(doc["cells"][1]["summary"]["step_s_median"])
+    assert "[" not in md.replace("[1/", "")          # no rich markup left
+
+
+def test_report_reads_a_single_run_file(cli, tmp_path):
+    out = tmp_path / "run.json"
+    assert cli("run", "linreg", "--epochs", "30", "--output", out).exit_code == 0
+    r = cli("report", out)
+    assert r.exit_code == 0, r.stderr
+    assert "preset single run" in r.stdout and "manual" in r.stdout
+    d = json.loads(cli("report", out, "--baseline", out, "--json").stdout)
+    assert d["cells"][0]["summary"]["baseline_change"] == 0.0       # itself: no change
+
+
+def test_bce_shows_the_output_before_and_after_the_step_beside_its_loss(cli):
+    out = cli("run", "bce").stdout
+    # seed 002: sigma3 = 0.4154 and loss = 0.5368 before its one SGD step (lr 1)
+    assert re.search(r"before the step\s+│ loss 0\.5368842 · output 0\.4154332", out), out
+    assert re.search(r"after the step\s+│ loss 0\.2804214 · output 0\.2445347", out), out
+    assert "final loss" not in out
+
+
+def test_eval_every_records_linreg_and_bce_metrics(cli):
+    lin = cli.json("run", "linreg", "--epochs", "20", "--eval-every", "10")["history"]
+    assert [sorted(h) for h in lin if "mse" in h] == [["epoch", "loss", "mse", "time_s", "updates"]] * 2
+    bce = cli.json("run", "bce", "--data", "xor", "--epochs", "4", "--eval-every", "2")["history"]
+    assert {"accuracy", "train_loss", "output"} <= bce[1].keys() and "accuracy" not in bce[0]
+
+
+def test_confusion_matrices_print_as_tables(cli):
+    out = cli("run", "mnist01", "--batch-size", "256", "--epochs", "1").stdout
+    assert "confusion matrices (rows: true class, columns: predicted class)\ntraining set" in out
+    assert "held-out set" in out
+    assert re.search(r"│ +0 │ +\d+ │ +\d+ │", out) and "pred 1" in out and "{'train'" not in out
+
+
+def test_compare_progress_shows_elapsed_and_what_is_left():
+    stream = io.StringIO()
+    progress = report.CellProgress(stream)
+    ticks = iter([12.0, 16.0])
+    progress.clock = lambda: next(ticks)
+    progress.t0 = 10.0
+    c = cmp.make_cell("matrix", "linreg", "manual", "cpu", {})
+    for i, secs in ((1, 2.0), (2, 4.0)):
+        progress(i, 3, c, None, 0.0)
+        progress(i, 3, c, {"status": "ok", "error": None}, secs)
+    lines = stream.getvalue().splitlines()
+    assert lines == ["[1/3] matrix:linreg/manual/cpu: ok in 2.0 s · 2 s elapsed · about 4 s left",
+                     "[2/3] matrix:linreg/manual/cpu: ok in 4.0 s · 6 s elapsed · about 3 s left"]
+
+
+def test_run_progress_shows_loss_and_time_per_update():
+    from bpbench.cli import _LazyProgress
+    p = _LazyProgress("linreg manual")
+    p.mark = (1.0, 100)
+    assert p._now(1.5, {"loss": 0.0076, "updates": 600}) == "loss 0.0076 · 1 ms/update"
+
+
+def test_help_is_dash_h_and_completion_is_offered(cli):
+    r = cli("-h")
+    assert r.exit_code == 0 and "--install-completion" in r.stdout and "--show-completion" in r.stdout
+    assert cli("compare", "-h").exit_code == 0
+
+
+def test_saved_runs_by_name_and_last(cli, tmp_path, monkeypatch):
+    runs = tmp_path / "runs"
+    monkeypatch.setenv("BPBENCH_RUNS_DIR", str(runs))
+    first = saved.save(aa_doc(0), "main", runs)
+    os.utime(first, (1, 1))                   # older than the next one
+    saved.save(aa_doc(1, scale=1.5), "pr-7", runs)
+    meta = json.loads(first.read_text())["saved"]
+    assert meta["name"] == "main" and len(meta["commit"]) == 40 and meta["machine"]["node"]
+    new = write(tmp_path / "new.json", aa_doc(1))
+    by_name = json.loads(cli("report", new, "--baseline", "main", "--json").stdout)
+    assert by_name["baseline"]["source"] == "main"
+    assert all(c["summary"]["baseline_significant"] is False for c in by_name["cells"])
+    last = json.loads(cli("report", new, "--baseline", "last", "--json").stdout)
+    assert last["baseline"]["source"] == "last (pr-7)"
+    assert all(c["summary"]["baseline_change"] < -0.2 for c in last["cells"])   # pr-7 was 50 % slower
+    r = cli("report", new, "--baseline", "nope")
+    assert r.exit_code == 2 and "(saved: main, pr-7)" in r.stderr
+
+
+def test_loss_axes_are_linear_for_a_narrow_band():
+    plt = plots.pyplot()
+    fig, (a, b) = plt.subplots(1, 2)
+    plots.loss_scale(a, [0.7075, 0.7071, 0.7069])
+    plots.loss_scale(b, [1.0, 0.01])
+    assert (a.get_yscale(), b.get_yscale()) == ("linear", "log")
+    plt.close(fig)
+
+
+def test_plots_per_update_losses_panels_and_step_times(tmp_path):
+    runs = [run_result("mnist01", v, losses=(0.7, 0.6)) for v in ("autograd", "manual")]
+    for r in runs:      # two mini-batch epochs of 3 updates each
+        for h, batch in zip(r["history"], ([0.72, 0.70, 0.68], [0.62, 0.60, 0.58])):
+            h.update(updates=h["epoch"] * 3, batch_losses=batch)
+    assert plots._curve(runs[0]) == ([1, 2, 3, 4, 5, 6], [0.72, 0.70, 0.68, 0.62, 0.60, 0.58],
+                                     "loss of each mini-batch update")
+    doc = document([cell(r, label="batch=32") for r in runs] + [cell(run_result("mnist01", "autograd"), label="batch=full")])
+    cmp.refresh(doc, None)
+    written = plots.write_all(doc, tmp_path)
+    assert [p.name for p in written] == ["loss_mnist01.png", "steps_mnist01.png"]
+    assert all(p.stat().st_size > 1000 for p in written)
+
+
+def test_study_plots(tmp_path):
+    """The width plot names what ran and carries seed 004's own figures; gd-sgd marks crossings."""
+    from bpbench.studies import width
+    w = [cell(run_result("width", "autograd", steps=[s] * 20), study="width", label=f"H={h}",
+              overrides={"width": h, "epochs": 50}) for h, s in ((500, 6e-4), (2000, 8e-4))]
+    doc = document(w)
+    cmp.refresh(doc, None)
+    assert doc["width"]["steps"] == [50] and doc["width"]["hardware"] == {"cpu": "test cpu"}
+    assert width.SEED_STEP_S["cuda"][200_000] == pytest.approx(1.373826026916504e-3)   # seed: 1.37 s / 1000
+    assert "seed 004's own machine, per step: H = 500: CPU 369 µs, GPU 580 µs; H = 200,000: CPU 84.1 ms, GPU 1.37 ms" \
+        in " ".join(b for b in report.comparison_blocks(doc) if isinstance(b, str))
+    assert [p.name for p in plots.write_all(doc, tmp_path)] == ["width.png"]
+
+
+def test_plot_writers_never_share_a_temporary_file(tmp_path, monkeypatch):
+    """Issue 13 #14: parallel `report --plot-dir` runs collided on one fixed temporary name."""
+    plt = plots.pyplot()
+    moves = []
+    real = os.replace
+    monkeypatch.setattr(os, "replace", lambda a, b: (moves.append((a, b)), real(a, b)))
+    for _ in range(2):
+        plots.save(plt.figure(), tmp_path / "x.png")
+    assert len({a for a, _ in moves}) == 2 and [p.name for p in tmp_path.iterdir()] == ["x.png"]
+    link = tmp_path / "link.png"
+    link.symlink_to(tmp_path / "x.png")
+    plots.save(plt.figure(), link)
+    assert link.is_symlink()                   # written through the link, not replacing it
+    (tmp_path / "dir.png").mkdir()
+    with pytest.raises(Exception, match="not a regular file"):
+        plots.save(plt.figure(), tmp_path / "dir.png")
