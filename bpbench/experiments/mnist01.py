@@ -27,6 +27,10 @@ def load(cfg) -> tuple[Tensor, Tensor, Tensor, Tensor, dict]:
     """(x_train, y_train, x_test, y_test, data description), pixels scaled to [0, 1]."""
     digits = list(range(10)) if cfg["digits"] == "0-9" else [0, 1]
     data, data_dir = cfg["data"], cfg.get("data_dir")
+    if data_dir and data not in ("offline", "mnist"):   # offline: the default, not a choice
+        raise BadInput(f"--data {data} and --data-dir both name the data to train on: give one")
+    if cfg.get("download") and not data_dir:
+        raise BadInput("--download needs --data-dir DIR to download into")
     if data_dir or data == "mnist":
         if not data_dir:
             raise BadInput("--data mnist needs --data-dir DIR (torchvision's layout DIR/MNIST/raw/)")
