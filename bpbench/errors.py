@@ -13,10 +13,12 @@ class BadInput(Exception):
 
 
 class Diverged(Exception):
-    """Training produced a NaN/inf loss (exit 3). Carries what was computed before it."""
+    """Training produced a NaN/inf loss, or NaN/inf inside the model: parameters, or values that
+    torch refused (`inside`), exit 3. Carries what was computed before it."""
 
-    def __init__(self, epoch: int, loss: float, partial=None):
-        super().__init__(f"loss became {loss} at epoch {epoch}: the run diverged (try a smaller --lr)")
+    def __init__(self, epoch: int, loss: float, partial=None, inside: bool = False):
+        what = "the model's values became NaN/inf" if inside else f"loss became {loss}"
+        super().__init__(f"{what} at epoch {epoch}: the run diverged (try a smaller --lr)")
         self.epoch = epoch
         self.loss = loss
         self.partial = partial

@@ -7,14 +7,71 @@ its own module (`bpbench.experiments.<name>`) and is imported only when it runs.
 from __future__ import annotations
 
 import importlib
+import os
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple
 
 from bpbench import config as C
 from bpbench.errors import BadInput
 
 if TYPE_CHECKING:
     from bpbench.experiments.base import Experiment
+
+
+class Footprint(NamedTuple):
+    """What a run will need, estimated from its config before anything is allocated (see
+    bpbench.run.check_memory): bytes on the device for data, parameters, gradients, optimizer
+    state and activations; and updates per epoch (the harness keeps a record of each)."""
+    device_bytes: int
+    steps_per_epoch: int
+
+
+def _no_footprint(cfg: dict[str, Any]) -> Footprint:
+    """An experiment that declares none: only the harness's own records are counted."""
+    return Footprint(0, 1)
+
+
+def _steps(n: int, batch_size: int | str) -> int:
+    return 1 if batch_size == "full" else -(-n // min(int(batch_size), n))
+
+
+def _file_size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:        # the loader says what is wrong with it
+        return 0
+
+
+def _linreg_footprint(cfg: dict[str, Any]) -> Footprint:
+    # A CSV row ("x,y" and a newline) takes about 8 bytes or more; each point costs ~100 bytes
+    # (two Python floats while reading, then two float32 tensor elements).
+    n = {"line4": 4, "scatter30": 30}.get(cfg["data"]) or max(1, _file_size(cfg["data"]) // 8)
+    return Footprint(100 * n, _steps(n, cfg["batch_size"]))
+
+
+def _bce_footprint(cfg: dict[str, Any]) -> Footprint:
+    n = 64 if cfg["data"] == "xor" else 1
+    return Footprint(1024 * n, _steps(n, cfg["batch_size"]))
+
+
+def _mnist01_footprint(cfg: dict[str, Any]) -> Footprint:
+    if cfg.get("data_dir") or cfg["data"] == "mnist":
+        n = 60_000                                     # MNIST's training split
+    elif cfg["data"] == "offline":
+        n = 2_115                                      # the shipped 0s and 1s
+    else:
+        n = max(1, _file_size(cfg["data"]) // 785)     # an .npz: 784 pixels and a label an image
+    # uint8 images, their float32 copy and one float32 temporary; the nets are tiny beside them.
+    return Footprint(9 * 784 * n, _steps(n, cfg["batch_size"]))
+
+
+def _width_footprint(cfg: dict[str, Any]) -> Footprint:
+    h, bs = cfg["width"], cfg["batch_size"]
+    rows = 100 if bs == "full" else min(int(bs), 100)
+    # Three (rows x H) float32 activations (Linear, ReLU, a gradient) and five float32 copies of
+    # the 3H parameters (values, gradients, Adam's two moments, a temporary): 12 rows + 60 bytes
+    # per unit, 1,260 at full batch; measured here: 1,244 (peak RSS at H = 1e6 and 4e6).
+    return Footprint(h * (12 * rows + 60), _steps(100, bs))
 
 
 @dataclass(frozen=True)
@@ -25,6 +82,7 @@ class ExperimentInfo:
     variants: tuple[str, ...]          # the first is the default
     options: dict[str, C.Validator] = field(default_factory=dict)  # keys beyond config.COMMON_KEYS
     has_trace: bool = False
+    footprint: Callable[[dict[str, Any]], Footprint] = _no_footprint   # memory estimate (see Footprint)
 
     @property
     def keys(self) -> dict[str, C.Validator]:
@@ -46,13 +104,16 @@ REGISTRY: dict[str, ExperimentInfo] = {
             source="seeds 000 (x=1..4, y=2x+1) and 003 (30 points)",
             variants=("manual", "autograd", "nn"),
             options={"init": C.one_of("default", "zeros")},
+            footprint=_linreg_footprint,
         ),
         ExperimentInfo(
             name="bce",
             summary="The 2-2-1 sigmoid net with fixed weights, BCE loss, SGD lr 1, traced step by step",
             source="seed 002 (hand-computed forward values), layers of seed 001",
             variants=("manual", "autograd"),
+            options={"data": C.one_of("source", "xor")},
             has_trace=True,
+            footprint=_bce_footprint,
         ),
         ExperimentInfo(
             name="mnist01",
@@ -65,15 +126,17 @@ REGISTRY: dict[str, ExperimentInfo] = {
                 "updates": C.positive_int,
                 "data_dir": C.text,
                 "download": C.boolean,
-                "holdout": C.positive_float,
+                "holdout": C.fraction,
             },
+            footprint=_mnist01_footprint,
         ),
         ExperimentInfo(
             name="width",
             summary="1-H-1 ReLU MLP trained with Adam: the CPU-vs-GPU width study",
             source="seed 004 sections C-D (H=500: CPU wins; H=200,000: GPU ~60x)",
             variants=("autograd",),
-            options={"width": C.positive_int},
+            options={"width": C.positive_int, "data": C.one_of("source")},   # data: none to choose
+            footprint=_width_footprint,
         ),
     ]
 }
