@@ -42,6 +42,10 @@ class OneLineErrors(typer.core.TyperGroup):
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         _usable_streams()
+        try:
+            os.getcwd()
+        except FileNotFoundError:    # torch's own libraries abort the process from a deleted cwd
+            fail("the current directory no longer exists: cd to one that does")
         previous = _terminate_like_interrupt()
         try:
             rv = super().main(args=args, prog_name=prog_name, complete_var=complete_var,

@@ -11,12 +11,13 @@ Schema 1 (one run):
     history     [{epoch, loss, updates, ...metrics at evaluation points}]
     timing      {setup_s, warmup_s, train_s, eval_s, total_s, steps, warmup_steps,
                  step_s_median, step_s_iqr, samples_per_s}
-    memory      {rss_start_mib, rss_peak_mib, rss_samples, cuda_peak_allocated_mib,
-                 cuda_peak_reserved_mib, line_profile (text or null)}
+    memory      {rss_start_mib, rss_peak_mib, rss_peak_source, rss_samples (null: not sampled),
+                 cuda_peak_allocated_mib, cuda_peak_reserved_mib, line_profile (text or null)}
     env         {bpbench, torch, python, platform, cpu, threads, cuda_device, ...}
     status      "ok" | "diverged"  (with "error" when diverged)
 
-Files are strict JSON: non-finite numbers (a diverged loss) are written as null.
+Files are strict JSON: non-finite numbers (a diverged loss) are written as null. Every result
+file goes through write_text: atomically, through symlinks, never over a device node.
 """
 
 from __future__ import annotations

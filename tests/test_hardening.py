@@ -69,6 +69,7 @@ HOSTILE = [
     (["run", "linreg", "--config", "{tmp}/log_float.toml"], "log_every must be"),
     (["run", "linreg", "--config", "{tmp}/epochs_float.toml"], "epochs must be"),
     (["run", "linreg", "--config", "{tmp}/seed_bool.toml"], "seed must be"),
+    (["run", "linreg", "--config", "{tmp}/lr_huge_int.toml"], "lr must be"),   # float() overflows
     (["run", "linreg", "--set", "seed=3.9"], "seed must be"),
     (["run", "linreg", "--set", "warmup_steps=1.5"], "warmup_steps"),
     (["run", "linreg", "--manual", "--set", "variant=nn"], "give it once"),
@@ -115,7 +116,8 @@ HOSTILE = [
 def hostile_dir(tmp_path):
     for name, content in [("seed_big.toml", f"seed = {2**64}\n"), ("seed_float.toml", "seed = 3.9\n"),
                           ("log_float.toml", "log_every = 2.5\n"), ("epochs_float.toml", "epochs = 5.7\n"),
-                          ("seed_bool.toml", "seed = true\n"), ("ok.toml", "lr = 0.02\n"),
+                          ("seed_bool.toml", "seed = true\n"), ("lr_huge_int.toml", f"lr = {10**400}\n"),
+                          ("ok.toml", "lr = 0.02\n"),
                           ("ok.csv", "x,y\n1,3\n2,5\n")]:
         _write(tmp_path, name, content)
     (tmp_path / "dir.csv").mkdir()
@@ -415,7 +417,17 @@ def test_signal_ends_a_real_run_fast_with_no_child_left(tmp_path, sig):
     assert took < 5, took          # the old memory monitor alone took ~5 s to let go
 
 
-# ------------------------------------------------------------ the streams themselves
+# ------------------------------------------------------------ the process's surroundings
+
+@pytest.mark.e2e
+def test_a_deleted_working_directory_is_one_line(tmp_path):
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    r = subprocess.run([sys.executable, "-m", "bpbench", "list"], cwd=gone, capture_output=True, text=True,
+                       preexec_fn=lambda: os.rmdir(gone), timeout=60)   # runs after the child's chdir
+    assert r.returncode == 2 and r.stderr == "bpbench: error: the current directory no longer exists: cd to one that does\n"
+
+
 
 def test_closed_or_ascii_streams_do_not_raise(monkeypatch):
     monkeypatch.setattr(sys, "stdout", None)
