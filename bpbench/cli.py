@@ -7,7 +7,10 @@ Every error a user can cause ends in one line on stderr and exit code 2 (see err
 from __future__ import annotations
 
 import inspect
+import io
 import json
+import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -35,9 +38,16 @@ def fail(message: str, code: int = EXIT_BAD_INPUT) -> None:
 
 
 class OneLineErrors(typer.core.TyperGroup):
-    """Turns usage errors, BadInput and Ctrl-C into one line on stderr and an exit code."""
+    """Turns usage errors, BadInput, OS errors and Ctrl-C/SIGTERM into one line on stderr and an
+    exit code."""
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        _usable_streams()
+        try:
+            os.getcwd()
+        except FileNotFoundError:    # torch's own libraries abort the process from a deleted cwd
+            fail("the current directory no longer exists: cd to one that does")
+        previous = _terminate_like_interrupt()
         try:
             rv = super().main(args=args, prog_name=prog_name, complete_var=complete_var,
                               standalone_mode=False, **extra)
@@ -47,9 +57,48 @@ class OneLineErrors(typer.core.TyperGroup):
             fail(e.format_message())
         except BadInput as e:
             fail(str(e))
+        except OSError as e:   # a file the user named that the system refuses, a full stdout, ...
+            fail(f"{e.filename}: {e.strerror}" if e.filename and e.strerror else e.strerror or str(e))
         except (typer.Abort, KeyboardInterrupt):
             fail("interrupted", EXIT_INTERRUPTED)
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
         raise SystemExit(rv if isinstance(rv, int) else 0)
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:   # before Typer turns it into a silent exit 130
+            fail("interrupted", EXIT_INTERRUPTED)
+
+
+def _usable_streams() -> None:
+    """Printing never fails on the streams themselves: a closed stdout/stderr (`>&-`) becomes
+    os.devnull (an --output file is still written), and a character the stream's encoding lacks
+    (PYTHONIOENCODING=ascii; the tables draw with box characters) is escaped, not an error."""
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
+        if stream is None:
+            setattr(sys, name, open(os.devnull, "w", encoding="utf-8"))
+        elif isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(errors="backslashreplace")
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def _terminate_like_interrupt():
+    """SIGTERM (kill, a scheduler, compare stopping a cell) takes the Ctrl-C path: one line, exit
+    130, finished work kept, child processes stopped. Returns the handler it replaced (None
+    when signals cannot be set here: not the main thread)."""
+    try:
+        if signal.getsignal(signal.SIGTERM) == signal.SIG_IGN:   # started to ignore it (nohup-like)
+            return None
+        return signal.signal(signal.SIGTERM, _interrupt)
+    except ValueError:
+        return None
 
 
 app = typer.Typer(cls=OneLineErrors, add_completion=True, no_args_is_help=True,
@@ -178,12 +227,13 @@ def run(*, experiment: str, config: Optional[Path], set_: List[str], trace: bool
         raise BadInput(f"--trace is not available for {experiment} (only: "
                        f"{', '.join(i.name for i in experiments.REGISTRY.values() if i.has_trace)})")
     _check_applies(info, flags)
-    flags.update(C.parse_set(set_))
+    flags.update(C.parse_set(set_, flags))
     info, cfg = runner.resolve(experiment, str(config) if config else None, flags)
     runner.pick_device(cfg["device"])  # fail fast on --device cuda without CUDA
-    if output:   # fail before training, not after it
+    if output is not None:   # fail before training, not after it
         from bpbench import results
-        results.ensure_writable_dir(output.parent, "--output")
+        data_file = cfg["data"] if cfg["data"].endswith((".csv", ".npz")) else None   # else a built-in set
+        results.check_output_file(output, "--output", inputs=[config, data_file])
 
     log = (lambda line: print(line, file=sys.stderr, flush=True)) if as_json else \
         (lambda line: print(line, flush=True))
@@ -222,7 +272,7 @@ def _emit(result: dict[str, Any], as_json: bool, output: Optional[Path], trace: 
         report.print_run(result)
         if trace and "trace" in result:
             report.print_trace(result["trace"])
-    if output:
+    if output is not None:
         try:
             results.write_json(output, result)
         except OSError as e:
@@ -299,8 +349,8 @@ def gradcheck(
     if variant is not None and variant != "manual":
         experiments.check_variant(info, variant)
         raise BadInput(f"gradcheck checks the manual variant; {variant!r} has no hand-written backward")
-    if not tol > 0:
-        raise BadInput(f"--tol must be positive, got {tol}")
+    if not 0 < tol < float("inf"):     # an infinite tolerance would pass every check
+        raise BadInput(f"--tol must be a positive finite number, got {tol}")
     if max_elements < 0:
         raise BadInput(f"--max-elements must be >= 0, got {max_elements}")
     flags = {"data": data, "digits": digits, "data_dir": data_dir, "seed": seed, "lr": lr, "variant": "manual"}
@@ -308,11 +358,16 @@ def gradcheck(
     info, cfg = runner.resolve(experiment, None, flags)
     report = gc.check(info.load().gradcheck_case(cfg), tol=tol, max_elements=max_elements, seed=cfg["seed"])
     report["experiment"] = experiment
-    if as_json:
-        typer.echo(json.dumps({"experiment": experiment, **report}, indent=2))
+    if as_json:   # strict JSON: a NaN difference is written as null ("finite": false says why)
+        from bpbench import results
+        sys.stdout.write(results.dumps({"experiment": experiment, **report}))
     else:
         from bpbench import report as rep
         rep.print_gradcheck(report)
+        broken = [c["param"] for c in report["checks"] if not c["finite"]]
+        if broken:
+            print(f"cannot check {', '.join(broken)}: a gradient or difference is NaN/inf "
+                  "(values overflow float64?)")
     raise typer.Exit(0 if report["ok"] else 1)
 
 

@@ -7,11 +7,12 @@ Every value is validated here, so a bad one fails before any work starts.
 from __future__ import annotations
 
 import math
+import stat
 import tomllib
 from importlib import resources
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, TextIO
 
 from bpbench.errors import BadInput
 
@@ -20,48 +21,58 @@ Validator = Callable[[str, Any], Any]
 
 # ---- validators: each takes (key, raw value) and returns the clean value or raises BadInput ----
 
-def positive_int(key: str, v: Any) -> int:
-    if isinstance(v, bool) or not isinstance(v, (int, str)):
-        raise BadInput(f"{key} must be a positive integer, got {v!r}")
-    try:
-        n = int(v)
-    except ValueError:
-        raise BadInput(f"{key} must be a positive integer, got {v!r}") from None
-    if n <= 0:
-        raise BadInput(f"{key} must be a positive integer, got {n}")
+def _typed(key: str, v: Any, kind: type | tuple[type, ...], parse: Callable[[Any], Any], what: str) -> Any:
+    """`v` if it is a `kind` (a bool never is), parsed; or a string of one (flags and --set arrive
+    as text). Anything else is the wrong type, refused: truncating `seed = 3.9` to 3 would run
+    something the user did not ask for."""
+    if isinstance(v, str) or (isinstance(v, kind) and not isinstance(v, bool)):
+        try:
+            return parse(v.strip() if isinstance(v, str) else v)
+        except (ValueError, OverflowError):    # OverflowError: float() of a 400-digit int
+            pass
+    raise BadInput(f"{key} must be {what}, got {v!r}")
+
+
+def _int_in(key: str, v: Any, lo: float, hi: float, what: str) -> int:
+    n = _typed(key, v, int, int, what)
+    if not lo <= n <= hi:
+        raise BadInput(f"{key} must be {what}, got {n}")
     return n
+
+
+def positive_int(key: str, v: Any) -> int:
+    return _int_in(key, v, 1, math.inf, "a positive integer")
 
 
 def non_negative_int(key: str, v: Any) -> int:
-    if isinstance(v, bool):
-        raise BadInput(f"{key} must be an integer >= 0, got {v!r}")
-    try:
-        n = int(v)
-    except (TypeError, ValueError):
-        raise BadInput(f"{key} must be an integer >= 0, got {v!r}") from None
-    if n < 0:
-        raise BadInput(f"{key} must be an integer >= 0, got {n}")
-    return n
+    return _int_in(key, v, 0, math.inf, "an integer >= 0")
 
 
-def any_int(key: str, v: Any) -> int:
-    if isinstance(v, bool):
-        raise BadInput(f"{key} must be an integer, got {v!r}")
-    try:
-        return int(v)
-    except (TypeError, ValueError):
-        raise BadInput(f"{key} must be an integer, got {v!r}") from None
+SEED_MAX = 2**64 - 1    # torch.manual_seed takes an unsigned 64-bit seed
+
+
+def seed(key: str, v: Any) -> int:
+    """Negative seeds are refused too: torch would wrap -1 to 2**64 - 1, so two different seeds
+    would silently be the same run."""
+    return _int_in(key, v, 0, SEED_MAX, "an integer from 0 to 2**64 - 1 (torch's seed range)")
+
+
+def _number(key: str, v: Any, what: str) -> float:
+    return _typed(key, v, (int, float), float, what)
 
 
 def positive_float(key: str, v: Any) -> float:
-    if isinstance(v, bool):
-        raise BadInput(f"{key} must be a positive number, got {v!r}")
-    try:
-        x = float(v)
-    except (TypeError, ValueError):
-        raise BadInput(f"{key} must be a positive number, got {v!r}") from None
+    x = _number(key, v, "a positive number")
     if not math.isfinite(x) or x <= 0:
         raise BadInput(f"{key} must be a positive finite number, got {v}")
+    return x
+
+
+def fraction(key: str, v: Any) -> float:
+    """A share strictly between 0 and 1 (a held-out fraction of 1 leaves nothing to train on)."""
+    x = _number(key, v, "a number between 0 and 1")
+    if not 0 < x < 1:
+        raise BadInput(f"{key} must be between 0 and 1 (exclusive), got {v}")
     return x
 
 
@@ -131,7 +142,7 @@ COMMON_KEYS: dict[str, Key] = {
     "batch_size": Key(batch_size, "'full' (gradient descent) or N.", metavar="full|N"),
     "epochs": Key(positive_int, "Passes over the training data.", metavar="N"),
     "lr": Key(positive_float, "Learning rate.", metavar="X"),
-    "seed": Key(any_int, "Seed for every random choice (default: the config's).", metavar="N"),
+    "seed": Key(seed, "Seed for every random choice (default: the config's).", metavar="N"),
     "warmup_steps": Key(non_negative_int, "Updates timed apart as warm-up.", metavar="N"),
     "data": Key(text, "Data set (per experiment; see README).", "Data", metavar="NAME"),
     "log_every": Key(non_negative_int, "Print a progress line every N epochs.", "Output", metavar="N"),
@@ -141,16 +152,36 @@ COMMON_KEYS: dict[str, Key] = {
 }
 
 
-def read_toml(path: Path | str) -> dict[str, Any]:
+def open_text_file(path: Path | str, what: str, newline: str | None = None) -> TextIO:
+    """A user's input file opened as UTF-8 text, or BadInput naming it: missing, unreadable
+    (permissions, a name too long for the file system) or not a regular file (a directory; a
+    FIFO or /dev/zero that would block or never end). A byte-order mark, as Excel's "CSV UTF-8"
+    and Notepad write, is dropped."""
     p = Path(path)
-    if not p.is_file():
-        raise BadInput(f"config file not found: {p}")
     try:
-        return tomllib.loads(p.read_text(encoding="utf-8"))
+        if not stat.S_ISREG(p.stat().st_mode):
+            raise BadInput(f"{what} {p} is not a regular file")
+        return p.open(encoding="utf-8-sig", newline=newline)
+    except FileNotFoundError:
+        raise BadInput(f"{what} not found: {p}") from None
+    except OSError as e:
+        raise BadInput(f"cannot read {what} {p}: {e.strerror or e}") from None
+
+
+def read_text_file(path: Path | str, what: str) -> str:
+    with open_text_file(path, what) as f:
+        try:
+            return f.read()
+        except UnicodeDecodeError:
+            raise BadInput(f"{what} {path} is not UTF-8 text") from None
+
+
+def read_toml(path: Path | str) -> dict[str, Any]:
+    text = read_text_file(path, "config file")
+    try:
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
-        raise BadInput(f"config file {p} is not valid TOML: {e}") from None
-    except UnicodeDecodeError:
-        raise BadInput(f"config file {p} is not UTF-8 text") from None
+        raise BadInput(f"config file {path} is not valid TOML: {e}") from None
 
 
 def builtin(name: str) -> dict[str, Any]:
@@ -201,12 +232,21 @@ def resolve(name: str, keys: dict[str, Validator], user_file: str | Path | None,
     return {k: keys[k](where(k), v) for k, v in merged.items()}
 
 
-def parse_set(items: list[str]) -> dict[str, Any]:
-    """`--set key=value` pairs; values stay strings, the validators convert them."""
+def parse_set(items: list[str], flags: dict[str, Any] | None = None) -> dict[str, Any]:
+    """`--set key=value` pairs; values stay strings, the validators convert them.
+
+    A key given twice -- two --set items, or a --set item and its own flag (`--manual --set
+    variant=nn`) -- is bad input: one of the two would be silently ignored."""
     out: dict[str, Any] = {}
     for item in items:
         k, sep, v = item.partition("=")
-        if not sep or not k.strip():
+        key = k.strip().replace("-", "_")
+        if not sep or not key:
             raise BadInput(f"--set expects KEY=VALUE, got {item!r}")
-        out[k.strip().replace("-", "_")] = v.strip()
+        if key in out:
+            raise BadInput(f"--set {key} is given twice")
+        if flags and flags.get(key) is not None:
+            raise BadInput(f"--set {item.strip()} contradicts a flag that already sets {key} "
+                           f"({flags[key]!r}): give it once")
+        out[key] = v.strip()
     return out

@@ -7,6 +7,7 @@ divided by max(1, largest gradient magnitude), so tiny and large gradients are j
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -48,8 +49,11 @@ def check(case: GradCheckCase, tol: float = 1e-6, max_elements: int = 256, seed:
             "manual_vs_numerical": (m[idx] - num).abs().max().item(),
             "autograd_vs_numerical": (a[idx] - num).abs().max().item(),
         }
-        scale = max(1.0, a.abs().max().item())
-        rel = max(diffs.values()) / scale
+        largest = a.abs().max().item()
+        # Python's max() skips a NaN that is not first, and an inf gradient would scale every
+        # difference to 0: a check that cannot compute must fail, not pass.
+        finite = all(math.isfinite(v) for v in (*diffs.values(), largest))
+        rel = max(diffs.values()) / max(1.0, largest) if finite else math.nan
         checks.append({"param": name, "numel": n, "checked": len(idx), **diffs,
-                       "rel_error": rel, "ok": rel <= tol})
+                       "rel_error": rel, "finite": finite, "ok": finite and rel <= tol})
     return {"ok": all(c["ok"] for c in checks), "tol": tol, "note": case.note, "checks": checks}

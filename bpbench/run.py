@@ -5,6 +5,7 @@ This is the glue between the registry, the harness and the results; the CLI and 
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any, Callable
 
@@ -42,6 +43,57 @@ def cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
+# What torch raises, instead of returning NaN, when a non-finite value reaches it: nn.BCELoss on
+# a probability that overflowed to NaN (huge but finite weights are enough: inf - inf).
+_NON_FINITE_ERRORS = ("all elements of input should be between 0 and 1",)
+
+
+def _refuses_non_finite(error: Exception) -> bool:
+    return isinstance(error, RuntimeError) and any(m in str(error) for m in _NON_FINITE_ERRORS)
+
+
+def check_memory(info, cfg: dict[str, Any], device) -> None:
+    """Refuse, before anything is allocated, a run whose estimated memory exceeds what its device
+    has: the experiment's Footprint (data, model, optimizer state, activations) plus the
+    harness's records of every epoch and update. An estimate, so it errs only on the impossible:
+    it compares with the total memory, not with what happens to be free."""
+    import psutil
+
+    from bpbench.harness.loop import record_bytes
+
+    fp = info.footprint(cfg)
+    steps = cfg.get("updates") or cfg["epochs"] * fp.steps_per_epoch
+    records = record_bytes(math.ceil(steps / fp.steps_per_epoch), steps)
+    ram = psutil.virtual_memory().total
+    parts = [("data, model and activations", fp.device_bytes), (f"history of {steps:,} updates", records)]
+    if device.type == "cuda":
+        import torch
+        _refuse_beyond(info.name, parts[:1], torch.cuda.get_device_properties(device).total_memory, "the GPU")
+        parts = parts[1:]
+    _refuse_beyond(info.name, parts, ram, "this machine")
+
+
+def _refuse_beyond(name: str, parts: list[tuple[str, int]], total: int, where: str) -> None:
+    need = sum(n for _, n in parts)
+    if need > total:
+        gib = 1024 ** 3
+        raise BadInput(f"{name} would need about {need / gib:,.1f} GiB of memory ("
+                       + ", ".join(f"{what} {n / gib:,.1f} GiB" for what, n in parts)
+                       + f"); {where} has {total / gib:,.1f} GiB: use a smaller size or fewer epochs")
+
+
+def _representable_lr(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The config the experiment builds from. Every model trains in float32, where an lr beyond
+    its largest value rounds to inf; torch's optimizers refuse to convert such an lr ("value
+    cannot be converted to type float without overflow") instead. Handing them inf, the value
+    the arithmetic would use, makes the first update non-finite and the run diverge (exit 3) like
+    any other too-large lr, in every variant. The result's config keeps the lr as given."""
+    import torch
+    if cfg["lr"] <= torch.finfo(torch.float32).max:
+        return cfg
+    return {**cfg, "lr": math.inf}
+
+
 def small_params(params: dict[str, Any], limit: int = 100) -> dict[str, Any] | None:
     """name -> float (one element) or nested lists, for models under `limit` parameters."""
     if sum(p.numel() for p in params.values()) >= limit:
@@ -72,8 +124,9 @@ def build_session(info, cfg: dict[str, Any], device):
         raise BadInput(f"the {variant_info.name} variant runs on {variant_info.device} only "
                        f"(--device {variant_info.device})")
     torch.manual_seed(cfg["seed"])
-    task = info.load().build(cfg, device)
-    learner = variant_info.load().learner(task.model, cfg, device)
+    built_cfg = _representable_lr(cfg)
+    task = info.load().build(built_cfg, device)
+    learner = variant_info.load().learner(task.model, built_cfg, device)
     session = (task.session or SupervisedSession)(learner, task.batches, task.samples,
                                                   (lambda: task.evaluate(learner)) if task.evaluate else None)
     return task, learner, session
@@ -94,6 +147,7 @@ def execute(info, cfg: dict[str, Any], *, profile_lines: bool = False,
     t_start = time.perf_counter()
     rss_start = memory.rss_mib()
     device = pick_device(cfg["device"])
+    check_memory(info, cfg, device)
     exp = info.load()
     variant_info = variants.get(cfg["variant"])
 
@@ -105,7 +159,7 @@ def execute(info, cfg: dict[str, Any], *, profile_lines: bool = False,
         memory.cuda_reset_peaks(device)
     device_init_s = time.perf_counter() - t0
 
-    with memory.RssSampler() as rss:
+    with memory.PeakRss() as rss:
         t0 = time.perf_counter()
         task, learner, session = build_session(info, cfg, device)
         synchronize(device)
@@ -114,8 +168,13 @@ def execute(info, cfg: dict[str, Any], *, profile_lines: bool = False,
         # Priming: real steps on sample batches before the clock, then rewound in place.
         sync = lambda: synchronize(device)   # noqa: E731
         prepare = getattr(learner, "prepare", None)
-        first_step_s = prepare(session.sample_batches(), sync) if prepare else \
-            prime(learner, session.sample_batches()[:1], steps=1, sync=sync)
+        try:
+            first_step_s = prepare(session.sample_batches(), sync) if prepare else \
+                prime(learner, session.sample_batches()[:1], steps=1, sync=sync)
+        except RuntimeError as e:    # a diverging lr can break the model already here; rewound,
+            if not _refuses_non_finite(e):   # the timed loop meets it again and reports it (exit 3)
+                raise
+            first_step_s = None
 
         profile = None
         if profile_lines:
@@ -128,9 +187,17 @@ def execute(info, cfg: dict[str, Any], *, profile_lines: bool = False,
                               log_every=cfg.get("log_every", 0), eval_every=cfg.get("eval_every", 0),
                               eval_every_updates=cfg.get("eval_every_updates", 0),
                               max_updates=cfg.get("updates"))
+        def finite() -> bool:
+            return all(bool(torch.isfinite(p).all()) for p in learner.params().values())
+
         res = run_loop(session, loop_cfg, device,
                        on_log=(lambda entry, n: on_log(exp.log_line(entry, n))) if on_log else None,
-                       on_epoch=on_epoch)
+                       on_epoch=on_epoch, diverged_by=lambda e: _refuses_non_finite(e) or not finite())
+        if res.diverged_at is None and res.history and not finite():
+            # The last update broke the model after its loss was read: still a divergence, and
+            # evaluating it would only raise (nn.BCELoss refuses NaN input).
+            res.diverged_at, res.diverged_loss, res.diverged_inside = res.history[-1]["epoch"], \
+                res.history[-1]["loss"], True
 
         t0 = time.perf_counter()
         diverged = res.diverged_at is not None
@@ -159,7 +226,7 @@ def execute(info, cfg: dict[str, Any], *, profile_lines: bool = False,
             step_s_median=stats.median(steady), step_s_iqr=stats.iqr(steady),
             samples_per_s=(res.steady_samples / steady_total) if steady_total > 0 else None,
             step_s_all=list(steady)),
-        memory=Memory(rss_start_mib=rss_start, rss_peak_mib=rss.peak, rss_samples=rss.samples,
+        memory=Memory(rss_start_mib=rss_start, rss_peak_mib=rss.peak, rss_peak_source=rss.source,
                       cuda_peak_allocated_mib=cuda_alloc, cuda_peak_reserved_mib=cuda_reserved,
                       line_profile=profile.table() if profile else None),
         env=envinfo.collect(device),
@@ -168,6 +235,6 @@ def execute(info, cfg: dict[str, Any], *, profile_lines: bool = False,
     )
     if diverged:
         result.status = "diverged"
-        result.error = (f"loss became {res.diverged_loss} at epoch {res.diverged_at}: "
-                        "the run diverged (try a smaller --lr)")
+        what = "the model's values became NaN/inf" if res.diverged_inside else f"loss became {res.diverged_loss}"
+        result.error = f"{what} at epoch {res.diverged_at}: the run diverged (try a smaller --lr)"
     return result.to_dict()

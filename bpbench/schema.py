@@ -46,7 +46,8 @@ class Memory:
     rss_start_mib: float
     rss_peak_mib: float
     cuda_peak_allocated_mib: float | None
-    rss_samples: int | None = None
+    rss_samples: int | None = None         # null: not sampled (the kernel's high-water mark is read)
+    rss_peak_source: str | None = None     # where rss_peak_mib came from (VmHWM, getrusage, ...)
     cuda_peak_reserved_mib: float | None = None
     line_profile: str | None = None       # memory_profiler's table with --profile-lines
 

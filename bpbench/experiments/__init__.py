@@ -7,8 +7,9 @@ its own module (`bpbench.experiments.<name>`) and is imported only when it runs.
 from __future__ import annotations
 
 import importlib
+import os
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple
 
 from bpbench import config as C
 from bpbench import variants
@@ -16,6 +17,62 @@ from bpbench.errors import BadInput
 
 if TYPE_CHECKING:
     from bpbench.experiments.base import Experiment
+
+
+class Footprint(NamedTuple):
+    """What a run will need, estimated from its config before anything is allocated (see
+    bpbench.run.check_memory): bytes on the device for data, parameters, gradients, optimizer
+    state and activations; and updates per epoch (the harness keeps a record of each)."""
+    device_bytes: int
+    steps_per_epoch: int
+
+
+def _no_footprint(cfg: dict[str, Any]) -> Footprint:
+    """An experiment that declares none: only the harness's own records are counted."""
+    return Footprint(0, 1)
+
+
+def _steps(n: int, batch_size: int | str) -> int:
+    return 1 if batch_size == "full" else -(-n // min(int(batch_size), n))
+
+
+def _file_size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:        # the loader says what is wrong with it
+        return 0
+
+
+def _linreg_footprint(cfg: dict[str, Any]) -> Footprint:
+    # A CSV row ("x,y" and a newline) takes about 8 bytes or more; each point costs ~100 bytes
+    # (two Python floats while reading, then two float32 tensor elements).
+    n = {"line4": 4, "scatter30": 30}.get(cfg["data"]) or max(1, _file_size(cfg["data"]) // 8)
+    return Footprint(100 * n, _steps(n, cfg["batch_size"]))
+
+
+def _bce_footprint(cfg: dict[str, Any]) -> Footprint:
+    n = 64 if cfg["data"] == "xor" else 1
+    return Footprint(1024 * n, _steps(n, cfg["batch_size"]))
+
+
+def _mnist01_footprint(cfg: dict[str, Any]) -> Footprint:
+    if cfg.get("data_dir") or cfg["data"] == "mnist":
+        n = 60_000                                     # MNIST's training split
+    elif cfg["data"] == "offline":
+        n = 12_665 + 2_115                             # the shipped 0s and 1s, both splits
+    else:
+        n = max(1, _file_size(cfg["data"]) // 785)     # an .npz: 784 pixels and a label an image
+    # uint8 images, their float32 copy and one float32 temporary; the nets are tiny beside them.
+    return Footprint(9 * 784 * n, _steps(n, cfg["batch_size"]))
+
+
+def _width_footprint(cfg: dict[str, Any]) -> Footprint:
+    h, bs = cfg["width"], cfg["batch_size"]
+    rows = 100 if bs == "full" else min(int(bs), 100)
+    # Three (rows x H) float32 activations (Linear, ReLU, a gradient) and five float32 copies of
+    # the 3H parameters (values, gradients, Adam's two moments, a temporary): 12 rows + 60 bytes
+    # per unit, 1,260 at full batch; measured here: 1,244 (peak RSS at H = 1e6 and 4e6).
+    return Footprint(h * (12 * rows + 60), _steps(100, bs))
 
 
 @dataclass(frozen=True)
@@ -27,6 +84,7 @@ class ExperimentInfo:
     default_variant: str
     options: dict[str, C.Key] = field(default_factory=dict)  # keys beyond config.COMMON_KEYS
     has_trace: bool = False
+    footprint: Callable[[dict[str, Any]], Footprint] = _no_footprint   # memory estimate (see Footprint)
 
     @property
     def variants(self) -> tuple[str, ...]:
@@ -60,6 +118,7 @@ REGISTRY: dict[str, ExperimentInfo] = {
             offers=("manual", "module", "nn_module"),
             default_variant="manual",
             options={"init": _key(C.one_of("default", "zeros"), "linreg nn: 'default' or 'zeros'.", metavar="default|zeros")},
+            footprint=_linreg_footprint,
         ),
         ExperimentInfo(
             name="bce",
@@ -67,7 +126,9 @@ REGISTRY: dict[str, ExperimentInfo] = {
             source="seed 002 (hand-computed forward values), layers of seed 001",
             offers=("manual", "module"),
             default_variant="manual",
+            options={"data": C.one_of("source", "xor")},
             has_trace=True,
+            footprint=_bce_footprint,
         ),
         ExperimentInfo(
             name="mnist01",
@@ -85,12 +146,13 @@ REGISTRY: dict[str, ExperimentInfo] = {
                 "download": _key(C.boolean, "mnist01: let torchvision fetch MNIST once into --data-dir or the default data dir.",
                                  "Data",
                                  boolean=True),
-                "holdout": _key(C.positive_float, "mnist01 offline data: the held-out fraction.", "Data", metavar="F"),
+                "holdout": _key(C.fraction, "mnist01 .npz data without a test split: the held-out fraction.", "Data", metavar="F"),
                 "shuffle": _key(C.boolean, "mnist01 mini-batches: reshuffled every epoch, or in data order.",
                                 "Data", boolean=True),
                 "replacement": _key(C.boolean, "mnist01 mini-batches: drawn with replacement (seed 001).",
                                     "Data", boolean=True),
             },
+            footprint=_mnist01_footprint,
         ),
         ExperimentInfo(
             name="width",
@@ -98,7 +160,9 @@ REGISTRY: dict[str, ExperimentInfo] = {
             source="seed 004 sections C-D (H=500: CPU wins; H=200,000: GPU ~60x)",
             offers=("module",),
             default_variant="autograd",
-            options={"width": _key(C.positive_int, "width: hidden units H.", metavar="H")},
+            options={"width": _key(C.positive_int, "width: hidden units H.", metavar="H"),
+                     "data": C.one_of("source")},   # data: none to choose
+            footprint=_width_footprint,
         ),
     ]
 }

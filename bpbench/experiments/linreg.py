@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from bpbench.config import open_text_file
 from bpbench.errors import BadInput
 from bpbench.experiments import REGISTRY
 from bpbench.experiments.base import Experiment, GradCheckCase, Model, Task
@@ -43,25 +44,25 @@ def load_data(name: str) -> tuple[list[float], list[float], str]:
 
 
 def read_csv(path: Path) -> tuple[list[float], list[float]]:
-    if not path.is_file():
-        raise BadInput(f"data file not found: {path}")
-    try:
-        with path.open(newline="", encoding="utf-8") as f:
-            rows = list(csv.DictReader(f))
-    except (UnicodeDecodeError, csv.Error) as e:
-        raise BadInput(f"data file {path} is not a readable CSV: {e}") from None
-    if not rows or not {"x", "y"} <= rows[0].keys():
-        raise BadInput(f"data file {path} is empty or has no x,y header")
     xs, ys = [], []
-    for line, row in enumerate(rows, 2):
+    with open_text_file(path, "data file", newline="") as f:   # streamed: rows are never all held
         try:
-            x, y = float(row["x"]), float(row["y"])
-        except (TypeError, ValueError):
-            raise BadInput(f"data file {path}, line {line}: x and y must be numbers") from None
-        if not (math.isfinite(x) and math.isfinite(y)):
-            raise BadInput(f"data file {path}, line {line}: x and y must be finite")
-        xs.append(x)
-        ys.append(y)
+            reader = csv.DictReader(f, skipinitialspace=True)
+            if not {"x", "y"} <= set(reader.fieldnames or ()):
+                raise BadInput(f"data file {path} is empty or has no x,y header")
+            for row in reader:
+                try:
+                    x, y = float(row["x"]), float(row["y"])
+                except (TypeError, ValueError):
+                    raise BadInput(f"data file {path}, line {reader.line_num}: x and y must be numbers") from None
+                if not (math.isfinite(x) and math.isfinite(y)):
+                    raise BadInput(f"data file {path}, line {reader.line_num}: x and y must be finite")
+                xs.append(x)
+                ys.append(y)
+        except (UnicodeDecodeError, csv.Error) as e:
+            raise BadInput(f"data file {path} is not a readable CSV: {e}") from None
+    if not xs:
+        raise BadInput(f"data file {path} has an x,y header but no rows")
     return xs, ys
 
 

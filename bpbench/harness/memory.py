@@ -1,53 +1,73 @@
-"""Memory: peak RSS sampled by memory_profiler off the hot path, CUDA peaks, line tables.
+"""Memory: peak RSS from the kernel's high-water mark, CUDA peaks, memory_profiler's line tables.
 
-Peak RSS is sampled by memory_profiler's own monitor process (MemTimer), which polls this
-process's RSS every `interval` seconds from outside: the training loop shares no interpreter
-lock with it, so sampling costs the run almost nothing (a thread in this process, by contrast,
-measurably slowed microsecond-scale steps through GIL hand-offs).
+Peak RSS needs no sampling: Linux keeps each process's high-water mark (VmHWM in
+/proc/self/status) and resets it to the current RSS when "5" is written to /proc/self/clear_refs,
+so the peak of a block is exact, costs the training loop nothing and needs no helper process
+(which a Ctrl-C or SIGTERM could leave behind). Elsewhere, getrusage's ru_maxrss gives the peak
+since the process started. memory_profiler serves only --profile-lines' line table.
 """
 
 from __future__ import annotations
 
 import io
-import os
-from multiprocessing import Pipe
+import re
+import sys
 
-import memory_profiler
+import psutil
+
+MIB = 1024.0 * 1024.0
 
 
 def rss_mib() -> float:
-    return float(memory_profiler.memory_usage(os.getpid(), interval=0, max_usage=True))
+    return psutil.Process().memory_info().rss / MIB
 
 
-class RssSampler:
-    def __init__(self, interval: float = 0.01):
-        self.interval = interval
+def _vmhwm_mib() -> float | None:
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            m = re.search(r"^VmHWM:\s+(\d+) kB", f.read(), re.M)
+    except OSError:
+        return None
+    return int(m.group(1)) / 1024.0 if m else None
+
+
+def _reset_vmhwm() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as f:
+            f.write("5")
+        return True
+    except OSError:      # not Linux, or a kernel/sandbox that refuses: the peak spans the process
+        return False
+
+
+def _maxrss_mib() -> float:
+    try:
+        import resource
+    except ImportError:    # Windows: the peak working set
+        return getattr(psutil.Process().memory_info(), "peak_wset", 0) / MIB
+    kib_or_bytes = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return kib_or_bytes / MIB if sys.platform == "darwin" else kib_or_bytes / 1024.0
+
+
+class PeakRss:
+    """`with PeakRss() as p: ...` -> p.peak (MiB), the highest RSS inside the block, and p.source,
+    how it was measured ("VmHWM" from the block's start; "VmHWM since process start" or "getrusage
+    since process start" when the mark cannot be reset)."""
+
+    def __init__(self):
         self.peak = 0.0
-        self.samples = 0
+        self.source = ""
 
-    def __enter__(self) -> "RssSampler":
+    def __enter__(self) -> "PeakRss":
+        reset = _reset_vmhwm()
+        self.source = "VmHWM" if reset else (
+            "VmHWM since process start" if _vmhwm_mib() is not None else "getrusage since process start")
         self.peak = rss_mib()
-        self._pipe, child = Pipe()
-        self._proc = memory_profiler.MemTimer(os.getpid(), self.interval, child,
-                                              memory_profiler.choose_backend("psutil"), max_usage=True)
-        self._proc.daemon = True
-        self._proc.start()
-        self._pipe.recv()   # the monitor has taken its first sample
         return self
 
     def __exit__(self, *exc) -> None:
-        try:
-            self._pipe.send(0)
-            if self._pipe.poll(5):
-                self.peak = max(self.peak, float(self._pipe.recv()[0]))
-                self.samples = int(self._pipe.recv())
-        except (EOFError, OSError):   # the monitor died (e.g. Ctrl-C reached it too): keep what we have
-            pass
-        finally:
-            self._proc.join(1)
-            if self._proc.is_alive():
-                self._proc.terminate()
-        self.peak = max(self.peak, rss_mib())   # a final reading of our own
+        hwm = _vmhwm_mib()
+        self.peak = max(self.peak, rss_mib(), hwm if hwm is not None else _maxrss_mib())
 
 
 def cuda_reset_peaks(device) -> None:
@@ -61,8 +81,7 @@ def cuda_peaks_mib(device) -> tuple[float | None, float | None]:
     if getattr(device, "type", None) != "cuda":
         return None, None
     import torch
-    mib = 1024.0 * 1024.0
-    return (torch.cuda.max_memory_allocated(device) / mib, torch.cuda.max_memory_reserved(device) / mib)
+    return (torch.cuda.max_memory_allocated(device) / MIB, torch.cuda.max_memory_reserved(device) / MIB)
 
 
 class LineProfile:
@@ -72,12 +91,14 @@ class LineProfile:
     """
 
     def __init__(self):
+        import memory_profiler
         self._prof = memory_profiler.LineProfiler(backend="psutil")
 
     def attach(self, obj, attr: str) -> None:
         setattr(obj, attr, self._prof(getattr(obj, attr)))
 
     def table(self) -> str:
+        import memory_profiler
         buf = io.StringIO()
         memory_profiler.show_results(self._prof, stream=buf)
         return buf.getvalue()

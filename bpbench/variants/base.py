@@ -86,11 +86,18 @@ def prime(learner, batches: list[tuple[Tensor, Tensor]], steps: int = 2,
     saved_state = {} if opt is None else {
         p: {k: v.detach().clone() for k, v in st.items() if isinstance(v, Tensor)} for p, st in opt.state.items()}
     t0 = time.perf_counter()
-    for x, y in batches:
-        for _ in range(steps):
-            learner.step(x, y)
-    sync()
-    seconds = time.perf_counter() - t0
+    try:
+        for x, y in batches:
+            for _ in range(steps):
+                learner.step(x, y)
+        sync()
+        seconds = time.perf_counter() - t0
+    finally:      # rewound even when a step raised (a diverging lr): the timed loop then reports it
+        _rewind(learner, params, saved_params, opt, saved_state, sync)
+    return seconds
+
+
+def _rewind(learner, params, saved_params, opt, saved_state, sync) -> None:
     with torch.no_grad():
         for p, saved in zip(params, saved_params):
             p.copy_(saved)
@@ -101,4 +108,3 @@ def prime(learner, batches: list[tuple[Tensor, Tensor]], steps: int = 2,
                         v.copy_(saved_state[p][k]) if k in saved_state.get(p, {}) else v.zero_()
             opt.zero_grad(set_to_none=not getattr(learner, "static_grads", False))
     sync()
-    return seconds
