@@ -160,12 +160,20 @@ def _run_signature() -> inspect.Signature:
           default=_opt("--output", "Write the JSON result to FILE (atomically).", "Output")),
         P("profile_lines", P.KEYWORD_ONLY, annotation=bool,
           default=_opt("--profile-lines", "Add memory_profiler's line-by-line table (slow).", "Output", False)),
+        P("profile_ops", P.KEYWORD_ONLY, annotation=bool,
+          default=_opt("--profile-ops", "After training, profile a few steps with torch.profiler: top ops, "
+                                        "phases, host vs kernel time.", "Output", False)),
+        P("trace_file", P.KEYWORD_ONLY, annotation=Optional[Path],
+          default=_opt("--trace-file", "Write --profile-ops' Chrome/Perfetto trace here (implies "
+                                       "--profile-ops; default with --output: beside it, NAME.trace.json).",
+                       "Output")),
     ]
     return inspect.Signature(head + _config_params() + tail)
 
 
 def run(*, experiment: str, config: Optional[Path], set_: List[str], trace: bool, as_json: bool,
-        output: Optional[Path], profile_lines: bool, **flags: Any) -> None:
+        output: Optional[Path], profile_lines: bool, profile_ops: bool, trace_file: Optional[Path],
+        **flags: Any) -> None:
     """Train one experiment under the harness and report loss, parameters, time and memory."""
     from bpbench import config as C
     from bpbench import experiments, run as runner
@@ -187,12 +195,19 @@ def run(*, experiment: str, config: Optional[Path], set_: List[str], trace: bool
     if output:   # fail before training, not after it
         from bpbench import results
         results.ensure_writable_dir(output.parent, "--output")
+    profile_ops = profile_ops or trace_file is not None
+    if profile_ops:
+        from bpbench import opprofile
+        trace_file = trace_file or opprofile.default_trace_file(output)
+        if trace_file is not None:
+            opprofile.check_trace_target(trace_file)
 
     log = (lambda line: print(line, file=sys.stderr, flush=True)) if as_json else \
         (lambda line: print(line, flush=True))
     progress = None if as_json or not sys.stdout.isatty() else _LazyProgress(f"{experiment} {cfg['variant']}")
     try:
-        result = runner.execute(info, cfg, profile_lines=profile_lines,
+        result = runner.execute(info, cfg, profile_lines=profile_lines, profile_ops=profile_ops,
+                                trace_file=trace_file,
                                 on_log=log if cfg.get("log_every") else None,
                                 on_epoch=progress.update if progress else None)
     finally:
@@ -378,6 +393,30 @@ def compare(
     if interrupted:
         fail(f"interrupted: kept {len(doc['cells'])} finished cell(s)"
              + (f" in {output_dir}" if output_dir else ""), EXIT_INTERRUPTED)
+
+
+@app.command()
+def peak(
+    device: str = typer.Option("cpu", "--device", help="cpu | cuda."),
+    dtype: str = typer.Option("float32", "--dtype", help="float32, float64, bfloat16, float16."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads (default: torch's)."),
+    remeasure: bool = typer.Option(False, "--remeasure", help="Measure again; the cache keeps the higher figure."),
+    as_json: bool = typer.Option(False, "--json", help="Print the entry as JSON."),
+) -> None:
+    """The machine's measured matrix-product peak (GFLOP/s), the denominator of "% of peak"."""
+    from bpbench import config as C, peak as pk, run as runner
+
+    if device not in ("cpu", "cuda"):
+        raise BadInput(f"unknown device {device!r} (choose from: cpu, cuda)")
+    if threads is not None:
+        C.positive_int("--threads", threads)
+    dev = runner.pick_device(device)
+    entry = pk.get(dev, pk.dtype_of(dtype), threads, remeasure=remeasure)
+    if as_json:
+        typer.echo(json.dumps(entry, indent=2))
+        return
+    from bpbench import report as rep
+    rep.print_peak(entry)
 
 
 @app.command()

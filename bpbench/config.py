@@ -135,6 +135,7 @@ COMMON_KEYS: dict[str, Key] = {
     "data": Key(text, "Data set (per experiment; see README).", "Data"),
     "log_every": Key(non_negative_int, "Print a progress line every N epochs.", "Output"),
     "eval_every": Key(non_negative_int, "Evaluate every N epochs (history).", "Output"),
+    "threads": Key(positive_int, "CPU threads for torch (torch.set_num_threads; default: torch's)."),
 }
 
 

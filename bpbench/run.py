@@ -60,13 +60,19 @@ def param_digest(params: dict[str, Any]) -> dict[str, dict]:
     return out
 
 
-def execute(info, cfg: dict[str, Any], *, profile_lines: bool = False,
-            on_log: Callable[[str], None] | None = None,
+def execute(info, cfg: dict[str, Any], *, profile_lines: bool = False, profile_ops: bool = False,
+            trace_file=None, on_log: Callable[[str], None] | None = None,
             on_epoch: Callable[[int, int], None] | None = None) -> dict[str, Any]:
-    """Train once under the harness and return the result (status "ok" or "diverged")."""
+    """Train once under the harness and return the result (status "ok" or "diverged").
+
+    After training (never inside the timed loop): one step's FLOPs are counted, the machine's
+    peak is looked up (or measured once and cached), and with `profile_ops` a few steps run
+    under torch.profiler; each of these rewinds the learner, so the trajectory is the run's.
+    """
     import torch
 
-    from bpbench import envinfo
+    from bpbench import envinfo, opprofile, peak
+    from bpbench.flops import count_step, throughput
     from bpbench.harness import memory, stats
     from bpbench.harness.loop import LoopConfig, run_loop
     from bpbench.harness.timer import synchronize
@@ -74,6 +80,8 @@ def execute(info, cfg: dict[str, Any], *, profile_lines: bool = False,
     from bpbench.variants.base import prime
 
     t_start = time.perf_counter()
+    if cfg.get("threads"):   # before any torch work: set_num_threads is reliable once per process
+        torch.set_num_threads(cfg["threads"])
     rss_start = memory.rss_mib()
     device = pick_device(cfg["device"])
     exp = info.load()
@@ -90,7 +98,7 @@ def execute(info, cfg: dict[str, Any], *, profile_lines: bool = False,
         memory.cuda_reset_peaks(device)
     device_init_s = time.perf_counter() - t0
 
-    with memory.RssSampler() as rss:
+    with memory.RssSampler() as setup_rss:
         t0 = time.perf_counter()
         torch.manual_seed(cfg["seed"])
         task = exp.build(cfg, device)
@@ -105,13 +113,17 @@ def execute(info, cfg: dict[str, Any], *, profile_lines: bool = False,
         prepare = getattr(learner, "prepare", None)
         first_step_s = prepare(session.sample_batches(), sync) if prepare else \
             prime(learner, session.sample_batches()[:1], steps=1, sync=sync)
+    # The baseline the model's own training memory is measured from: data, model, optimizer and
+    # the primed step's buffers are in; imports and torch's one-time state too.
+    rss_setup = memory.rss_mib()
 
-        profile = None
+    with memory.RssSampler() as rss:
+        lines = None
         if profile_lines:
-            profile = memory.LineProfile()
+            lines = memory.LineProfile()
             targets = getattr(learner, "line_profile_targets", lambda: [(learner, "step")])()
             for obj, name in targets:
-                profile.attach(obj, name)
+                lines.attach(obj, name)
 
         loop_cfg = LoopConfig(epochs=cfg["epochs"], warmup_steps=cfg.get("warmup_steps", 0),
                               log_every=cfg.get("log_every", 0), eval_every=cfg.get("eval_every", 0),
@@ -127,6 +139,13 @@ def execute(info, cfg: dict[str, Any], *, profile_lines: bool = False,
         synchronize(device)
         eval_s = res.eval_s + time.perf_counter() - t0
     cuda_alloc, cuda_reserved = memory.cuda_peaks_mib(device)
+
+    t0 = time.perf_counter()
+    x1, y1 = session.sample_batches()[0]
+    profile = opprofile.profile_steps(learner, x1, y1, device, trace_file=trace_file) if profile_ops else None
+    flops = count_step(learner, x1, y1, sync, cuda_memory=device.type == "cuda")
+    peak_info = peak.get(device, next(iter(learner.params().values())).dtype)
+    analysis_s = time.perf_counter() - t0
 
     steady = res.steady_step_s
     steady_total = sum(steady)
@@ -145,12 +164,21 @@ def execute(info, cfg: dict[str, Any], *, profile_lines: bool = False,
             total_s=time.perf_counter() - t_start, steps=res.steps, warmup_steps=res.warmup_steps,
             step_s_median=stats.median(steady), step_s_iqr=stats.iqr(steady),
             samples_per_s=(res.steady_samples / steady_total) if steady_total > 0 else None,
-            step_s_all=list(steady)),
-        memory=Memory(rss_start_mib=rss_start, rss_peak_mib=rss.peak, rss_samples=rss.samples,
+            step_s_all=list(steady), analysis_s=analysis_s),
+        memory=Memory(rss_start_mib=rss_start, rss_peak_mib=max(setup_rss.peak, rss.peak),
+                      rss_samples=setup_rss.samples + rss.samples,
                       cuda_peak_allocated_mib=cuda_alloc, cuda_peak_reserved_mib=cuda_reserved,
-                      line_profile=profile.table() if profile else None),
+                      line_profile=lines.table() if lines else None,
+                      rss_setup_mib=rss_setup,
+                      rss_train_above_setup_mib=max(rss.peak - rss_setup, 0.0),
+                      cuda_phase_peak_mib=flops.pop("cuda_phase_peak_mib", None),
+                      cublas_workspace_mib=flops.pop("cublas_workspace_mib", None)),
         env=envinfo.collect(device),
         variant_details=learner.details() if hasattr(learner, "details") else {},
+        flops=flops,
+        throughput=throughput(flops["per_step"], stats.median(steady), peak_info),
+        profile=profile,
+        warnings=[w for w in [stats.spread_warning(steady)] if w],
         extra=extra,
     )
     if diverged:
