@@ -335,6 +335,7 @@ def compare(
     steps: Optional[int] = typer.Option(None, "--steps", help="width study: Adam steps per cell."),
     batch_sizes: Optional[str] = typer.Option(None, "--batch-sizes", help="gd-sgd: e.g. full,2048,256,32."),
     updates: Optional[int] = typer.Option(None, "--updates", help="gd-sgd: updates per cell."),
+    threads: Optional[str] = typer.Option(None, "--threads", help="CPU cells once per thread count, e.g. 1,2."),
     set_: List[str] = typer.Option([], "--set", help="Config override for every cell: --set key=value."),
     as_json: bool = typer.Option(False, "--json", help="Print the comparison document as JSON."),
 ) -> None:
@@ -361,6 +362,8 @@ def compare(
     devices, unavailable, notes = cmp.resolve_devices(device, cuda_ok)
     cells = cmp.plan(targets or [], devices, variant, preset_cfg, widths_list, steps, sizes, updates,
                      C.parse_set(set_))
+    from bpbench import figures
+    cells = figures.plan_threads(cells, C.int_list("--threads", threads) if threads else None)
     from bpbench import envinfo
     comparison = cmp.Comparison(preset, cells, notes, output_dir, base, envinfo.collect())
 

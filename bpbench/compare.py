@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from bpbench import config as C
-from bpbench import experiments, results
+from bpbench import experiments, figures, results
 from bpbench import variants as V
 from bpbench.errors import BadInput
 
@@ -35,7 +35,7 @@ ISOLATION = ("fresh process per cell (python -m bpbench run --json): one-time co
 CSV_COLUMNS = ["key", "study", "experiment", "variant", "device", "label", "status", "repeats",
                "setup_s", "step_s_median", "step_s_iqr", "train_s", "samples_per_s", "rss_peak_mib",
                "cuda_peak_allocated_mib", "final_loss", "accuracy", "steps", "speed_vs_manual",
-               "cuda_speedup", "baseline_change", "baseline_significant", "error"]
+               "cuda_speedup", "baseline_change", "baseline_significant", "error"] + figures.CSV_COLUMNS
 
 
 # What every cell record of a comparison holds (see run_cell); `report` relies on these.
@@ -254,6 +254,7 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "final_loss": runs[-1]["final"]["loss"],
         "accuracy": acc,
         "steps": runs[-1]["timing"]["steps"],
+        **figures.cell_figures(runs),
     }
 
 
@@ -289,6 +290,8 @@ def width_table(cells: list[dict[str, Any]]) -> dict[str, Any] | None:
         rows.setdefault(w, {"width": w})[f"{c['device']}_step_s"] = c.get("summary", {}).get("step_s_median")
     if not rows:
         return None
+    for w, pct in figures.width_peak(cells).items():
+        rows[w].update(pct)
     out = []
     crossover = None
     for w in sorted(rows):
@@ -298,7 +301,9 @@ def width_table(cells: list[dict[str, Any]]) -> dict[str, Any] | None:
         if crossover is None and r["cuda_speedup"] and r["cuda_speedup"] > 1:
             crossover = w
         out.append(r)
-    return {"rows": out, "crossover_width": crossover,
+    # Never below the smallest width measured: when the GPU already wins there, the true crossover
+    # is somewhere at or below it, and the table says so rather than name a width it did not see.
+    return {"rows": out, "crossover_width": crossover, "crossover_at_or_below": crossover == min(rows) if crossover else False,
             "note": "crossover: the smallest width at which CUDA's step is faster than the CPU's"}
 
 

@@ -50,6 +50,7 @@ def write_all(doc: dict[str, Any], out_dir: Path) -> list[Path]:
         ax.set(xscale="log", yscale="log", xlabel="hidden width H", ylabel="seconds per Adam step",
                title="1-H-1 MLP: CPU vs GPU")
         ax.legend()
+        plot_width_peak(ax, w)
         written.append(_save(fig, out_dir / "width.png"))
     g = doc.get("gd_sgd")
     if g:
@@ -70,6 +71,7 @@ def write_all(doc: dict[str, Any], out_dir: Path) -> list[Path]:
             ax.axhline(g["target_accuracy"], ls=":", color="gray")
         axes[0][0].legend(fontsize=7)
         written.append(_save(fig, out_dir / "gd_sgd.png"))
+    written += plot_thread_scaling(doc, out_dir)
     return written
 
 
@@ -82,3 +84,33 @@ def _save(fig, path: Path) -> Path:
     plt.close(fig)
     tmp.replace(path)   # atomic, like every other output file
     return path
+
+
+def plot_width_peak(ax, w: dict[str, Any]) -> None:
+    """The width plot's second axis: achieved % of the measured peak per H and device (dashed),
+    which explains the crossover: the GPU's share of its peak climbs with H."""
+    ax2 = None
+    for dev in ("cpu", "cuda"):
+        pts = [(r["width"], r[f"{dev}_percent_of_peak"]) for r in w["rows"] if r.get(f"{dev}_percent_of_peak")]
+        if pts:
+            ax2 = ax2 or ax.twinx()
+            ax2.plot(*zip(*pts), ls="--", marker="x", label=f"{dev.upper()} % of peak")
+    if ax2 is not None:
+        ax2.set(yscale="log", ylabel="% of measured matmul peak (dashed)")
+        ax2.legend(loc="lower right", fontsize=7)
+
+
+def plot_thread_scaling(doc: dict[str, Any], out_dir: Path) -> list[Path]:
+    """threads.png for `compare --threads`: step time against CPU threads, one line per cell."""
+    from bpbench.figures import thread_scaling
+    series = {k: v for k, v in thread_scaling(doc["cells"]).items() if len(v) > 1}
+    if not series:
+        return []
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for i, (name, pts) in enumerate(series.items()):
+        ax.plot(*zip(*pts), marker="o", ls=LINESTYLES[i % len(LINESTYLES)], label=name)
+    ax.set(xlabel="CPU threads", ylabel="seconds per step", yscale="log", title="step time per thread count")
+    ax.set_xticks(sorted({n for pts in series.values() for n, _ in pts}))
+    ax.legend(fontsize=7)
+    return [_save(fig, out_dir / "threads.png")]

@@ -139,13 +139,14 @@ def print_profile(p: dict[str, Any], console: Console) -> None:
 
 def print_peak(e: dict[str, Any], console: Console | None = None) -> None:
     console = console or Console()
-    console.print(f"peak: {e['gflops']:.4g} GFLOP/s ({e['dtype']}, {e['threads']} threads, best of "
-                  f"square matrix products n = {', '.join(map(str, e['sizes']))}; best at n = {e['size']})")
-    console.print(f"source: {e['source']}" + (f"; this measurement: {e['measured_now_gflops']:.4g} GFLOP/s"
-                                              if e.get("measured_now_gflops") is not None and
-                                              e["source"] != "measured now" else ""))
-    console.print(f"key: {e['key']}")
-    console.print(f"cache: {e['cache'] or 'not writable (figure not kept)'}")
+    lines = [f"peak: {e['gflops']:.4g} GFLOP/s ({e['dtype']}, {e['threads']} threads, best of square matrix "
+             f"products n = {', '.join(map(str, e['sizes']))}; best at n = {e['size']})",
+             f"source: {e['source']}"]
+    if e.get("measured_now_gflops") is not None and e["source"] != "measured now":
+        lines.append(f"this measurement: {e['measured_now_gflops']:.4g} GFLOP/s")
+    lines += [f"key: {e['key']}", f"cache: {e['cache'] or 'not writable (figure not kept)'}"]
+    for line in lines:
+        console.print(line, soft_wrap=True, highlight=False)
 
 
 def print_trace(tr: dict[str, Any], console: Console | None = None) -> None:
@@ -209,8 +210,10 @@ def print_comparison(doc: dict[str, Any], console: Console | None = None) -> Non
     has_base = any("baseline_change" in c.get("summary", {}) for c in cells)
     title = f"bpbench compare · preset {doc['preset']}" + (" · INTERRUPTED" if doc.get("interrupted") else "")
     tab = Table(title=title, title_justify="left")
+    from bpbench import figures
+    extra_cols = figures.table_columns()
     cols = ["experiment", "variant", "device", "setup", "step", "IQR", "train", "peak RSS",
-            "CUDA peak", "final loss", "acc.", "vs manual", "CUDA x"]
+            "CUDA peak", "final loss", "acc.", "vs manual", "CUDA x"] + [h for h, _ in extra_cols]
     if has_base:
         cols.append("vs baseline")
     for c in cols:
@@ -231,7 +234,7 @@ def print_comparison(doc: dict[str, Any], console: Console | None = None) -> Non
                fmt_s(s.get("step_s_iqr")), fmt_s(s.get("train_s")), fmt_mib(s.get("rss_peak_mib")),
                fmt_mib(s.get("cuda_peak_allocated_mib")), fmt_num(s.get("final_loss")),
                fmt_acc(s.get("accuracy")),
-               _ratio(s.get("speed_vs_manual")), _ratio(s.get("cuda_speedup"))]
+               _ratio(s.get("speed_vs_manual")), _ratio(s.get("cuda_speedup"))] + [f(s) for _, f in extra_cols]
         if c["status"] != "ok":
             row[3] = f"[yellow]{c['status']}[/]"
         if has_base:
@@ -286,15 +289,19 @@ def verdicts(cells: list[dict[str, Any]]) -> list[str]:
 
 def print_width(w: dict[str, Any], console: Console) -> None:
     tab = Table(title="width study: 1-H-1 MLP, Adam (seed 004)", title_justify="left")
-    for c in ("H", "CPU step", "CUDA step", "CUDA speedup"):
+    from bpbench.figures import fmt_percent
+    for c in ("H", "CPU step", "CUDA step", "CUDA speedup", "CPU % peak", "CUDA % peak"):
         tab.add_column(c, justify="right")
     for r in w["rows"]:
         tab.add_row(f"{r['width']:,}", fmt_s(r.get("cpu_step_s")), fmt_s(r.get("cuda_step_s")),
-                    _ratio(r.get("cuda_speedup")))
+                    _ratio(r.get("cuda_speedup")), fmt_percent(r.get("cpu_percent_of_peak")),
+                    fmt_percent(r.get("cuda_percent_of_peak")))
     console.print(tab)
     cross = w.get("crossover_width")
     has_cuda = any(r.get("cuda_step_s") for r in w["rows"])
-    console.print(f"crossover: GPU faster from H = {cross:,}" if cross else
+    console.print(f"crossover: GPU faster from H = {cross:,}"
+                  + (" (already at the smallest width measured: the crossover is at or below it)"
+                     if w.get("crossover_at_or_below") else "") if cross else
                   "crossover: the GPU was not faster at any width measured" if has_cuda else
                   "crossover: n/a (no CUDA cells ran)")
 

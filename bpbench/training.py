@@ -21,7 +21,8 @@ class ResidentBatches:
         self.n = len(x)
         self.batch_size = self.n if batch_size is None else min(batch_size, self.n)
         self.steps_per_epoch = -(-self.n // self.batch_size)
-        self.gen = torch.Generator(device=x.device).manual_seed(seed)
+        # A CPU generator whatever the device: CPU and CUDA runs of one seed see the same batches.
+        self.gen = torch.Generator().manual_seed(seed)
 
     def sample_batches(self):
         return _sample_batches(self.x, self.y, self.batch_size)
@@ -29,7 +30,7 @@ class ResidentBatches:
     def epoch(self):
         if self.batch_size == self.n:      # gradient descent: no shuffle, no copy
             return iter([(self.x, self.y)])
-        perm = torch.randperm(self.n, device=self.x.device, generator=self.gen)
+        perm = torch.randperm(self.n, generator=self.gen).to(self.x.device, non_blocking=True)
         return ((self.x.index_select(0, idx), self.y.index_select(0, idx)) for idx in perm.split(self.batch_size))
 
 
