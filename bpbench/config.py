@@ -136,6 +136,9 @@ COMMON_KEYS: dict[str, Key] = {
     "log_every": Key(non_negative_int, "Print a progress line every N epochs.", "Output"),
     "eval_every": Key(non_negative_int, "Evaluate every N epochs (history).", "Output"),
     "threads": Key(positive_int, "CPU threads for torch (torch.set_num_threads; default: torch's)."),
+    "flops": Key(boolean, "After training, count one step's FLOPs and look up the measured peak (default "
+                          "on; FlopCounterMode imports torch._dynamo, ~1.5 s, in a process that has not).",
+                 "Output", boolean=True),
 }
 
 

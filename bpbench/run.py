@@ -143,8 +143,10 @@ def execute(info, cfg: dict[str, Any], *, profile_lines: bool = False, profile_o
     t0 = time.perf_counter()
     x1, y1 = session.sample_batches()[0]
     profile = opprofile.profile_steps(learner, x1, y1, device, trace_file=trace_file) if profile_ops else None
-    flops = count_step(learner, x1, y1, sync, cuda_memory=device.type == "cuda")
-    peak_info = peak.get(device, next(iter(learner.params().values())).dtype)
+    flops, peak_info = None, None
+    if cfg.get("flops") is not False:
+        flops = count_step(learner, x1, y1, sync, cuda_memory=device.type == "cuda")
+        peak_info = peak.get(device, next(iter(learner.params().values())).dtype)
     analysis_s = time.perf_counter() - t0
 
     steady = res.steady_step_s
@@ -171,12 +173,12 @@ def execute(info, cfg: dict[str, Any], *, profile_lines: bool = False, profile_o
                       line_profile=lines.table() if lines else None,
                       rss_setup_mib=rss_setup,
                       rss_train_above_setup_mib=max(rss.peak - rss_setup, 0.0),
-                      cuda_phase_peak_mib=flops.pop("cuda_phase_peak_mib", None),
-                      cublas_workspace_mib=flops.pop("cublas_workspace_mib", None)),
+                      cuda_phase_peak_mib=(flops or {}).pop("cuda_phase_peak_mib", None),
+                      cublas_workspace_mib=(flops or {}).pop("cublas_workspace_mib", None)),
         env=envinfo.collect(device),
         variant_details=learner.details() if hasattr(learner, "details") else {},
         flops=flops,
-        throughput=throughput(flops["per_step"], stats.median(steady), peak_info),
+        throughput=throughput(flops["per_step"], stats.median(steady), peak_info) if flops else None,
         profile=profile,
         warnings=[w for w in [stats.spread_warning(steady)] if w],
         extra=extra,

@@ -130,6 +130,8 @@ def test_run_reports_flops_throughput_and_memory_above_setup(cli):
     assert m["rss_start_mib"] <= m["rss_setup_mib"] + 1 and m["rss_train_above_setup_mib"] >= 0
     assert m["rss_peak_mib"] >= m["rss_setup_mib"] + m["rss_train_above_setup_mib"] - 1
     assert r["profile"] is None and r["timing"]["analysis_s"] > 0
+    off = cli.json("run", "linreg", "--manual", "--no-flops")
+    assert off["flops"] is None and off["throughput"] is None and off["final"] == r["final"]
     shown = cli("run", "linreg", "--manual").stdout
     assert "FLOPs/step" in shown and "% of the measured peak" in shown and "after setup" in shown
 
