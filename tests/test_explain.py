@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from bpbench import figures, peak, phases, variants
+from bpbench import figures, peak, phases, plots, variants
 from bpbench import run as runner
 from bpbench.flops import count_step, throughput
 from bpbench.harness import stats
@@ -336,6 +336,8 @@ def test_compare_threads_end_to_end(cli, tmp_path):
     header = (out / "results.csv").read_text().splitlines()[0]
     assert "achieved_gflops" in header and "percent_of_peak" in header
     assert figures.thread_scaling(doc["cells"])["linreg manual"][0][0] == 1
+    if plots.available():
+        assert (out / "threads.png").stat().st_size > 1000
     bad = cli("compare", "linreg", "--threads", "0,2")
     assert bad.exit_code == 2 and "--threads" in bad.stderr
 
@@ -353,3 +355,14 @@ def test_width_crossover_is_never_below_the_smallest_width_measured():
     later = cmp.width_table([cell(500, "cpu", 1.0, 1.0), cell(500, "cuda", 2.0, 0.1),
                              cell(2000, "cpu", 4.0, 2.0), cell(2000, "cuda", 1.0, 0.4)])
     assert later["crossover_width"] == 2000 and later["crossover_at_or_below"] is False
+
+
+def test_width_plot_shows_percent_of_peak(tmp_path):
+    if not plots.available():
+        pytest.skip("matplotlib is not installed")
+    doc = {"cells": [], "gd_sgd": None,
+           "width": {"rows": [{"width": 500, "cpu_step_s": 6e-4, "cpu_percent_of_peak": 0.5},
+                              {"width": 2000, "cpu_step_s": 8e-4, "cpu_percent_of_peak": 1.5}],
+                     "crossover_width": None}}
+    (path,) = plots.write_all(doc, tmp_path)
+    assert path.name == "width.png" and path.stat().st_size > 1000
