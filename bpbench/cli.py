@@ -206,12 +206,20 @@ def _run_signature() -> inspect.Signature:
           default=_opt("--output", "Write the JSON result to FILE (atomically).", "Output")),
         P("profile_lines", P.KEYWORD_ONLY, annotation=bool,
           default=_opt("--profile-lines", "Add memory_profiler's line-by-line table (slow).", "Output", False)),
+        P("profile_ops", P.KEYWORD_ONLY, annotation=bool,
+          default=_opt("--profile-ops", "After training, profile a few steps with torch.profiler: top ops, "
+                                        "phases, host vs kernel time.", "Output", False)),
+        P("trace_file", P.KEYWORD_ONLY, annotation=Optional[Path],
+          default=_opt("--trace-file", "Write --profile-ops' Chrome/Perfetto trace here (implies "
+                                       "--profile-ops; default with --output: beside it, NAME.trace.json).",
+                       "Output")),
     ]
     return inspect.Signature(head + _config_params() + tail)
 
 
 def run(*, experiment: str, config: Optional[Path], set_: List[str], trace: bool, as_json: bool,
-        output: Optional[Path], profile_lines: bool, **flags: Any) -> None:
+        output: Optional[Path], profile_lines: bool, profile_ops: bool, trace_file: Optional[Path],
+        **flags: Any) -> None:
     """Train one experiment under the harness and report loss, parameters, time and memory."""
     from bpbench import config as C
     from bpbench import experiments, run as runner
@@ -234,12 +242,19 @@ def run(*, experiment: str, config: Optional[Path], set_: List[str], trace: bool
         from bpbench import results
         data_file = cfg["data"] if cfg["data"].endswith((".csv", ".npz")) else None   # else a built-in set
         results.check_output_file(output, "--output", inputs=[config, data_file])
+    profile_ops = profile_ops or trace_file is not None
+    if profile_ops:
+        from bpbench import opprofile
+        trace_file = trace_file or opprofile.default_trace_file(output)
+        if trace_file is not None:
+            opprofile.check_trace_target(trace_file)
 
     log = (lambda line: print(line, file=sys.stderr, flush=True)) if as_json else \
         (lambda line: print(line, flush=True))
     progress = None if as_json or not sys.stdout.isatty() else _LazyProgress(f"{experiment} {cfg['variant']}")
     try:
-        result = runner.execute(info, cfg, profile_lines=profile_lines,
+        result = runner.execute(info, cfg, profile_lines=profile_lines, profile_ops=profile_ops,
+                                trace_file=trace_file,
                                 on_log=log if cfg.get("log_every") else None,
                                 on_epoch=progress.update if progress else None)
     finally:
@@ -469,6 +484,7 @@ def compare(
     steps: Optional[int] = typer.Option(None, "--steps", help="width study: Adam steps per cell."),
     batch_sizes: Optional[str] = typer.Option(None, "--batch-sizes", help="gd-sgd: e.g. full,2048,256,32."),
     updates: Optional[int] = typer.Option(None, "--updates", help="gd-sgd: updates per cell."),
+    threads: Optional[str] = typer.Option(None, "--threads", help="CPU cells once per thread count, e.g. 1,2."),
     set_: List[str] = typer.Option([], "--set", help="Config override for every cell: --set key=value."),
     wide: bool = typer.Option(False, "--wide", help="All columns (setup, train time, throughput, ...), however wide."),
     fmt: Optional[str] = typer.Option(None, "--format", help="table (default), markdown or json."),
@@ -506,6 +522,8 @@ def compare(
     cuda_ok = runner.cuda_available()
     devices, unavailable, notes = cmp.resolve_devices(device, cuda_ok)
     cells = cmp.plan(targets or [], devices, variant, preset_cfg, opts, C.parse_set(set_))
+    from bpbench import figures
+    cells = figures.plan_threads(cells, C.int_list("--threads", threads) if threads else None)
     from bpbench import envinfo
     comparison = cmp.Comparison(preset, cells, notes, output_dir, base, envinfo.collect(),
                                 threshold or cmp.noise.MIN_CHANGE)
@@ -535,6 +553,30 @@ def compare(
     if save is not None:
         sys.stderr.write(f"saved as {save}: {saved.save(doc, save, runs_dir)}\n")
     _verdict(doc, keep_going, threshold is not None)
+
+
+@app.command()
+def peak(
+    device: str = typer.Option("cpu", "--device", help="cpu | cuda."),
+    dtype: str = typer.Option("float32", "--dtype", help="float32, float64, bfloat16, float16."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads (default: torch's)."),
+    remeasure: bool = typer.Option(False, "--remeasure", help="Measure again; the cache keeps the higher figure."),
+    as_json: bool = typer.Option(False, "--json", help="Print the entry as JSON."),
+) -> None:
+    """The machine's measured matrix-product peak (GFLOP/s), the denominator of "% of peak"."""
+    from bpbench import config as C, peak as pk, run as runner
+
+    if device not in ("cpu", "cuda"):
+        raise BadInput(f"unknown device {device!r} (choose from: cpu, cuda)")
+    if threads is not None:
+        C.positive_int("--threads", threads)
+    dev = runner.pick_device(device)
+    entry = pk.get(dev, pk.dtype_of(dtype), threads, remeasure=remeasure)
+    if as_json:
+        typer.echo(json.dumps(entry, indent=2))
+        return
+    from bpbench import report as rep
+    rep.print_peak(entry)
 
 
 @app.command()

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from bpbench import config as C
-from bpbench import experiments, noise, parity, results, studies, variants as V
+from bpbench import experiments, figures, noise, parity, results, studies, variants as V
 from bpbench.errors import BadInput
 
 ISOLATION = ("fresh process per cell (python -m bpbench run --json): one-time costs (imports, "
@@ -43,7 +43,7 @@ CSV_COLUMNS = ["key", "study", "experiment", "variant", "device", "label", "stat
                "setup_s", "step_s_median", "step_s_iqr", "noise", "train_s", "samples_per_s", "rss_peak_mib",
                "cuda_peak_allocated_mib", "final_loss", "accuracy", "steps", "speed_vs_manual",
                "cuda_speedup", "compile_s", "break_even_steps", "baseline_change", "baseline_fast_change",
-               "baseline_significant", "baseline_regression", "error"]
+               "baseline_significant", "baseline_regression", "error"] + figures.CSV_COLUMNS
 # Statuses that make `compare` exit non-zero (unless --keep-going).
 FAILED = ("failed", "diverged", "mismatch")
 # The overrides that tell runs of one experiment apart, in label order, with their short names.
@@ -275,6 +275,7 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "final_loss": runs[-1]["final"]["loss"],
         "accuracy": metrics.get("test_accuracy", metrics.get("accuracy")),
         "steps": runs[-1]["timing"]["steps"],
+        **figures.cell_figures(runs),
     }
 
 

@@ -149,6 +149,10 @@ COMMON_KEYS: dict[str, Key] = {
     "eval_every": Key(non_negative_int, "Evaluate every N epochs (history).", "Output", metavar="N"),
     "eval_every_updates": Key(non_negative_int, "Evaluate every N updates (a grid in updates, the same "
                                                 "for every batch size).", "Output", metavar="N"),
+    "threads": Key(positive_int, "CPU threads for torch (torch.set_num_threads; default: torch's).", metavar="N"),
+    "flops": Key(boolean, "After training, count one step's FLOPs and look up the measured peak (default "
+                          "on; FlopCounterMode imports torch._dynamo, ~1.5 s, in a process that has not).",
+                 "Output", boolean=True),
 }
 
 

@@ -142,6 +142,7 @@ def write_all(doc: dict[str, Any], out_dir: Path) -> list[Path]:
     for study in studies.REGISTRY.values():
         if doc.get(study.section):
             written += study.load().plot(doc[study.section], out_dir)
+    written += plot_thread_scaling(doc, out_dir)
     return written
 
 
@@ -168,3 +169,33 @@ def save(fig, path: Path) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def plot_width_peak(ax, w: dict[str, Any]) -> None:
+    """The width plot's second axis: achieved % of the measured peak per H and device (dashed),
+    which explains the crossover: the GPU's share of its peak climbs with H."""
+    ax2 = None
+    for dev in ("cpu", "cuda"):
+        pts = [(r["width"], r[f"{dev}_percent_of_peak"]) for r in w["rows"] if r.get(f"{dev}_percent_of_peak")]
+        if pts:
+            ax2 = ax2 or ax.twinx()
+            ax2.plot(*zip(*pts), ls="--", marker="x", label=f"{dev.upper()} % of peak")
+    if ax2 is not None:
+        ax2.set(yscale="log", ylabel="% of measured matmul peak (dashed)")
+        ax2.legend(loc="lower right", fontsize=7)
+
+
+def plot_thread_scaling(doc: dict[str, Any], out_dir: Path) -> list[Path]:
+    """threads.png for `compare --threads`: step time against CPU threads, one line per cell."""
+    from bpbench.figures import thread_scaling
+    series = {k: v for k, v in thread_scaling(doc["cells"]).items() if len(v) > 1}
+    if not series:
+        return []
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for i, (name, pts) in enumerate(series.items()):
+        ax.plot(*zip(*pts), marker="o", ls=LINESTYLES[i % len(LINESTYLES)], label=name)
+    ax.set(xlabel="CPU threads", ylabel="seconds per step", yscale="log", title="step time per thread count")
+    ax.set_xticks(sorted({n for pts in series.values() for n, _ in pts}))
+    ax.legend(fontsize=7)
+    return [save(fig, out_dir / "threads.png")]

@@ -10,6 +10,8 @@ from typing import Any, Callable, Union
 from rich.console import Console
 from rich.table import Table
 
+from bpbench.figures import fmt_gflops, fmt_percent
+
 
 def fmt_s(x: float | None) -> str:
     """Seconds with a unit that keeps three significant digits."""
@@ -68,15 +70,29 @@ def print_run(r: dict[str, Any], console: Console | None = None) -> None:
     tab.add_row("updates", f"{t['steps']} ({t['warmup_steps']} warm-up)")
     tab.add_row("step time", f"{fmt_s(t['step_s_median'])} median, IQR {fmt_s(t['step_s_iqr'])}")
     tab.add_row("throughput", "-" if t["samples_per_s"] is None else f"{t['samples_per_s']:,.0f} samples/s")
+    if r.get("flops"):
+        tab.add_row("FLOPs/step", fmt_flops(r["flops"]))
+        tab.add_row("compute", fmt_throughput(r.get("throughput")))
     tab.add_row("time", f"setup {fmt_s(t['setup_s'])} · warm-up {fmt_s(t['warmup_s'])} · "
                         f"train {fmt_s(t['train_s'])} · eval {fmt_s(t['eval_s'])} · total {fmt_s(t['total_s'])}")
     mem = f"RSS {fmt_mib(m['rss_start_mib'])} at start, {fmt_mib(m['rss_peak_mib'])} peak"
     if m.get("cuda_peak_allocated_mib") is not None:
         mem += f" · CUDA peak {fmt_mib(m['cuda_peak_allocated_mib'])} allocated, " \
                f"{fmt_mib(m['cuda_peak_reserved_mib'])} reserved"
+    if m.get("rss_setup_mib") is not None:
+        mem += f"\nafter setup {fmt_mib(m['rss_setup_mib'])}; training peak " \
+               f"+{fmt_mib(m.get('rss_train_above_setup_mib'))} above it"
+    if m.get("cuda_phase_peak_mib"):
+        mem += "\nCUDA peak per phase: " + ", ".join(f"{k} +{fmt_mib(v)}" for k, v in m["cuda_phase_peak_mib"].items()) \
+            + (f" (cuBLAS workspace {fmt_mib(m['cublas_workspace_mib'])} apart)"
+               if m.get("cublas_workspace_mib") is not None else "")
     tab.add_row("memory", mem)
     tab.add_row("env", f"torch {r['env']['torch']} · {r['env']['threads']} threads · {r['env']['cpu']}")
     console.print(tab)
+    for w in r.get("warnings") or []:
+        console.print(f"[yellow]warning: {w}[/]")
+    if r.get("profile"):
+        print_profile(r["profile"], console)
     if r.get("confusion"):
         console.print("confusion matrices (rows: true class, columns: predicted class)")
         for split, matrix in r["confusion"].items():
@@ -110,6 +126,66 @@ def confusion_table(split: str, matrix: list[list[int]]) -> Table:
     for k, row in enumerate(matrix):
         tab.add_row(str(k), *(f"{n:,}" for n in row))
     return tab
+
+
+def fmt_count(n: float | None) -> str:
+    """FLOP counts with an SI prefix: 170.1 M, 1.273 G."""
+    if n is None:
+        return "-"
+    for unit, scale in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(n) >= scale:
+            return f"{n / scale:.4g} {unit}"
+    return f"{n:.4g}"
+
+
+def fmt_flops(f: dict[str, Any]) -> str:
+    """'170.1 M (forward 85.01 M · backward 85.11 M · update 0) matrix products only'."""
+    parts = " · ".join(f"{p} {fmt_count(f.get(p))}" for p in ("forward", "backward", "update"))
+    return f"{fmt_count(f.get('per_step'))} ({parts}; matrix products only)"
+
+
+def fmt_throughput(t: dict[str, Any] | None) -> str:
+    if not t or t.get("achieved_gflops") is None:
+        return "-"
+    text = f"{t['achieved_gflops']:.3g} GFLOP/s"
+    if t.get("percent_of_peak") is not None:
+        text += f" = {t['percent_of_peak']:.2g}% of the measured peak {t['peak_gflops']:.4g} GFLOP/s"
+    return text
+
+
+def print_profile(p: dict[str, Any], console: Console) -> None:
+    """--profile-ops: the top ops by self time, and the step split by phase and by where it runs."""
+    dev = any("self_device_s" in o for o in p["top_ops"])
+    tab = Table(title=f"top ops by self {'GPU' if dev else 'CPU'} time, per step "
+                      f"(torch.profiler, {p['steps']} steps)", title_justify="left")
+    for c in ("op", "calls", "self CPU", "CPU total") + (("self GPU",) if dev else ()):
+        tab.add_column(c, justify="left" if c == "op" else "right")
+    for o in p["top_ops"]:
+        tab.add_row(o["name"], f"{o['calls_per_step']:g}", fmt_s(o["self_cpu_s"]), fmt_s(o["cpu_total_s"]),
+                    *((fmt_s(o.get("self_device_s")),) if dev else ()))
+    console.print(tab)
+    sp = p["split"]
+    step = sp["step_s"]
+    share = lambda x: f"{fmt_s(x)} ({x / step:.0%})" if step else fmt_s(x)   # noqa: E731
+    phases = " · ".join(f"{k} {share(v['cpu_s'])}" for k, v in p["phases"].items())
+    console.print(f"step {fmt_s(step)} under the profiler: " + (phases or "no phases marked"))
+    console.print(f"inside ATen ops {share(sp['in_aten_ops_s'])} · outside them (Python, modules, autograd "
+                  f"engine, optimizer loop) {share(sp['outside_ops_s'])}"
+                  + (f" · host {fmt_s(sp['host_s'])} vs kernels {fmt_s(sp['kernel_s'])}" if "kernel_s" in sp else ""))
+    if p.get("trace_file"):
+        console.print(f"trace: {p['trace_file']} (open in ui.perfetto.dev or chrome://tracing)")
+
+
+def print_peak(e: dict[str, Any], console: Console | None = None) -> None:
+    console = console or Console()
+    lines = [f"peak: {e['gflops']:.4g} GFLOP/s ({e['dtype']}, {e['threads']} threads, best of square matrix "
+             f"products n = {', '.join(map(str, e['sizes']))}; best at n = {e['size']})",
+             f"source: {e['source']}"]
+    if e.get("measured_now_gflops") is not None and e["source"] != "measured now":
+        lines.append(f"this measurement: {e['measured_now_gflops']:.4g} GFLOP/s")
+    lines += [f"key: {e['key']}", f"cache: {e['cache'] or 'not writable (figure not kept)'}"]
+    for line in lines:
+        console.print(line, soft_wrap=True, highlight=False)
 
 
 def print_trace(tr: dict[str, Any], console: Console | None = None) -> None:
@@ -285,6 +361,8 @@ FIGURES: list[tuple[str, Callable[[dict[str, Any]], str], bool]] = [
     ("final\nloss", lambda s: fmt_loss(s.get("final_loss")), False),
     ("acc.", lambda s: fmt_acc(s.get("accuracy")), False),
     ("peak\nRSS", lambda s: fmt_mem(s.get("rss_peak_mib")), False),
+    ("GFLOP/s", lambda s: fmt_gflops(s.get("achieved_gflops")), False),
+    ("%\npeak", lambda s: fmt_percent(s.get("percent_of_peak")), False),
     ("setup", lambda s: fmt_s(s.get("setup_s")), True),
     ("train", lambda s: fmt_s(s.get("train_s")), True),
     ("samples/s", lambda s: "-" if s.get("samples_per_s") is None else f"{s['samples_per_s']:,.0f}", True),
@@ -296,7 +374,7 @@ FIGURES: list[tuple[str, Callable[[dict[str, Any]], str], bool]] = [
 
 
 # What a narrow terminal leaves out first (wide extras are not shown there at all).
-SPARE = ["IQR", "peak\nRSS", "acc."]
+SPARE = ["GFLOP/s", "%\npeak", "IQR", "peak\nRSS", "acc."]
 
 
 def _groups(cells: list[dict[str, Any]]) -> dict[tuple[str, str], list[dict[str, Any]]]:

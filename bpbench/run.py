@@ -132,19 +132,27 @@ def build_session(info, cfg: dict[str, Any], device):
     return task, learner, session
 
 
-def execute(info, cfg: dict[str, Any], *, profile_lines: bool = False,
-            on_log: Callable[[str], None] | None = None,
+def execute(info, cfg: dict[str, Any], *, profile_lines: bool = False, profile_ops: bool = False,
+            trace_file=None, on_log: Callable[[str], None] | None = None,
             on_epoch: Callable[[int, int, dict | None], None] | None = None) -> dict[str, Any]:
-    """Train once under the harness and return the result (status "ok" or "diverged")."""
+    """Train once under the harness and return the result (status "ok" or "diverged").
+
+    After training (never inside the timed loop): one step's FLOPs are counted, the machine's
+    peak is looked up (or measured once and cached), and with `profile_ops` a few steps run
+    under torch.profiler; each of these rewinds the learner, so the trajectory is the run's.
+    """
     import torch
 
-    from bpbench import envinfo
+    from bpbench import envinfo, opprofile, peak
+    from bpbench.flops import count_step, throughput
     from bpbench.harness import memory, stats
     from bpbench.harness.loop import LoopConfig, run_loop
     from bpbench.harness.timer import synchronize
     from bpbench.variants.base import prime
 
     t_start = time.perf_counter()
+    if cfg.get("threads"):   # before any torch work: set_num_threads is reliable once per process
+        torch.set_num_threads(cfg["threads"])
     rss_start = memory.rss_mib()
     device = pick_device(cfg["device"])
     check_memory(info, cfg, device)
@@ -159,7 +167,7 @@ def execute(info, cfg: dict[str, Any], *, profile_lines: bool = False,
         memory.cuda_reset_peaks(device)
     device_init_s = time.perf_counter() - t0
 
-    with memory.PeakRss() as rss:
+    with memory.PeakRss() as setup_rss:
         t0 = time.perf_counter()
         task, learner, session = build_session(info, cfg, device)
         synchronize(device)
@@ -175,18 +183,23 @@ def execute(info, cfg: dict[str, Any], *, profile_lines: bool = False,
             if not _refuses_non_finite(e):   # the timed loop meets it again and reports it (exit 3)
                 raise
             first_step_s = None
+    # The baseline the model's own training memory is measured from: data, model, optimizer and
+    # the primed step's buffers are in; imports and torch's one-time state too.
+    rss_setup = memory.rss_mib()
 
-        profile = None
+    with memory.PeakRss() as rss:
+        lines = None
         if profile_lines:
-            profile = memory.LineProfile()
+            lines = memory.LineProfile()
             targets = getattr(learner, "line_profile_targets", lambda: [(learner, "step")])()
             for obj, name in targets:
-                profile.attach(obj, name)
+                lines.attach(obj, name)
 
         loop_cfg = LoopConfig(epochs=cfg["epochs"], warmup_steps=cfg.get("warmup_steps", 0),
                               log_every=cfg.get("log_every", 0), eval_every=cfg.get("eval_every", 0),
                               eval_every_updates=cfg.get("eval_every_updates", 0),
                               max_updates=cfg.get("updates"))
+
         def finite() -> bool:
             return all(bool(torch.isfinite(p).all()) for p in learner.params().values())
 
@@ -207,6 +220,16 @@ def execute(info, cfg: dict[str, Any], *, profile_lines: bool = False,
         eval_s = res.eval_s + time.perf_counter() - t0
     cuda_alloc, cuda_reserved = memory.cuda_peaks_mib(device)
 
+    t0 = time.perf_counter()
+    x1, y1 = session.sample_batches()[0]
+    profile, flops, peak_info = None, None, None
+    if not diverged:   # a broken model has nothing to count or profile (and BCELoss refuses NaN)
+        profile = opprofile.profile_steps(learner, x1, y1, device, trace_file=trace_file) if profile_ops else None
+        if cfg.get("flops") is not False:
+            flops = count_step(learner, x1, y1, sync, cuda_memory=device.type == "cuda")
+            peak_info = peak.get(device, next(iter(learner.params().values())).dtype)
+    analysis_s = time.perf_counter() - t0
+
     steady = res.steady_step_s
     steady_total = sum(steady)
     params = learner.params()
@@ -225,12 +248,21 @@ def execute(info, cfg: dict[str, Any], *, profile_lines: bool = False,
             total_s=time.perf_counter() - t_start, steps=res.steps, warmup_steps=res.warmup_steps,
             step_s_median=stats.median(steady), step_s_iqr=stats.iqr(steady),
             samples_per_s=(res.steady_samples / steady_total) if steady_total > 0 else None,
-            step_s_all=list(steady)),
-        memory=Memory(rss_start_mib=rss_start, rss_peak_mib=rss.peak, rss_peak_source=rss.source,
+            step_s_all=list(steady), analysis_s=analysis_s),
+        memory=Memory(rss_start_mib=rss_start, rss_peak_mib=max(setup_rss.peak, rss.peak),
+                      rss_peak_source=rss.source,
                       cuda_peak_allocated_mib=cuda_alloc, cuda_peak_reserved_mib=cuda_reserved,
-                      line_profile=profile.table() if profile else None),
+                      line_profile=lines.table() if lines else None,
+                      rss_setup_mib=rss_setup,
+                      rss_train_above_setup_mib=max(rss.peak - rss_setup, 0.0),
+                      cuda_phase_peak_mib=(flops or {}).pop("cuda_phase_peak_mib", None),
+                      cublas_workspace_mib=(flops or {}).pop("cublas_workspace_mib", None)),
         env=envinfo.collect(device),
         variant_details=learner.details() if hasattr(learner, "details") else {},
+        flops=flops,
+        throughput=throughput(flops["per_step"], stats.median(steady), peak_info) if flops else None,
+        profile=profile,
+        warnings=[w for w in [stats.spread_warning(steady)] if w],
         extra=extra,
     )
     if diverged:

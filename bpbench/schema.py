@@ -39,6 +39,7 @@ class Timing:
     eval_s: float = 0.0
     warmup_steps: int = 0
     step_s_all: list[float] | None = None  # every steady-state step, for distributions
+    analysis_s: float | None = None       # after training: FLOP count, peak lookup, --profile-ops
 
 
 @dataclass
@@ -50,6 +51,10 @@ class Memory:
     rss_peak_source: str | None = None     # where rss_peak_mib came from (VmHWM, getrusage, ...)
     cuda_peak_reserved_mib: float | None = None
     line_profile: str | None = None       # memory_profiler's table with --profile-lines
+    rss_setup_mib: float | None = None    # RSS after setup and priming: the model's baseline
+    rss_train_above_setup_mib: float | None = None   # training's peak RSS above that baseline
+    cuda_phase_peak_mib: dict[str, float] | None = None   # CUDA: each phase's peak above its start
+    cublas_workspace_mib: float | None = None        # CUDA: the cuBLAS workspaces, apart
 
 
 @dataclass
@@ -63,6 +68,11 @@ class Env:
     cuda_device: str | None
     cuda_runtime: str | None = None
     cpu_count: int | None = None
+    float32_matmul_precision: str | None = None   # "highest" | "high" | "medium"
+    tf32: dict[str, bool] | None = None   # CUDA: {matmul, cudnn} allow_tf32
+    cuda_launch_blocking: str | None = None   # the CUDA_LAUNCH_BLOCKING environment variable
+    cuda_driver: str | None = None
+    cuda_capability: str | None = None    # e.g. "9.0"
 
 
 @dataclass
@@ -83,6 +93,13 @@ class RunResult:
     reference_variant: str | None = None  # the variant this one's arithmetic must match
     variant_details: dict[str, Any] = field(default_factory=dict)   # e.g. compiled: graph breaks
     evaluations: list[dict[str, Any]] = field(default_factory=list)  # the grid of --eval-every-updates
+    # {forward, backward, update, per_step, counted_ops, samples, unattributed, note}: one step's
+    # matrix-product FLOPs (bpbench.flops)
+    flops: dict[str, Any] | None = None
+    # {achieved_gflops, peak_gflops, peak_source, percent_of_peak}
+    throughput: dict[str, Any] | None = None
+    profile: dict[str, Any] | None = None   # --profile-ops: {top_ops, phases, split, trace_file, ...}
+    warnings: list[str] = field(default_factory=list)   # e.g. a step-time IQR above 10% of the median
     extra: dict[str, Any] = field(default_factory=dict)   # experiment's own keys (trace, confusion)
 
     def to_dict(self) -> dict[str, Any]:

@@ -26,7 +26,8 @@ class ResidentBatches:
         self.batch_size = self.n if batch_size is None else min(batch_size, self.n)
         self.steps_per_epoch = -(-self.n // self.batch_size)
         self.shuffle, self.replacement = shuffle, replacement
-        self.gen = torch.Generator(device=x.device).manual_seed(seed)
+        # A CPU generator whatever the device: CPU and CUDA runs of one seed see the same batches.
+        self.gen = torch.Generator().manual_seed(seed)
 
     def sample_batches(self):
         return _sample_batches(self.x, self.y, self.batch_size)
@@ -35,12 +36,12 @@ class ResidentBatches:
         if self.batch_size == self.n:      # gradient descent: no shuffle, no copy
             return iter([(self.x, self.y)])
         if self.replacement:   # seed 001: every batch drawn anew, np.random.choice(n, batch) style
-            draws = torch.randint(self.n, (self.steps_per_epoch, self.batch_size), device=self.x.device,
-                                  generator=self.gen)
+            draws = torch.randint(self.n, (self.steps_per_epoch, self.batch_size),
+                                  generator=self.gen).to(self.x.device, non_blocking=True)
             return ((self.x.index_select(0, idx), self.y.index_select(0, idx)) for idx in draws)
         if not self.shuffle:   # in data order, as a DataLoader without shuffle=True: views, no copy
             return zip(self.x.split(self.batch_size), self.y.split(self.batch_size))
-        perm = torch.randperm(self.n, device=self.x.device, generator=self.gen)
+        perm = torch.randperm(self.n, generator=self.gen).to(self.x.device, non_blocking=True)
         return ((self.x.index_select(0, idx), self.y.index_select(0, idx)) for idx in perm.split(self.batch_size))
 
 

@@ -73,3 +73,17 @@ def broken_mnist_dir(mnist_dir, tmp_path) -> Path:
     root = tmp_path / "broken"
     shutil.copytree(mnist_dir, root)
     return root
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _peak_cache(tmp_path_factory):
+    """Runs look up the machine's measured peak: measure it once per test session, in a cache
+    of the session's own (never the user's), shared with the subprocesses tests start."""
+    import os
+    old = os.environ.get("BPBENCH_CACHE")
+    os.environ["BPBENCH_CACHE"] = str(tmp_path_factory.mktemp("bpbench-cache"))
+    yield
+    if old is None:
+        os.environ.pop("BPBENCH_CACHE", None)
+    else:
+        os.environ["BPBENCH_CACHE"] = old

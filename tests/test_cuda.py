@@ -77,3 +77,44 @@ def test_graphed_matches_autograd(experiment, flags):
     fast = train(experiment, device="cuda", variant="graphed", **flags)
     assert parity.check(fast, ref) == []
     assert fast["timing"]["compile_s"] > 0 and fast["variant_details"]["cuda_graphs"] >= 1
+
+
+# ---------------------------------------------------------------- issue 12 on the GPU
+
+def test_cuda_flops_phase_peaks_and_env():
+    r = train("mnist01", device="cuda", epochs=5)
+    assert r["flops"]["forward"] == 2 * 1692 * (784 * 32 + 32)     # the same count as on the CPU
+    m = r["memory"]
+    assert set(m["cuda_phase_peak_mib"]) == {"forward", "backward", "update"}
+    assert all(v >= 0 for v in m["cuda_phase_peak_mib"].values()) and m["cublas_workspace_mib"] >= 0
+    assert r["throughput"]["peak_gflops"] > 0 and r["throughput"]["percent_of_peak"] > 0
+    env = r["env"]
+    major, minor = torch.cuda.get_device_capability()
+    assert env["cuda_capability"] == f"{major}.{minor}" and set(env["tf32"]) == {"matmul", "cudnn"}
+
+
+def test_cuda_block_timer_with_real_events():
+    from bpbench.harness.timer import CudaBlockTimer
+    a = torch.randn(512, 512, device="cuda")
+    timer = CudaBlockTimer(torch.device("cuda"), block=8, ring=4)
+    for i in range(100):          # 13 blocks through a ring of 4 pairs
+        timer.start()
+        a @ a
+        timer.stop()
+    got = timer.seconds()
+    assert len(got) == 100 and all(t > 0 for t in got) and len(timer._events) == 4
+
+
+def test_cuda_profile_ops_splits_host_and_kernel(tmp_path):
+    info, cfg = runner.resolve("mnist01", None, {"device": "cuda", "epochs": 3})
+    r = runner.execute(info, cfg, profile_ops=True, trace_file=tmp_path / "t.json")
+    sp = r["profile"]["split"]
+    assert sp["kernel_s"] > 0 and sp["host_s"] > 0 and (tmp_path / "t.json").stat().st_size > 0
+    assert any(o.get("self_device_s", 0) > 0 for o in r["profile"]["top_ops"])
+
+
+def test_cuda_minibatches_match_the_cpu_run():
+    """A CPU generator draws the permutation: one seed, the same batches on either device."""
+    c = train("mnist01", batch_size=64, epochs=1)
+    g = train("mnist01", batch_size=64, epochs=1, device="cuda")
+    assert g["final"]["loss"] == pytest.approx(c["final"]["loss"], abs=1e-5)

@@ -1,7 +1,8 @@
 """The training loop the harness drives, and the protocol a model must follow to be driven.
 
 Phases are timed apart: the first `warmup_steps` updates (real updates, so results stay the
-sources'; excluded from steady-state statistics), the steady state (every step timed on its own),
+sources'; excluded from steady-state statistics), the steady state (every step timed on its own
+on CPU, in blocks of consecutive steps on CUDA: see timer),
 and evaluation/logging pauses (excluded from both). Losses stay on the device as tensors and are
 read back only at epoch ends on CPU (cheap there) or every `check_every` epochs on CUDA (a host
 sync), so the hot loop never waits for the GPU unless logging asks for it.
@@ -144,7 +145,7 @@ def _run_loop(t, cfg, device, on_log, on_epoch, diverged_by) -> LoopResult:
     paused = 0.0          # evaluation/logging time inside the steady state (excluded from train_s)
     step = 0
     # Bound once: the per-step path is a handful of Python operations around t.step().
-    start, stop, do_step, begin = timer.start, timer.stop, t.step, t.begin_epoch
+    start, stop, split, do_step, begin = timer.start, timer.stop, timer.split, t.step, t.begin_epoch
     log_every, eval_every, check_every = cfg.log_every, cfg.eval_every, cfg.check_every
     next_eval = cfg.eval_every_updates or -1     # the next point of the update grid (-1: no grid)
 
@@ -170,9 +171,11 @@ def _run_loop(t, cfg, device, on_log, on_epoch, diverged_by) -> LoopResult:
                 stop()
                 step += 1
                 if step == warm:
+                    split()          # a timing block never mixes warm-up and steady steps
                     synchronize(device)
                     steady_start = time.perf_counter()
                 if step == next_eval:
+                    split()
                     next_eval, paused = grid_point(epoch, step, steady_start, paused)
             else:
                 losses = []
@@ -182,10 +185,13 @@ def _run_loop(t, cfg, device, on_log, on_epoch, diverged_by) -> LoopResult:
                     stop()
                     step += 1
                     if step == warm:
+                        split()
                         synchronize(device)
                         steady_start = time.perf_counter()
                     if step == next_eval:
+                        split()      # an evaluation is not a step
                         next_eval, paused = grid_point(epoch, step, steady_start, paused)
+                split()              # the epoch's losses and the next shuffle are not steps
                 epoch_loss = _stack(losses)     # flush() keeps each update's loss and their mean
         except Exception as e:
             if diverged_inside(e, epoch, None):
@@ -196,6 +202,7 @@ def _run_loop(t, cfg, device, on_log, on_epoch, diverged_by) -> LoopResult:
         log_now = log_every and (epoch % log_every == 0 or epoch == epochs)
         eval_now = log_now or (eval_every and (epoch % eval_every == 0 or epoch == epochs))
         if on_cpu or log_now or eval_now or epoch % check_every == 0 or epoch == epochs:
+            split()              # read-back and evaluation pauses stay outside every block
             if not flush():
                 break
         if eval_now:

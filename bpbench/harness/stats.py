@@ -15,3 +15,13 @@ def iqr(xs: list[float]) -> float | None:
         return 0.0 if xs else None
     q1, _, q3 = statistics.quantiles(xs, n=4, method="inclusive")
     return q3 - q1
+
+
+def spread_warning(xs: list[float], limit: float = 0.1) -> str | None:
+    """A warning when the IQR exceeds `limit` of the median, torch.utils.benchmark's rule for a
+    measurement too noisy to trust at face value; None otherwise."""
+    med, spread = median(xs), iqr(xs)
+    if not med or spread is None or spread <= limit * med:
+        return None
+    return (f"step times are noisy: the IQR is {spread / med:.0%} of the median (over {limit:.0%}); "
+            "rerun on a quieter machine or compare medians of repeats")

@@ -1,8 +1,13 @@
 """Per-step clocks.
 
-On CPU a step is timed with perf_counter. On CUDA kernels run asynchronously, so a step is
-bracketed by CUDA events recorded on the stream; no host synchronisation happens until
-`seconds()` is called after the loop.
+On CPU a step is timed with perf_counter. On CUDA kernels run asynchronously, so steps are timed
+in blocks: a pair of CUDA events brackets up to `block` consecutive steps, and each step of the
+block is given the block's mean. The events come from a fixed ring that is reused, so a long run
+holds a bounded number of events (one pair per step used to grow without limit); no host
+synchronisation happens in the loop except, when the ring wraps, a wait on the event recorded
+`ring` blocks earlier (long finished in any realistic run). `split()` closes the open block: the
+loop calls it where the steps stop being consecutive (the end of warm-up, evaluation and loss
+read-back pauses), so a block never spans work that is not a training step.
 """
 
 from __future__ import annotations
@@ -21,35 +26,62 @@ class CpuStepTimer:
     def stop(self) -> None:
         self._samples.append(time.perf_counter() - self._t0)
 
+    def split(self) -> None:
+        """Every CPU step is timed on its own: nothing to close."""
+
     def seconds(self) -> list[float]:
         return self._samples
 
 
-class CudaStepTimer:
-    def __init__(self, device):
-        import torch
-        self._torch = torch
+class CudaBlockTimer:
+    def __init__(self, device, block: int = 32, ring: int = 64, event=None):
+        if event is None:
+            import torch
+            event = lambda: torch.cuda.Event(enable_timing=True)   # noqa: E731
         self._device = device
-        self._pairs: list[tuple] = []
-        self._start = None
+        self._block = block
+        self._events = [(event(), event()) for _ in range(ring)]   # allocated once, reused
+        self._slot = 0             # the next pair to record into
+        self._pending: dict[int, int] = {}   # slot -> steps in its block, not yet read back
+        self._blocks: list[tuple[float, int]] = []   # (seconds, steps), in order
+        self._open = False
+        self._n = 0
 
     def start(self) -> None:
-        ev = self._torch.cuda.Event(enable_timing=True)
-        ev.record()
-        self._start = ev
+        if not self._open:
+            if self._slot in self._pending:   # the ring wrapped: read that block before reuse
+                self._read(self._slot)
+            self._events[self._slot][0].record()
+            self._open = True
 
     def stop(self) -> None:
-        ev = self._torch.cuda.Event(enable_timing=True)
-        ev.record()
-        self._pairs.append((self._start, ev))
+        self._n += 1
+        if self._n == self._block:
+            self.split()
+
+    def split(self) -> None:
+        """Close the open block (no-op when none is open)."""
+        if not self._open:
+            return
+        self._events[self._slot][1].record()
+        self._pending[self._slot] = self._n
+        self._slot = (self._slot + 1) % len(self._events)
+        self._open, self._n = False, 0
+
+    def _read(self, slot: int) -> None:
+        a, b = self._events[slot]
+        b.synchronize()
+        self._blocks.append((a.elapsed_time(b) / 1000.0, self._pending.pop(slot)))
 
     def seconds(self) -> list[float]:
-        self._torch.cuda.synchronize(self._device)
-        return [a.elapsed_time(b) / 1000.0 for a, b in self._pairs]
+        self.split()
+        for slot in sorted(self._pending, key=lambda s: (s - self._slot) % len(self._events)):
+            self._read(slot)   # oldest first: blocks stay in step order
+        return [t / n for t, n in self._blocks for _ in range(n)]
 
 
 def step_timer(device):
-    return CudaStepTimer(device) if getattr(device, "type", str(device)) == "cuda" else CpuStepTimer()
+    return CudaBlockTimer(device) if getattr(device, "type", str(device)) == "cuda" else CpuStepTimer()
 
 
 def synchronize(device) -> None:

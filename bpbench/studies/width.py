@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from bpbench import experiments
+from bpbench import experiments, figures
 from bpbench import variants as V
 from bpbench.compare import Cell, make_cell
 
@@ -43,6 +43,8 @@ def derive(cells: list[dict[str, Any]]) -> dict[str, Any] | None:
             hardware[c["device"]] = env.get("cuda_device") or env.get("cpu") or c["device"]
     if not rows:
         return None
+    for w, pct in figures.width_peak(cells).items():   # achieved % of the measured peak
+        rows[w].update(pct)
     out, crossover = [], None
     for w in sorted(rows):
         r = rows[w]
@@ -51,7 +53,11 @@ def derive(cells: list[dict[str, Any]]) -> dict[str, Any] | None:
         if crossover is None and r["cuda_speedup"] and r["cuda_speedup"] > 1:
             crossover = w
         out.append(r)
-    return {"rows": out, "crossover_width": crossover, "steps": sorted(s for s in steps if s),
+    # Never below the smallest width measured: when the GPU already wins there, the true crossover
+    # is at or below it, and the table says so rather than name a width it did not see.
+    return {"rows": out, "crossover_width": crossover,
+            "crossover_at_or_below": bool(crossover) and crossover == min(rows),
+            "steps": sorted(s for s in steps if s),
             "hardware": hardware, "seed_step_s": {d: {str(h): s for h, s in v.items()} for d, v in SEED_STEP_S.items()},
             "note": "crossover: the smallest width at which CUDA's step is faster than the CPU's"}
 
@@ -60,16 +66,19 @@ def render(w: dict[str, Any]) -> list:
     from bpbench.report import Tab, _ratio, fmt_s
 
     steps = ", ".join(f"{s:,}" for s in w.get("steps") or []) or "?"
-    tab = Tab("", ["H", "CPU step", "CUDA step", "CUDA speedup"], text=0)
+    tab = Tab("", ["H", "CPU step", "CUDA step", "CUDA speedup", "CPU % peak", "CUDA % peak"], text=0)
     for r in w["rows"]:
         tab.rows.append([f"{r['width']:,}", fmt_s(r.get("cpu_step_s")), fmt_s(r.get("cuda_step_s")),
-                         _ratio(r.get("cuda_speedup"))])
+                         _ratio(r.get("cuda_speedup")), figures.fmt_percent(r.get("cpu_percent_of_peak")),
+                         figures.fmt_percent(r.get("cuda_percent_of_peak"))])
     cross = w.get("crossover_width")
     has_cuda = any(r.get("cuda_step_s") for r in w["rows"])
     seed = "; ".join(f"H = {h:,}: CPU {fmt_s(SEED_STEP_S['cpu'][h])}, GPU {fmt_s(SEED_STEP_S['cuda'][h])}"
                      for h in SEED_STEP_S["cpu"])
     return [f"[bold]width study[/] (seed 004): 1-H-1 MLP, Adam, {steps} steps per width", tab.drop_empty(keep=2),
-            f"crossover: GPU faster from H = {cross:,}" if cross else
+            f"crossover: GPU faster from H = {cross:,}"
+            + (" (already at the smallest width measured: the crossover is at or below it)"
+               if w.get("crossover_at_or_below") else "") if cross else
             "crossover: the GPU was not faster at any width measured" if has_cuda else
             "crossover: n/a (no CUDA cells ran)",
             f"[dim]seed 004's own machine, per step: {seed}[/]"]
@@ -96,4 +105,5 @@ def plot(w: dict[str, Any], out_dir: Path) -> list[Path]:
     ax.set(xscale="log", yscale="log", xlabel="hidden width H", ylabel="time per Adam step (median)",
            title=f"1-H-1 MLP, Adam, {steps} steps per width: {ran or 'nothing ran'}")
     ax.legend(fontsize=7)
+    plots.plot_width_peak(ax, w)
     return [plots.save(fig, out_dir / "width.png")]

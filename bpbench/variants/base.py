@@ -17,6 +17,7 @@ optimizer state tensor in place, so the trajectory stays the sources' while one-
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Any, Callable, Iterable
 
@@ -24,6 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from bpbench.errors import BadInput
+from bpbench.phases import phase
 
 
 def make_optimizer(spec: tuple[str, dict[str, Any]], parameters: Iterable[Tensor], cfg: dict[str, Any],
@@ -49,11 +51,18 @@ class TorchLearner:
         self._names = names
 
     def step(self, x: Tensor, y: Tensor) -> Tensor:
-        loss = self.loss_fn(self.module(x), y)
-        self.optimizer.zero_grad()
-        loss.backward()
-        self.optimizer.step()
+        with phase("forward"):
+            loss = self.loss_fn(self.module(x), y)
+        with phase("backward"):
+            self.optimizer.zero_grad()
+            loss.backward()
+        with phase("update"):
+            self.optimizer.step()
         return loss.detach()
+
+    # The textbook step, eager, whatever a subclass's step does (compiled, graph replay): the FLOP
+    # count runs it, as FlopCounterMode sees the aten ops of eager code only.
+    eager_step = step
 
     @torch.no_grad()
     def predict(self, x: Tensor) -> Tensor:
@@ -70,41 +79,45 @@ def torch_learner(cls: type, module: nn.Module, model, cfg: dict[str, Any], **op
     return cls(module, model.loss_fn, optimizer, model.params(module))
 
 
-def prime(learner, batches: list[tuple[Tensor, Tensor]], steps: int = 2,
-          sync: Callable[[], None] = lambda: None) -> float:
-    """Run `steps` real updates on each sample batch, then rewind in place; returns the seconds.
+@contextlib.contextmanager
+def rewound(learner, sync: Callable[[], None] = lambda: None):
+    """Whatever runs inside leaves every parameter and optimizer state tensor as it found them.
 
     Rewinding copies the saved values back into the same tensors (compiled graphs and captured
-    CUDA graphs hold those tensors). Optimizer state created by the priming steps is zeroed, which
-    is exactly the fresh state of the optimizers used here (SGD keeps none; Adam starts step,
-    exp_avg and exp_avg_sq at zero).
+    CUDA graphs hold those tensors). Optimizer state created inside is zeroed, which is exactly
+    the fresh state of the optimizers used here (SGD keeps none; Adam starts step, exp_avg and
+    exp_avg_sq at zero).
     """
     params = list(learner.params().values())
     opt = getattr(learner, "optimizer", None)
     saved_params = [p.detach().clone() for p in params]
-    # torch.optim keeps state per Parameter object: a stable key across the priming steps.
+    # torch.optim keeps state per Parameter object: a stable key across the steps inside.
     saved_state = {} if opt is None else {
         p: {k: v.detach().clone() for k, v in st.items() if isinstance(v, Tensor)} for p, st in opt.state.items()}
-    t0 = time.perf_counter()
     try:
+        yield
+    finally:
+        sync()
+        with torch.no_grad():
+            for p, saved in zip(params, saved_params):
+                p.copy_(saved)
+            if opt is not None:
+                for p, st in opt.state.items():
+                    for k, v in st.items():
+                        if isinstance(v, Tensor):
+                            v.copy_(saved_state[p][k]) if k in saved_state.get(p, {}) else v.zero_()
+                opt.zero_grad(set_to_none=not getattr(learner, "static_grads", False))
+        sync()
+
+
+def prime(learner, batches: list[tuple[Tensor, Tensor]], steps: int = 2,
+          sync: Callable[[], None] = lambda: None) -> float:
+    """Run `steps` real updates on each sample batch, then rewind in place; returns the seconds."""
+    with rewound(learner, sync):
+        t0 = time.perf_counter()
         for x, y in batches:
             for _ in range(steps):
                 learner.step(x, y)
         sync()
         seconds = time.perf_counter() - t0
-    finally:      # rewound even when a step raised (a diverging lr): the timed loop then reports it
-        _rewind(learner, params, saved_params, opt, saved_state, sync)
     return seconds
-
-
-def _rewind(learner, params, saved_params, opt, saved_state, sync) -> None:
-    with torch.no_grad():
-        for p, saved in zip(params, saved_params):
-            p.copy_(saved)
-        if opt is not None:
-            for p, st in opt.state.items():
-                for k, v in st.items():
-                    if isinstance(v, Tensor):
-                        v.copy_(saved_state[p][k]) if k in saved_state.get(p, {}) else v.zero_()
-            opt.zero_grad(set_to_none=not getattr(learner, "static_grads", False))
-    sync()

@@ -11,6 +11,7 @@ from __future__ import annotations
 from torch import Tensor
 
 from bpbench.errors import BadInput
+from bpbench.phases import phase
 from bpbench.variants import REGISTRY
 
 
@@ -27,12 +28,15 @@ class ManualLearner:
         self.net, self.lr = net, lr
 
     def step(self, x: Tensor, y: Tensor) -> Tensor:
-        loss = self.net.loss(x, y)
-        self.net.backward()
-        if hasattr(self.net, "update"):
-            self.net.update(self.lr)
-        else:
-            sgd_update(self.net.params(), self.net.grads(), self.lr)
+        with phase("forward"):
+            loss = self.net.loss(x, y)
+        with phase("backward"):
+            self.net.backward()
+        with phase("update"):
+            if hasattr(self.net, "update"):
+                self.net.update(self.lr)
+            else:
+                sgd_update(self.net.params(), self.net.grads(), self.lr)
         return loss
 
     def predict(self, x: Tensor) -> Tensor:

@@ -1,0 +1,140 @@
+"""The machine's peak, measured: a short matrix-product benchmark per device, dtype and threads.
+
+The denominator of "% of peak" is what this machine's BLAS actually reaches on large square
+products (torch.utils.benchmark, best block of a few sizes), not a datasheet figure. It is cached
+per machine in `$BPBENCH_CACHE` or the platform's cache directory (platformdirs), keyed by device
+name, dtype, thread count, TF32 setting and the torch and bpbench versions that produced it, so
+runs measure it at most once; `bpbench peak --remeasure` measures again.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from bpbench.errors import BadInput
+
+CACHE_FILE = "peak.json"
+CPU_SIZES = (256, 512, 1024)        # a 2-core CPU reaches its plateau by 1024; ~1-2 s in all
+CUDA_SIZES = (2048, 4096, 8192)
+
+
+def cache_dir() -> Path:
+    env = os.environ.get("BPBENCH_CACHE")
+    if env:
+        return Path(env)
+    import platformdirs
+    return Path(platformdirs.user_cache_dir("bpbench"))
+
+
+def cache_path() -> Path:
+    return cache_dir() / CACHE_FILE
+
+
+def key(device, dtype, threads: int) -> str:
+    """What a cached figure is valid for: change any part and it is measured again."""
+    import torch
+
+    import bpbench
+    from bpbench import envinfo
+    if getattr(device, "type", str(device)) == "cuda":
+        name = f"cuda:{torch.cuda.get_device_name(device)}"
+        tf32 = f"tf32={torch.backends.cuda.matmul.allow_tf32}"
+    else:
+        name, tf32 = f"cpu:{envinfo.cpu_name()}", "tf32=n/a"
+    return "|".join([name, str(dtype).removeprefix("torch."), f"threads={threads}", tf32,
+                     f"torch={torch.__version__}", f"bpbench={bpbench.__version__}"])
+
+
+def _read(path: Path) -> dict[str, Any]:
+    """The cache's entries; an unreadable or foreign file counts as empty (it is rewritten)."""
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return {}
+    entries = doc.get("entries") if isinstance(doc, dict) else None
+    return entries if isinstance(entries, dict) else {}
+
+
+def lookup(k: str) -> dict[str, Any] | None:
+    entry = _read(cache_path()).get(k)
+    return entry if isinstance(entry, dict) and isinstance(entry.get("gflops"), (int, float)) else None
+
+
+def store(k: str, entry: dict[str, Any]) -> Path | None:
+    """Add `entry` to the cache atomically; None when the cache cannot be written (the figure is
+    still used for this run: a read-only home must not stop a measurement)."""
+    from bpbench import results
+    path = cache_path()
+    if path.exists() and not path.is_file():
+        return None
+    entries = _read(path)
+    entries[k] = entry
+    try:
+        results.write_json(path, {"kind": "bpbench-peak-cache", "entries": entries})
+    except OSError:
+        return None
+    return path
+
+
+def measure(device, dtype, threads: int, sizes: tuple[int, ...] | None = None,
+            min_run_time: float = 0.3) -> dict[str, Any]:
+    """Best GFLOP/s of `a @ b` over square sizes, timed by torch.utils.benchmark (which
+    synchronises CUDA and sets the thread count for the measurement)."""
+    import logging
+
+    import torch
+    # torch.utils.benchmark imports cpp_extension, which warns on CPU-only machines that it found
+    # no CUDA runtime: irrelevant to a matrix-product timing, and noise on stderr.
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+    from torch.utils import benchmark
+
+    on_cuda = getattr(device, "type", str(device)) == "cuda"
+    sizes = sizes or (CUDA_SIZES if on_cuda else CPU_SIZES)
+    best = (0.0, 0)
+    for n in sizes:
+        a = torch.randn(n, n, device=device, dtype=dtype)
+        b = torch.randn(n, n, device=device, dtype=dtype)
+        m = benchmark.Timer("a @ b", globals={"a": a, "b": b}, num_threads=threads).blocked_autorange(
+            min_run_time=min_run_time)
+        # The fastest block: on a shared machine slower blocks measure other work.
+        gflops = 2 * n ** 3 / min(m.times) / 1e9
+        best = max(best, (gflops, n))
+    return {"gflops": best[0], "size": best[1], "sizes": list(sizes), "dtype": str(dtype).removeprefix("torch."),
+            "threads": threads, "measured": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+
+
+def get(device, dtype=None, threads: int | None = None, remeasure: bool = False) -> dict[str, Any]:
+    """The peak for this device, dtype and thread count: cached, or measured now and cached.
+
+    `remeasure` measures again and keeps the higher of the new and the cached figure: other work
+    on the machine can only slow a measurement down, never speed it up. Returns the entry plus
+    `key`, `source`, `cache` (the file, None if it could not be written) and, when a measurement
+    ran, `measured_now_gflops`.
+    """
+    import torch
+    dtype = dtype or torch.float32
+    threads = threads or torch.get_num_threads()
+    k = key(device, dtype, threads)
+    cached = lookup(k)
+    if cached is not None and not remeasure:
+        return {**cached, "key": k, "source": f"cache (measured {cached.get('measured', '?')})",
+                "cache": str(cache_path()), "measured_now_gflops": None}
+    fresh = measure(device, dtype, threads)
+    kept = cached if cached is not None and cached["gflops"] > fresh["gflops"] else fresh
+    where = store(k, kept)
+    source = "measured now" if kept is fresh else \
+        f"cache (measured {cached.get('measured', '?')}; higher than this remeasurement)"
+    return {**kept, "key": k, "source": source, "cache": str(where) if where else None,
+            "measured_now_gflops": fresh["gflops"]}
+
+
+def dtype_of(name: str):
+    import torch
+    dt = getattr(torch, name, None)
+    if not isinstance(dt, torch.dtype) or not dt.is_floating_point:
+        raise BadInput(f"unknown dtype {name!r} (e.g. float32, float64, bfloat16, float16)")
+    return dt
