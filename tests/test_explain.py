@@ -40,8 +40,8 @@ CASES = [
     ("linreg", "manual", {"data": "scatter30"}, 30, [(1, 1)]),   # seed 003: 30 points
     ("bce", "manual", {}, 1, [(2, 2), (2, 1)]),              # seed 002: the 2-2-1 net on x = [1, 1]
     ("bce", "autograd", {}, 1, [(2, 2), (2, 1)]),
-    ("mnist01", "manual", {}, 1692, [(784, 32), (32, 1)]),   # seed 004's 784-32-1 on the shipped data
-    ("mnist01", "autograd", {}, 1692, [(784, 32), (32, 1)]),
+    ("mnist01", "manual", {}, 12665, [(784, 32), (32, 1)]),   # seed 004's 784-32-1 on its 12,665 training images
+    ("mnist01", "autograd", {}, 12665, [(784, 32), (32, 1)]),
     ("mnist01", "autograd", {"batch_size": "64"}, 64, [(784, 32), (32, 1)]),
     ("width", "autograd", {"width": 50}, 100, [(1, 50), (50, 1)]),   # seed 004: 100 points, 1-H-1
 ]
