@@ -107,6 +107,6 @@ def test_compiled_matches_autograd(experiment, flags):
     assert parity.check(fast, ref) == [], parity.check(fast, ref)
     t = fast["timing"]
     assert t["compile_s"] > 0 and t["first_step_s"] is None
-    # compilation is its own phase: no steady step comes near it
-    assert max(t["step_s_all"]) < t["compile_s"] / 5
-    assert fast["variant_details"]["compile"]["graphs"] >= 1
+    # compilation is its own phase: nothing compiles again once the clock runs
+    details = fast["variant_details"]["compile"]
+    assert details["graphs"] >= 1 and details["graphs_compiled_after_prepare"] == 0, details

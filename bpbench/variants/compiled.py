@@ -41,15 +41,22 @@ class CompiledLearner(TorchLearner):
         dynamo.utils.counters.clear()
         seconds = prime(self, samples, steps=2, sync=sync)
         counters = dynamo.utils.counters
+        self._graphs_after_prepare = int(counters["stats"].get("unique_graphs", 0))
         self._details = {
             "mode": self.mode,
-            "graphs": int(counters["stats"].get("unique_graphs", 0)),
+            "graphs": self._graphs_after_prepare,
             "graph_breaks": sorted({r.strip().splitlines()[0][:120] for r in counters["graph_break"]}),
         }
         return seconds
 
     def details(self) -> dict:
-        return {"compile": getattr(self, "_details", None)}
+        """What compiled, and whether anything compiled again after prepare (it should not: a
+        recompile inside the timed loop would be charged to a steady step)."""
+        import torch._dynamo as dynamo
+        if not hasattr(self, "_details"):
+            return {"compile": None}
+        graphs = int(dynamo.utils.counters["stats"].get("unique_graphs", 0))
+        return {"compile": {**self._details, "graphs_compiled_after_prepare": graphs - self._graphs_after_prepare}}
 
 
 class Compiled:
