@@ -59,10 +59,9 @@ def plan_threads(cells: list[Any], threads: list[int] | None) -> list[Any]:
         if c.device != "cpu":
             out.append(c)
             continue
-        for n in threads:
-            label = ", ".join(p for p in (c.label, f"threads={n}") if p)
+        for n in threads:   # the label names threads=N (a shown override, like a --set key)
             overrides = tuple(sorted({**dict(c.overrides), "threads": n}.items()))
-            out.append(dataclasses.replace(c, label=label, overrides=overrides))
+            out.append(dataclasses.replace(c, overrides=overrides, shown=tuple(dict.fromkeys((*c.shown, "threads")))))
     return out
 
 

@@ -362,7 +362,7 @@ FIGURES: list[tuple[str, Callable[[dict[str, Any]], str], bool]] = [
     ("acc.", lambda s: fmt_acc(s.get("accuracy")), False),
     ("peak\nRSS", lambda s: fmt_mem(s.get("rss_peak_mib")), False),
     ("GFLOP/s", lambda s: fmt_gflops(s.get("achieved_gflops")), False),
-    ("%\npeak", lambda s: fmt_percent(s.get("percent_of_peak")), False),
+    ("% peak", lambda s: fmt_percent(s.get("percent_of_peak")), False),
     ("setup", lambda s: fmt_s(s.get("setup_s")), True),
     ("train", lambda s: fmt_s(s.get("train_s")), True),
     ("samples/s", lambda s: "-" if s.get("samples_per_s") is None else f"{s['samples_per_s']:,.0f}", True),
@@ -374,7 +374,7 @@ FIGURES: list[tuple[str, Callable[[dict[str, Any]], str], bool]] = [
 
 
 # What a narrow terminal leaves out first (wide extras are not shown there at all).
-SPARE = ["GFLOP/s", "%\npeak", "IQR", "peak\nRSS", "acc."]
+SPARE = ["GFLOP/s", "% peak", "IQR", "peak\nRSS", "acc."]
 
 
 def _groups(cells: list[dict[str, Any]]) -> dict[tuple[str, str], list[dict[str, Any]]]:

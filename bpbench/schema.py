@@ -103,7 +103,8 @@ class RunResult:
     extra: dict[str, Any] = field(default_factory=dict)   # experiment's own keys (trace, confusion)
 
     def to_dict(self) -> dict[str, Any]:
-        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra"}
+        out = {"schema": self.schema}    # first, so a reader sees the version before anything else
+        out.update({f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("extra", "schema")})
         for name in ("final", "timing", "memory"):
             out[name] = dataclasses.asdict(out[name])
         return {**out, **self.extra}

@@ -335,7 +335,8 @@ def test_compare_threads_end_to_end(cli, tmp_path):
     assert "GFLOP/s" in r.stdout and "% peak" in r.stdout and "threads=2" in r.stdout
     header = (out / "results.csv").read_text().splitlines()[0]
     assert "achieved_gflops" in header and "percent_of_peak" in header
-    assert figures.thread_scaling(doc["cells"])["linreg manual"][0][0] == 1
+    scaling = figures.thread_scaling(doc["cells"])     # labelled with the --set key too
+    assert list(scaling) == ["linreg manual epochs=50"] and [n for n, _ in scaling["linreg manual epochs=50"]] == [1, 2]
     if plots.available():
         assert (out / "threads.png").stat().st_size > 1000
     bad = cli("compare", "linreg", "--threads", "0,2")
@@ -343,17 +344,17 @@ def test_compare_threads_end_to_end(cli, tmp_path):
 
 
 def test_width_crossover_is_never_below_the_smallest_width_measured():
-    from bpbench import compare as cmp
+    from bpbench.studies import width as study
 
     def cell(w, dev, step, pct):
         return {"study": "width", "overrides": {"width": w}, "device": dev,
                 "summary": {"step_s_median": step, "percent_of_peak": pct}}
-    gpu_always = cmp.width_table([cell(500, "cpu", 2.0, 1.0), cell(500, "cuda", 1.0, 0.1),
-                                  cell(2000, "cpu", 4.0, 2.0), cell(2000, "cuda", 1.0, 0.4)])
+    gpu_always = study.derive([cell(500, "cpu", 2.0, 1.0), cell(500, "cuda", 1.0, 0.1),
+                               cell(2000, "cpu", 4.0, 2.0), cell(2000, "cuda", 1.0, 0.4)])
     assert gpu_always["crossover_width"] == 500 and gpu_always["crossover_at_or_below"] is True
     assert gpu_always["rows"][1]["cuda_percent_of_peak"] == 0.4
-    later = cmp.width_table([cell(500, "cpu", 1.0, 1.0), cell(500, "cuda", 2.0, 0.1),
-                             cell(2000, "cpu", 4.0, 2.0), cell(2000, "cuda", 1.0, 0.4)])
+    later = study.derive([cell(500, "cpu", 1.0, 1.0), cell(500, "cuda", 2.0, 0.1),
+                          cell(2000, "cpu", 4.0, 2.0), cell(2000, "cuda", 1.0, 0.4)])
     assert later["crossover_width"] == 2000 and later["crossover_at_or_below"] is False
 
 

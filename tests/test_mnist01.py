@@ -386,7 +386,7 @@ def test_bad_npz_is_one_line(cli, tmp_path, case):
 
 @pytest.mark.parametrize("args, words", [
     (["--set", "holdout=0.2"], "holdout applies only"),
-    (["--set", "holdout=1.5", "--data", "{npz}"], "below 1"),
+    (["--set", "holdout=1.5", "--data", "{npz}"], "between 0 and 1"),
     (["--batch-size", "100", "--replacement", "--no-shuffle"], "does not apply"),
     (["--data", "{npz}", "--data-dir", "x"], "do not apply"),
 ])

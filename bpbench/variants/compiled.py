@@ -11,11 +11,27 @@ state never recompiles.
 
 from __future__ import annotations
 
+import logging
+
 import torch
 from torch import Tensor
 
 from bpbench.variants import REGISTRY
 from bpbench.variants.base import TorchLearner, prime, torch_learner
+
+
+class _ExpectedNotes(logging.Filter):
+    """Drops the notes every compiled step triggers and that say nothing to a user: Dynamo ignores
+    the record_function of torch.optim's own profiler hook inside the compiled step, and inductor
+    on a CPU-only machine finds no CUDA runtime. Every other warning still reaches stderr."""
+    NOTES = ("Profiler record function", "Profiler function", "No CUDA runtime is found")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.NOTES)
+
+
+for _name in ("torch._dynamo.variables.ctx_manager", "torch._dynamo.variables.torch", "torch.utils.cpp_extension"):
+    logging.getLogger(_name).addFilter(_ExpectedNotes())
 
 
 class CompiledLearner(TorchLearner):
