@@ -16,7 +16,7 @@ from typing import Any, List, Optional
 import typer
 
 from bpbench import __version__
-from bpbench.errors import EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_INTERRUPTED, BadInput
+from bpbench.errors import EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_FAILED, EXIT_INTERRUPTED, BadInput, RunFailed
 
 try:  # Typer >= 0.20 vendors click; older releases depend on it.
     from typer import _click as click
@@ -47,6 +47,8 @@ class OneLineErrors(typer.core.TyperGroup):
             fail(e.format_message())
         except BadInput as e:
             fail(str(e))
+        except RunFailed as e:
+            fail(str(e), EXIT_FAILED)
         except (typer.Abort, KeyboardInterrupt):
             fail("interrupted", EXIT_INTERRUPTED)
         raise SystemExit(rv if isinstance(rv, int) else 0)
@@ -188,8 +190,7 @@ def run(*, experiment: str, config: Optional[Path], set_: List[str], trace: bool
         from bpbench import results
         results.ensure_writable_dir(output.parent, "--output")
 
-    log = (lambda line: print(line, file=sys.stderr, flush=True)) if as_json else \
-        (lambda line: print(line, flush=True))
+    log = runner.Printer("stderr" if as_json else "stdout")
     progress = None if as_json or not sys.stdout.isatty() else _LazyProgress(f"{experiment} {cfg['variant']}")
     try:
         result = runner.execute(info, cfg, profile_lines=profile_lines,
@@ -198,6 +199,8 @@ def run(*, experiment: str, config: Optional[Path], set_: List[str], trace: bool
     finally:
         if progress:
             progress.close()
+    if result is None:   # a rank other than 0 under torchrun: rank 0 reports
+        return
     _emit(result, as_json, output, trace)   # a diverged run's partial result is shown and written too
     if result["status"] == "diverged":
         fail(result["error"], EXIT_DIVERGED)

@@ -4,6 +4,7 @@ The CLI turns BadInput into one line on stderr; nothing below the CLI prints err
 diverged run is not an exception: it is a result with status "diverged" (exit 3).
 """
 
+EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
 EXIT_DIVERGED = 3
 EXIT_INTERRUPTED = 130
@@ -11,3 +12,7 @@ EXIT_INTERRUPTED = 130
 
 class BadInput(Exception):
     """The user asked for something we cannot do (exit 2, one line, no traceback)."""
+
+
+class RunFailed(Exception):
+    """The run could not finish for another reason, e.g. one of its ranks died (exit 1, one line)."""

@@ -8,6 +8,7 @@ measurably slowed microsecond-scale steps through GIL hand-offs).
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 from multiprocessing import Pipe
@@ -31,7 +32,10 @@ class RssSampler:
         self._proc = memory_profiler.MemTimer(os.getpid(), self.interval, child,
                                               memory_profiler.choose_backend("psutil"), max_usage=True)
         self._proc.daemon = True
-        self._proc.start()
+        # The monitor inherits stderr at fork: when this process is killed (a stopped rank, Ctrl-C),
+        # its next sample finds no process and it would print a traceback. It has nothing to say.
+        with contextlib.redirect_stderr(io.StringIO()):
+            self._proc.start()
         self._pipe.recv()   # the monitor has taken its first sample
         return self
 
