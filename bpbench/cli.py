@@ -310,7 +310,7 @@ def gradcheck(
 @app.command()
 def compare(
     targets: Optional[List[str]] = typer.Argument(
-        None, help="Experiments, or a study: width | gd-sgd (default: the preset's experiments)."),
+        None, help="Experiments, or a study: width | gd-sgd | scaling (default: the preset's experiments)."),
     device: List[str] = typer.Option([], "--device", help="cpu | cuda | all (repeatable; default: every available one)."),
     variant: List[str] = typer.Option([], "--variant", help="Only these variants (repeatable)."),
     preset: Optional[str] = typer.Option(
@@ -322,7 +322,9 @@ def compare(
     widths: Optional[str] = typer.Option(None, "--widths", help="width study: comma-separated H values."),
     steps: Optional[int] = typer.Option(None, "--steps", help="width study: Adam steps per cell."),
     batch_sizes: Optional[str] = typer.Option(None, "--batch-sizes", help="gd-sgd: e.g. full,2048,256,32."),
-    updates: Optional[int] = typer.Option(None, "--updates", help="gd-sgd: updates per cell."),
+    updates: Optional[int] = typer.Option(None, "--updates", help="gd-sgd, scaling: updates per cell."),
+    nprocs: Optional[str] = typer.Option(None, "--nprocs", help="scaling: ranks per cell, e.g. 1,2 "
+                                                                "(default: 1, 2, 4, ... up to the cores or GPUs)."),
     set_: List[str] = typer.Option([], "--set", help="Config override for every cell: --set key=value."),
     as_json: bool = typer.Option(False, "--json", help="Print the comparison document as JSON."),
 ) -> None:
@@ -348,7 +350,7 @@ def compare(
     cuda_ok = runner.cuda_available()
     devices, unavailable, notes = cmp.resolve_devices(device, cuda_ok)
     cells = cmp.plan(targets or [], devices, variant, preset_cfg, widths_list, steps, sizes, updates,
-                     C.parse_set(set_))
+                     C.parse_set(set_), C.int_list("--nprocs", nprocs) if nprocs else None)
     from bpbench import envinfo
     comparison = cmp.Comparison(preset, cells, notes, output_dir, base, envinfo.collect())
 

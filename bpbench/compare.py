@@ -27,8 +27,9 @@ from bpbench import config as C
 from bpbench import experiments, results
 from bpbench import variants as V
 from bpbench.errors import BadInput
+from bpbench.studies import scaling
 
-STUDIES = ("width", "gd-sgd")
+STUDIES = ("width", "gd-sgd", "scaling")
 ISOLATION = ("fresh process per cell (python -m bpbench run --json): one-time costs (imports, "
              "first optimizer construction, CUDA context) are paid by every cell alike and reported "
              "in its setup_s / device_init_s")
@@ -121,10 +122,12 @@ def _runs(entry: dict[str, Any]) -> list[dict[str, Any]]:
 def plan(targets: list[str], devices: list[str], variants: list[str], preset: dict[str, Any],
          widths: list[int] | None = None, steps: int | None = None,
          batch_sizes: list[Any] | None = None, updates: int | None = None,
-         extra: dict[str, Any] | None = None) -> list[Cell]:
+         extra: dict[str, Any] | None = None, nprocs: list[int] | None = None) -> list[Cell]:
     """The cells to run, in order. `extra` (from --set) overrides config keys in every cell whose
     experiment takes them; a key no planned experiment takes is bad input."""
-    cells = _plan(targets, devices, variants, preset, widths, steps, batch_sizes, updates)
+    cells = _plan(targets, devices, variants, preset, widths, steps, batch_sizes, updates, nprocs)
+    if extra and "scaling" in targets:
+        scaling.check_overrides(extra)
     if extra:
         names = {c.experiment for c in cells}
         for key in extra:
@@ -139,12 +142,12 @@ def plan(targets: list[str], devices: list[str], variants: list[str], preset: di
     return cells
 
 
-def _plan(targets, devices, variants, preset, widths, steps, batch_sizes, updates) -> list[Cell]:
+def _plan(targets, devices, variants, preset, widths, steps, batch_sizes, updates, nprocs=None) -> list[Cell]:
     names = list(dict.fromkeys(targets or preset.get("experiments", [])))   # in order, once each
     for n in names:
         if n not in STUDIES:
             experiments.get(n)
-    known = {v for n in names for v in experiments.REGISTRY["mnist01" if n == "gd-sgd" else n].variants}
+    known = {v for n in names for v in experiments.REGISTRY["mnist01" if n in ("gd-sgd", "scaling") else n].variants}
     for v in variants:
         if v not in known:
             raise BadInput(f"unknown variant {v!r} for {', '.join(names)} (choose from: {', '.join(sorted(known))})")
@@ -152,6 +155,9 @@ def _plan(targets, devices, variants, preset, widths, steps, batch_sizes, update
     for name in names:
         if name == "gd-sgd":
             cells += _plan_gd_sgd(devices, variants, preset.get("gd-sgd", {}), batch_sizes, updates)
+            continue
+        if name == "scaling":
+            cells += scaling.plan(devices, variants, preset.get("scaling", {}), nprocs, updates)
             continue
         info = experiments.get(name)
         entry = dict(preset.get(name, {}))
@@ -345,6 +351,7 @@ class Comparison:
         derive(self.doc["cells"], self.baseline)
         self.doc["width"] = width_table(self.doc["cells"])
         self.doc["gd_sgd"] = gd_sgd_table(self.doc["cells"])
+        self.doc["scaling"] = scaling.table(self.doc["cells"])
 
     def save(self) -> None:
         if self.output_dir is None:

@@ -70,6 +70,9 @@ def write_all(doc: dict[str, Any], out_dir: Path) -> list[Path]:
             ax.axhline(g["target_accuracy"], ls=":", color="gray")
         axes[0][0].legend(fontsize=7)
         written.append(_save(fig, out_dir / "gd_sgd.png"))
+    if doc.get("scaling"):
+        from bpbench.studies import scaling
+        written.append(scaling.plot(doc["scaling"], out_dir, _save))
     return written
 
 

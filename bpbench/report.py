@@ -178,6 +178,9 @@ def print_comparison(doc: dict[str, Any], console: Console | None = None) -> Non
         print_width(doc["width"], console)
     if doc.get("gd_sgd"):
         print_gd_sgd(doc["gd_sgd"], console)
+    if doc.get("scaling"):
+        from bpbench.studies import scaling
+        scaling.print_table(doc["scaling"], console)
     for c in cells:
         if c["status"] not in ("ok", "unavailable"):
             console.print(f"[yellow]{c['key']}: {c['status']}: {c.get('error')}[/]")

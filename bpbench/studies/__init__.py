@@ -1,0 +1,1 @@
+"""The comparison studies of `bpbench compare`, one module per study."""
