@@ -14,11 +14,11 @@ import torch.distributed as dist
 from torch import Tensor
 
 from bpbench.variants import REGISTRY
-from bpbench.variants.dataparallel import Shard
+from bpbench.variants.dataparallel import Shard, ShardedLearner
 from bpbench.variants.manual import ManualLearner, plain_sgd_lr
 
 
-class AllReduceLearner(ManualLearner):
+class AllReduceLearner(ShardedLearner, ManualLearner):
     def __init__(self, net, lr: float, shard: Shard):
         super().__init__(net, lr)
         self.shard = shard
@@ -35,12 +35,6 @@ class AllReduceLearner(ManualLearner):
         clock.stop(t0)
         self.update()
         return self.shard.global_loss(loss, share)
-
-    def prepare(self, samples, sync) -> float:
-        return self.shard.prepare(self, samples, sync)
-
-    def details(self) -> dict:
-        return self.shard.details()
 
 
 class AllReduce:

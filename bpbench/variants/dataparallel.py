@@ -109,3 +109,14 @@ class Shard:
         """The per-step communication seconds (bpbench.distributed moves them into the result's
         `distributed` section)."""
         return {"comm_s_all": self.clock.seconds()}
+
+
+class ShardedLearner:
+    """Mixin for a learner with a `shard`: it primes and reports through it."""
+    shard: Shard
+
+    def prepare(self, samples, sync) -> float:
+        return self.shard.prepare(self, samples, sync)
+
+    def details(self) -> dict:
+        return self.shard.details()

@@ -20,7 +20,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from bpbench.variants import REGISTRY
 from bpbench.variants.base import TorchLearner, make_optimizer
-from bpbench.variants.dataparallel import Shard
+from bpbench.variants.dataparallel import Shard, ShardedLearner
 
 
 def timed_allreduce(shard, bucket):   # unannotated: DDP rejects a hook whose annotations are strings
@@ -34,7 +34,7 @@ def timed_allreduce(shard, bucket):   # unannotated: DDP rejects a hook whose an
     return default_hooks.allreduce_hook(None, bucket).then(done)
 
 
-class DDPLearner(TorchLearner):
+class DDPLearner(ShardedLearner, TorchLearner):
     def __init__(self, ddp: DistributedDataParallel, loss_fn, optimizer, names, shard: Shard):
         super().__init__(ddp, loss_fn, optimizer, names)
         self.shard = shard
@@ -52,12 +52,6 @@ class DDPLearner(TorchLearner):
     def predict(self, x: Tensor) -> Tensor:
         # The replica itself: evaluation is local to each rank and needs no collective.
         return self.module.module(x)
-
-    def prepare(self, samples, sync) -> float:
-        return self.shard.prepare(self, samples, sync)
-
-    def details(self) -> dict:
-        return self.shard.details()
 
 
 class DDP:
