@@ -19,7 +19,8 @@ from typing import Any, List, Optional
 import typer
 
 from bpbench import __version__
-from bpbench.errors import EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_REGRESSION, BadInput
+from bpbench.errors import (EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_REGRESSION, BadInput,
+                            RunFailed)
 
 try:  # Typer >= 0.20 vendors click; older releases depend on it.
     from typer import _click as click
@@ -57,6 +58,8 @@ class OneLineErrors(typer.core.TyperGroup):
             fail(e.format_message())
         except BadInput as e:
             fail(str(e))
+        except RunFailed as e:
+            fail(str(e), EXIT_FAILED)
         except OSError as e:   # a file the user named that the system refuses, a full stdout, ...
             fail(f"{e.filename}: {e.strerror}" if e.filename and e.strerror else e.strerror or str(e))
         except (typer.Abort, KeyboardInterrupt):
@@ -249,8 +252,7 @@ def run(*, experiment: str, config: Optional[Path], set_: List[str], trace: bool
         if trace_file is not None:
             opprofile.check_trace_target(trace_file)
 
-    log = (lambda line: print(line, file=sys.stderr, flush=True)) if as_json else \
-        (lambda line: print(line, flush=True))
+    log = runner.Printer("stderr" if as_json else "stdout")
     progress = None if as_json or not sys.stdout.isatty() else _LazyProgress(f"{experiment} {cfg['variant']}")
     try:
         result = runner.execute(info, cfg, profile_lines=profile_lines, profile_ops=profile_ops,
@@ -260,6 +262,8 @@ def run(*, experiment: str, config: Optional[Path], set_: List[str], trace: bool
     finally:
         if progress:
             progress.close()
+    if result is None:   # a rank other than 0 under torchrun: rank 0 reports
+        return
     _emit(result, as_json, output, trace)   # a diverged run's partial result is shown and written too
     if result["status"] == "diverged":
         fail(result["error"], EXIT_DIVERGED)
@@ -464,7 +468,7 @@ FAIL_ON = typer.Option(None, "--fail-on-regression", metavar="PCT",
 @app.command()
 def compare(
     targets: Optional[List[str]] = typer.Argument(
-        None, help="Experiments, or a study: width | gd-sgd (default: the preset's experiments)."),
+        None, help="Experiments, or a study: width | gd-sgd | scaling (default: the preset's experiments)."),
     device: List[str] = typer.Option([], "--device", help="cpu | cuda | all (repeatable; default: every available one)."),
     variant: List[str] = typer.Option([], "--variant", help="Only these variants (repeatable)."),
     preset: Optional[str] = typer.Option(
@@ -483,8 +487,10 @@ def compare(
     widths: Optional[str] = typer.Option(None, "--widths", help="width study: comma-separated H values."),
     steps: Optional[int] = typer.Option(None, "--steps", help="width study: Adam steps per cell."),
     batch_sizes: Optional[str] = typer.Option(None, "--batch-sizes", help="gd-sgd: e.g. full,2048,256,32."),
-    updates: Optional[int] = typer.Option(None, "--updates", help="gd-sgd: updates per cell."),
+    updates: Optional[int] = typer.Option(None, "--updates", help="gd-sgd, scaling: updates per cell."),
     threads: Optional[str] = typer.Option(None, "--threads", help="CPU cells once per thread count, e.g. 1,2."),
+    nprocs: Optional[str] = typer.Option(None, "--nprocs", help="scaling: ranks per cell, e.g. 1,2 "
+                                                                "(default: 1, 2, 4, ... up to the cores or GPUs)."),
     set_: List[str] = typer.Option([], "--set", help="Config override for every cell: --set key=value."),
     wide: bool = typer.Option(False, "--wide", help="All columns (setup, train time, throughput, ...), however wide."),
     fmt: Optional[str] = typer.Option(None, "--format", help="table (default), markdown or json."),
@@ -517,7 +523,8 @@ def compare(
     if preset is None:
         preset = cmp.default_preset(targets or [])
     preset_cfg = cmp.load_preset(preset)
-    opts = {"widths": widths_list, "steps": steps, "batch_sizes": sizes, "updates": updates}
+    opts = {"widths": widths_list, "steps": steps, "batch_sizes": sizes, "updates": updates,
+            "nprocs": C.int_list("--nprocs", nprocs) if nprocs else None}
     from bpbench import run as runner
     cuda_ok = runner.cuda_available()
     devices, unavailable, notes = cmp.resolve_devices(device, cuda_ok)

@@ -65,13 +65,14 @@ class Cell:
     device: str
     overrides: tuple[tuple[str, Any], ...] = ()
     shown: tuple[str, ...] = ()  # further override keys the label names (those given by --set)
+    tag: str = ""                # a study's own name for the run, first in the label ("strong N=2")
 
     @property
     def label(self) -> str:
         """What tells this cell's run apart: "batch=32", "data=source, epochs=20", "H=500"."""
         o = dict(self.overrides)
         keys = [k for k in LABEL_KEYS if k in o] + [k for k in self.shown if k not in LABEL_KEYS]
-        return ", ".join(f"{LABEL_KEYS.get(k, k)}={o[k]}" for k in keys)
+        return ", ".join([self.tag] * bool(self.tag) + [f"{LABEL_KEYS.get(k, k)}={o[k]}" for k in keys])
 
     @property
     def key(self) -> str:
@@ -85,8 +86,9 @@ class Cell:
         return args
 
 
-def make_cell(study: str, experiment: str, variant: str, device: str, overrides: dict[str, Any]) -> Cell:
-    return Cell(study, experiment, variant, device, tuple(sorted(overrides.items())))
+def make_cell(study: str, experiment: str, variant: str, device: str, overrides: dict[str, Any],
+              tag: str = "") -> Cell:
+    return Cell(study, experiment, variant, device, tuple(sorted(overrides.items())), tag=tag)
 
 
 # ---------------------------------------------------------------- planning
@@ -140,11 +142,12 @@ def plan(targets: list[str], devices: list[str], variants: list[str], preset: di
     for n in names:
         if n not in studies.REGISTRY:
             experiments.get(n)
-    for flag in opts:
-        owner = next(s for s in studies.REGISTRY.values() if flag in s.flags)
-        if owner.name not in names:
-            raise BadInput(f"--{flag.replace('_', '-')} applies only to the {owner.name} study "
-                           f"(`bpbench compare {owner.name}`), which is not in this comparison")
+    for flag in opts:   # a study's flag without any study that takes it is bad input
+        owners = [s.name for s in studies.REGISTRY.values() if flag in s.flags]
+        if not set(owners) & set(names):
+            raise BadInput(f"--{flag.replace('_', '-')} applies only to the {' and '.join(owners)} "
+                           f"stud{'ies' if len(owners) > 1 else 'y'} (`bpbench compare {owners[0]}`), "
+                           "which is not in this comparison")
     exp_of = {n: studies.REGISTRY[n].experiment if n in studies.REGISTRY else n for n in names}
     known = {v for n in names for v in experiments.REGISTRY[exp_of[n]].variants}
     for v in variants:
@@ -156,6 +159,9 @@ def plan(targets: list[str], devices: list[str], variants: list[str], preset: di
             study = studies.REGISTRY[name]
             cells += study.load().plan(devices, variants, dict(preset.get(name, {})),
                                        {k: opts.get(k) for k in study.flags})
+            continue
+        if name == "scaling":
+            cells += scaling.plan(devices, variants, preset.get("scaling", {}), nprocs, updates)
             continue
         info = experiments.get(name)
         for run in _runs(dict(preset.get(name, {}))):

@@ -13,3 +13,7 @@ EXIT_INTERRUPTED = 130
 
 class BadInput(Exception):
     """The user asked for something we cannot do (exit 2, one line, no traceback)."""
+
+
+class RunFailed(Exception):
+    """The run could not finish for another reason, e.g. one of its ranks died (exit 1, one line)."""

@@ -87,6 +87,13 @@ def print_run(r: dict[str, Any], console: Console | None = None) -> None:
             + (f" (cuBLAS workspace {fmt_mib(m['cublas_workspace_mib'])} apart)"
                if m.get("cublas_workspace_mib") is not None else "")
     tab.add_row("memory", mem)
+    dd = r.get("distributed")
+    if dd:   # a data-parallel run: step time above is the slowest rank's
+        comm = "-" if dd["comm_s_median"] is None else f"{fmt_s(dd['comm_s_median'])} a step" + \
+            (f" ({dd['comm_share']:.0%})" if dd.get("comm_share") is not None else "")
+        tab.add_row("ranks", f"{dd['world_size']} ({dd['backend']}) · batch {dd['global_batch']}, "
+                             f"{dd['per_rank_batch']} per rank · communication {comm} · step time is the "
+                             f"slowest rank's" + (f" · launch {fmt_s(dd['launch_s'])}" if dd.get("launch_s") else ""))
     tab.add_row("env", f"torch {r['env']['torch']} · {r['env']['threads']} threads · {r['env']['cpu']}")
     console.print(tab)
     for w in r.get("warnings") or []:

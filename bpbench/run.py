@@ -6,7 +6,10 @@ This is the glue between the registry, the harness and the results; the CLI and 
 from __future__ import annotations
 
 import math
+import sys
+from dataclasses import dataclass
 import time
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from bpbench import config as C
@@ -24,7 +27,9 @@ def resolve(name: str, config_file: str | None, flags: dict[str, Any]):
     others = {k: v for k, v in variants.option_keys().items() if k not in variant.options}
     given = sorted(k for k in others if cfg.get(k) not in (None, False))
     if given:   # e.g. --fused with the manual variant: a flag that does not apply is bad input
-        raise BadInput(f"--{given[0].replace('_', '-')} does not apply to the {variant.name} variant")
+        takers = [v.name for v in variants.REGISTRY.values() if given[0] in v.options]
+        raise BadInput(f"--{given[0].replace('_', '-')} does not apply to the {variant.name} variant "
+                       f"(variants that take it: {', '.join(takers)})")
     return info, cfg
 
 
@@ -112,6 +117,15 @@ def param_digest(params: dict[str, Any]) -> dict[str, dict]:
     return out
 
 
+@dataclass(frozen=True)
+class Printer:
+    """A log sink for `on_log` that can be handed to spawned ranks (a closure cannot be pickled)."""
+    stream: str = "stdout"
+
+    def __call__(self, line: str) -> None:
+        print(line, file=getattr(sys, self.stream), flush=True)
+
+
 def build_session(info, cfg: dict[str, Any], device):
     """(task, learner, session): the experiment's Task, the variant's learner for its Model, and
     the session the harness drives. Seeds torch first, as every source does before its net."""
@@ -134,7 +148,22 @@ def build_session(info, cfg: dict[str, Any], device):
 
 def execute(info, cfg: dict[str, Any], *, profile_lines: bool = False, profile_ops: bool = False,
             trace_file=None, on_log: Callable[[str], None] | None = None,
-            on_epoch: Callable[[int, int, dict | None], None] | None = None) -> dict[str, Any]:
+            on_epoch: Callable[[int, int, dict | None], None] | None = None) -> dict[str, Any] | None:
+    """Train once and return the result (status "ok" or "diverged").
+
+    A distributed variant (ddp, allreduce) trains with N ranks (bpbench.distributed): rank 0's
+    merged result comes back here; under torchrun, ranks other than 0 return None.
+    """
+    if variants.get(cfg["variant"]).distributed:
+        from bpbench import distributed
+        return distributed.execute(info, cfg, profile_lines=profile_lines, on_log=on_log)
+    return execute_in_process(info, cfg, profile_lines=profile_lines, profile_ops=profile_ops,
+                              trace_file=trace_file, on_log=on_log, on_epoch=on_epoch)
+
+
+def execute_in_process(info, cfg: dict[str, Any], *, profile_lines: bool = False, profile_ops: bool = False,
+                       trace_file=None, on_log: Callable[[str], None] | None = None,
+                       on_epoch: Callable[[int, int, dict | None], None] | None = None) -> dict[str, Any]:
     """Train once under the harness and return the result (status "ok" or "diverged").
 
     After training (never inside the timed loop): one step's FLOPs are counted, the machine's

@@ -76,6 +76,22 @@ class Env:
 
 
 @dataclass
+class Distributed:
+    """A data-parallel run (variants ddp, allreduce): how the world was laid out and what it cost.
+    The run's `timing` is the slowest rank's, step by step; its `memory` and `env` are rank 0's."""
+    world_size: int
+    backend: str                          # "gloo" | "nccl"
+    global_batch: int                     # samples per update, all ranks together
+    per_rank_batch: int                   # each rank's shard (the largest, when the batch does not divide evenly)
+    comm_s_median: float | None           # seconds in collectives per steady step (mean over ranks), median
+    ranks: list[dict[str, Any]]           # per rank: rank, host, pid, step_s_median, comm_s_median, ...
+    comm_share: float | None = None       # comm_s_median / timing.step_s_median
+    nodes: int = 1
+    launcher: str = ""                    # what started the ranks
+    launch_s: float | None = None         # the launcher's wall time: start, rendezvous, training, teardown
+
+
+@dataclass
 class RunResult:
     experiment: str
     variant: str
@@ -100,6 +116,7 @@ class RunResult:
     throughput: dict[str, Any] | None = None
     profile: dict[str, Any] | None = None   # --profile-ops: {top_ops, phases, split, trace_file, ...}
     warnings: list[str] = field(default_factory=list)   # e.g. a step-time IQR above 10% of the median
+    distributed: dict[str, Any] | None = None   # a Distributed as a dict (data-parallel runs), else None
     extra: dict[str, Any] = field(default_factory=dict)   # experiment's own keys (trace, confusion)
 
     def to_dict(self) -> dict[str, Any]:

@@ -16,10 +16,10 @@ def train(experiment, **flags):
 
 def test_list_shows_each_experiments_variants_from_the_registry(cli, monkeypatch):
     rows = {r["name"]: r for r in json.loads(cli("list", "--json").stdout)}
-    assert rows["linreg"]["variants"] == ["manual", "autograd", "nn", "compiled", "graphed"]
-    assert rows["bce"]["variants"] == ["manual", "autograd", "compiled", "graphed"]
-    assert rows["mnist01"]["variants"] == ["autograd", "manual", "compiled", "graphed"]
-    assert rows["width"]["variants"] == ["autograd", "compiled", "graphed"]
+    assert rows["linreg"]["variants"] == ["manual", "autograd", "nn", "compiled", "graphed", "ddp", "allreduce"]
+    assert rows["bce"]["variants"] == ["manual", "autograd", "compiled", "graphed", "ddp", "allreduce"]
+    assert rows["mnist01"]["variants"] == ["autograd", "manual", "compiled", "graphed", "ddp", "allreduce"]
+    assert rows["width"]["variants"] == ["autograd", "compiled", "graphed", "ddp"]
     # A variant registered for what a model offers shows up with no other change.
     monkeypatch.setitem(variants.REGISTRY, "probe", variants.VariantInfo("probe", "a test variant", needs="manual"))
     rows = {r["name"]: r for r in json.loads(cli("list", "--json").stdout)}

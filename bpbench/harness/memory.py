@@ -9,6 +9,7 @@ since the process started. memory_profiler serves only --profile-lines' line tab
 
 from __future__ import annotations
 
+import contextlib
 import io
 import re
 import sys

@@ -39,4 +39,6 @@ REGISTRY: dict[str, Study] = {s.name: s for s in (
     Study("gd-sgd", "gd_sgd", "mnist01", flags=("batch_sizes", "updates"),
           owns=("batch_size", "updates", "epochs", "eval_every", "eval_every_updates", "warmup_steps"),
           summary="seed 004 F: full-batch GD vs mini-batch SGD at equal updates, on one evaluation grid"),
+    Study("scaling", "scaling", "mnist01", flags=("nprocs", "updates"), owns=("nproc", "batch_size"),
+          summary="data parallelism: step time, samples/s and efficiency at N = 1, 2, ... ranks, strong and weak"),
 )}

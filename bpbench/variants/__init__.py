@@ -8,6 +8,10 @@ when it runs. A variant applies to every experiment whose model offers what it `
     "module"    a torch module + loss + torch.optim optimizer
     "nn_module" a second module built from nn layers alone (linreg's nn.Linear)
 
+A `distributed` variant trains with N processes on torch.distributed (bpbench.distributed
+launches them with torchrun's launcher); each rank computes the gradient of its shard of every
+global batch and the ranks sum the shares.
+
 Adding a variant is one module here plus one entry below (see README, "Adding a variant").
 """
 
@@ -28,6 +32,15 @@ OPTIM_KEYS = {
 }
 
 
+# Options of the data-parallel variants (ddp, allreduce).
+DIST_KEYS = {
+    "nproc": C.Key(C.positive_int, "ddp/allreduce: processes (ranks) on this machine, like torchrun's "
+                                   "--nproc-per-node; one thread each on CPU.", "Distributed"),
+    "backend": C.Key(C.one_of("gloo", "nccl"), "ddp/allreduce: the torch.distributed backend "
+                                               "(default: gloo on CPU, nccl on CUDA).", "Distributed"),
+}
+
+
 @dataclass(frozen=True)
 class VariantInfo:
     name: str
@@ -36,6 +49,7 @@ class VariantInfo:
     reference: str | None = None        # the variant whose arithmetic this one must reproduce
     device: str | None = None           # the only device it runs on (None: any)
     options: dict[str, C.Key] = field(default_factory=dict)
+    distributed: bool = False           # N ranks on torch.distributed (see bpbench.distributed)
 
     def load(self) -> Any:
         """Import the variant's module (and torch with it)."""
@@ -58,6 +72,12 @@ REGISTRY: dict[str, VariantInfo] = {
                         "Variant", metavar="MODE")}),
         VariantInfo("graphed", "the whole autograd step captured once in a CUDA graph and replayed",
                     needs="module", reference="autograd", device="cuda", options=OPTIM_KEYS),
+        VariantInfo("ddp", "the autograd step with the module in DistributedDataParallel: each rank "
+                           "trains on its shard of the batch; bucketed all-reduce overlapped with backward",
+                    needs="module", reference="autograd", distributed=True, options={**OPTIM_KEYS, **DIST_KEYS}),
+        VariantInfo("allreduce", "the manual variant's hand-written backward on each rank's shard, then one "
+                                 "dist.all_reduce per gradient (averaged)",
+                    needs="manual", reference="manual", distributed=True, options=DIST_KEYS),
     ]
 }
 

@@ -33,11 +33,15 @@ class ManualLearner:
         with phase("backward"):
             self.net.backward()
         with phase("update"):
-            if hasattr(self.net, "update"):
-                self.net.update(self.lr)
-            else:
-                sgd_update(self.net.params(), self.net.grads(), self.lr)
+            self.update()
         return loss
+
+    def update(self) -> None:
+        """Apply the gradients the backward left in the network (allreduce averages them first)."""
+        if hasattr(self.net, "update"):
+            self.net.update(self.lr)
+        else:
+            sgd_update(self.net.params(), self.net.grads(), self.lr)
 
     def predict(self, x: Tensor) -> Tensor:
         return self.net.predict(x)
@@ -54,10 +58,15 @@ class Manual:
     info = REGISTRY["manual"]
 
     def learner(self, model, cfg, device) -> ManualLearner:
-        name, kwargs = model.optimizer
-        if name != "SGD" or set(kwargs) != {"lr"}:   # the hand-written update is plain SGD
-            raise BadInput(f"the manual variant updates by plain SGD; this model uses {name}")
-        return ManualLearner(model.manual(), kwargs["lr"])
+        return ManualLearner(model.manual(), plain_sgd_lr(model, self.info.name))
+
+
+def plain_sgd_lr(model, variant: str) -> float:
+    """The learning rate of the model's optimizer, which a hand-written update can only be if it is plain SGD."""
+    name, kwargs = model.optimizer
+    if name != "SGD" or set(kwargs) != {"lr"}:
+        raise BadInput(f"the {variant} variant updates by plain SGD; this model uses {name}")
+    return kwargs["lr"]
 
 
 VARIANT = Manual()

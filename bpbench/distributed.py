@@ -1,0 +1,292 @@
+"""Data-parallel runs on torch.distributed: launch the ranks, train one, merge their results.
+
+`bpbench run EXPERIMENT --variant ddp|allreduce --nproc N` starts N ranks on this machine with
+torchrun's own launcher (`torch.distributed.launcher.api.elastic_launch`, what `torchrun
+--standalone` runs: a c10d rendezvous on a free local port, no restarts). Under `torchrun` itself
+(the multi-node form, `--nnodes`, `--rdzv-endpoint`), `bpbench run` is one rank of torchrun's
+world instead and launches nothing.
+
+Every rank runs the single-process path (`run.execute_in_process`) on its shard of every batch
+(bpbench.variants.dataparallel). Then rank 0 gathers every rank's step and communication times and
+returns ONE result: its `timing` is the slowest rank's, step by step (a synchronous step lasts as
+long as its slowest rank), and its `distributed` section holds the world's layout, the
+communication share and each rank's own figures.
+
+On CPU the ranks are forked from the launcher, which has imported torch already: a launch costs
+~0.4 s instead of the ~7 s that re-importing torch in every rank takes on 2 cores. On CUDA they
+are spawned (a CUDA context does not survive fork).
+
+Failures: the launcher's agent polls the ranks every 0.1 s; when one fails it stops the others
+(SIGTERM, SIGKILL after 5 s) and `launch` names that rank in one line. Ranks die with their
+launcher (PR_SET_PDEATHSIG), so not even a SIGKILLed launcher leaves orphans. Ctrl-C is the
+launcher's to handle: it stops every rank and the run exits 130.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import logging
+import os
+import signal
+import socket
+import statistics
+import sys
+import threading
+import time
+import uuid
+from contextlib import contextmanager
+from datetime import timedelta
+from typing import Any, Callable
+
+import torch
+import torch.distributed as dist
+from torch.distributed.elastic.multiprocessing.errors import record
+
+from bpbench import experiments, variants
+from bpbench.errors import BadInput, RunFailed
+from bpbench.harness import stats
+from bpbench.schema import Distributed
+
+COLLECTIVE_TIMEOUT_S = 300   # a collective's wait for a silent peer; the launcher stops ranks far sooner
+PEER_GRACE_S = 2.0           # a rank whose collective broke waits this long before failing (see train_rank)
+SHUTDOWN_S = 5               # the launcher's grace between SIGTERM and SIGKILL when it stops ranks
+HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT)  # elastic's defaults
+
+
+def under_torchrun() -> bool:
+    """True when torchrun started this process as one of its ranks."""
+    return "TORCHELASTIC_RUN_ID" in os.environ and "LOCAL_RANK" in os.environ
+
+
+def resolve(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The config with `nproc` and `backend` settled; raises BadInput before anything starts."""
+    if not dist.is_available():
+        raise BadInput("this torch build has no torch.distributed")
+    device = cfg["device"]
+    nproc = cfg.get("nproc")
+    world = nproc or 1
+    if under_torchrun():
+        local = int(os.environ["LOCAL_WORLD_SIZE"])
+        if nproc is not None and nproc != local:
+            raise BadInput(f"--nproc {nproc}: under torchrun the ranks are torchrun's "
+                           f"(--nproc-per-node {local}); leave --nproc out")
+        nproc, world = local, int(os.environ["WORLD_SIZE"])
+    nproc = nproc or 1
+    backend = cfg.get("backend") or ("nccl" if device == "cuda" else "gloo")
+    if backend == "nccl":
+        if device != "cuda":
+            raise BadInput("--backend nccl all-reduces CUDA tensors: it needs --device cuda and one GPU "
+                           "per rank (on CPU use --backend gloo)")
+        if not torch.cuda.is_available():
+            raise BadInput("--backend nccl needs CUDA GPUs, and CUDA is not available on this machine")
+        if not dist.is_nccl_available():
+            raise BadInput(f"this torch build ({torch.__version__}) has no NCCL backend")
+    elif not dist.is_gloo_available():
+        raise BadInput(f"this torch build ({torch.__version__}) has no gloo backend")
+    if device == "cuda" and torch.cuda.is_available() and nproc > torch.cuda.device_count():
+        raise BadInput(f"--nproc {nproc} on CUDA needs one GPU per rank; this machine has "
+                       f"{torch.cuda.device_count()}")
+    if cfg["batch_size"] != "full" and cfg["batch_size"] < world:
+        raise BadInput(f"--nproc {world} is more ranks than the batch has samples ({cfg['batch_size']}); "
+                       "every rank needs at least one: use fewer ranks or a larger --batch-size")
+    return {**cfg, "nproc": nproc, "backend": backend}
+
+
+def execute(info, cfg: dict[str, Any], *, profile_lines: bool = False,
+            on_log: Callable[[str], None] | None = None) -> dict[str, Any] | None:
+    """Rank 0's merged result (None on the other ranks under torchrun)."""
+    cfg = resolve(cfg)
+    if under_torchrun():
+        return train_rank(info.name, cfg, profile_lines, on_log, launcher="torchrun")
+    return launch(info.name, cfg, profile_lines, on_log)
+
+
+# ---------------------------------------------------------------- the launcher (this process)
+
+def launch(name: str, cfg: dict[str, Any], profile_lines: bool,
+           on_log: Callable[[str], None] | None) -> dict[str, Any]:
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    start_method = "spawn" if cfg["device"] == "cuda" else "fork"
+    if start_method == "fork":   # import once here what every rank would import on its own
+        import torch._dynamo  # noqa: F401  (the first torch.optim optimizer imports it: ~1.5 s)
+        experiments.get(name).load()
+        variants.get(cfg["variant"]).load()
+    config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=cfg["nproc"],
+                          run_id=f"bpbench-{uuid.uuid4().hex[:12]}", rdzv_backend="c10d",
+                          rdzv_endpoint="localhost:0", max_restarts=0, monitor_interval=0.1,
+                          start_method=start_method, shutdown_timeout=SHUTDOWN_S)
+    # One thread per rank on CPU unless OMP_NUM_THREADS says otherwise (torchrun's default too).
+    threads = int(os.environ.get("OMP_NUM_THREADS") or 1) if cfg["device"] == "cpu" else None
+    sys.stdout.flush()   # a forked rank would flush the launcher's buffered output a second time
+    sys.stderr.flush()
+    saved = {s: signal.getsignal(s) for s in HANDLED_SIGNALS}   # the launcher replaces them
+    # Fork without exec, as Python's gc documentation advises: no collection may run between here
+    # and the rank's gc.freeze(), or a rank would destroy garbage it inherited (e.g. C++ objects of
+    # an earlier launch whose threads it does not have) and can crash doing so.
+    gc_was_enabled = gc.isenabled()
+    gc.collect()
+    gc.disable()
+    t0 = time.perf_counter()
+    try:
+        with _quiet_launcher_logs():
+            out = elastic_launch(config, rank_main)(name, cfg, profile_lines, on_log, threads, os.getpid())
+    except ChildFailedError as e:
+        raise _explain(e) from None
+    except SignalException:   # Ctrl-C or SIGTERM: the agent has stopped every rank
+        raise KeyboardInterrupt from None
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+        if threading.current_thread() is threading.main_thread():   # where the launcher set them
+            for s, handler in saved.items():
+                if handler is not None:   # None: set outside Python, nothing to put back
+                    signal.signal(s, handler)
+    result = out[0]
+    result["distributed"].update(
+        launch_s=time.perf_counter() - t0,
+        launcher=f"torch.distributed.launcher elastic_launch ({start_method}; c10d rendezvous on localhost)")
+    return result
+
+
+@contextmanager
+def _quiet_launcher_logs():
+    """torch elastic logs each failure with tracebacks; bpbench reports it in one line instead.
+    LOGLEVEL (torch elastic's own knob) set in the environment shows them again."""
+    if os.environ.get("LOGLEVEL"):
+        yield
+        return
+    loggers = [logging.getLogger(n) for n in (
+        "torch.distributed.elastic", "torch.distributed.launcher", "torch.multiprocessing")]
+    sink = logging.NullHandler()
+    saved = [lg.propagate for lg in loggers]
+    for lg in loggers:
+        lg.addHandler(sink)
+        lg.propagate = False
+    try:
+        yield
+    finally:
+        for lg, propagate in zip(loggers, saved):
+            lg.removeHandler(sink)
+            lg.propagate = propagate
+
+
+def _explain(e) -> BaseException:
+    """The first failed rank, in one line: BadInput (exit 2), RunFailed (exit 1) or an interrupt."""
+    rank, failure = min(e.failures.items(), key=lambda kv: kv[1].timestamp)
+    message = failure.message.get("message", "") if isinstance(failure.message, dict) else ""
+    if message.startswith(f"{BadInput.__name__}: "):   # @record writes "Type: text"
+        return BadInput(message.split(": ", 1)[1])
+    if failure.exitcode == -signal.SIGINT:   # Ctrl-C reached the ranks before the launcher saw it
+        return KeyboardInterrupt()
+    if failure.exitcode < 0:
+        what = f"was killed by {failure.signal_name()}"
+    else:
+        what = f"failed with exit code {failure.exitcode}" + (f" ({message.splitlines()[0]})" if message else "")
+    return RunFailed(f"rank {rank} {what}; the launcher stopped every other rank")
+
+
+# ---------------------------------------------------------------- a rank
+
+@record   # writes the exception into torch elastic's error file, which the launcher reads
+def rank_main(name: str, cfg: dict[str, Any], profile_lines: bool, on_log, threads: int | None,
+              launcher_pid: int) -> dict[str, Any] | None:
+    """A rank started by `launch`."""
+    gc.freeze()   # what the launcher left behind is not this rank's to collect (see launch)
+    gc.enable()
+    _die_with_parent()
+    # What the rank forks (memory_profiler's RSS monitor) must die with it too: a child holding
+    # the rank's copy of the launcher's pipes would hide the rank's death from the launcher.
+    os.register_at_fork(after_in_child=_die_with_parent)
+    if os.getppid() != launcher_pid:   # the launcher died before the request took effect
+        os._exit(1)
+    _set_process_name(f"bpbench:rank{os.environ.get('RANK', '?')}")
+    # Fork copied the launcher's handlers (which raise an exception at the next bytecode). A rank
+    # must end at once on the launcher's SIGTERM, or on Ctrl-C, even inside a blocking collective:
+    # the launcher handles the interrupt for the whole run.
+    for s in HANDLED_SIGNALS:
+        signal.signal(s, signal.SIG_DFL)
+    if threads:
+        torch.set_num_threads(threads)
+    return train_rank(name, cfg, profile_lines, on_log, launcher="")
+
+
+def _prctl(option: int, arg) -> None:
+    if sys.platform.startswith("linux"):
+        import ctypes
+        ctypes.CDLL(None, use_errno=True).prctl(option, arg)
+
+
+def _die_with_parent() -> None:
+    """Have Linux kill this process when its parent dies, even by SIGKILL (which runs no cleanup)."""
+    _prctl(1, signal.SIGKILL)   # PR_SET_PDEATHSIG
+
+
+def _set_process_name(name: str) -> None:
+    """What `ps -o comm` and `top` show for this process."""
+    _prctl(15, name.encode()[:15])   # PR_SET_NAME
+
+
+def train_rank(name: str, cfg: dict[str, Any], profile_lines: bool, on_log, launcher: str) -> dict[str, Any] | None:
+    """Join the process group, train this rank's shards, gather everything on rank 0."""
+    from bpbench import run
+
+    kwargs = {}
+    if cfg["device"] == "cuda":   # one GPU per rank: run.pick_device then picks this one
+        local = int(os.environ.get("LOCAL_RANK", 0))
+        torch.cuda.set_device(local)
+        kwargs["device_id"] = torch.device("cuda", local)
+    dist.init_process_group(cfg["backend"], timeout=timedelta(seconds=COLLECTIVE_TIMEOUT_S), **kwargs)
+    rank, world = dist.get_rank(), dist.get_world_size()
+    try:
+        result = run.execute_in_process(experiments.get(name), cfg, profile_lines=profile_lines,
+                                        on_log=on_log if rank == 0 else None)
+        gathered = [None] * world if rank == 0 else None
+        dist.gather_object(rank_summary(result, rank), gathered, dst=0)
+    except BadInput:
+        raise
+    except Exception:
+        # Usually a peer died and this rank's collective broke ("connection closed by peer"). The
+        # launcher reports the first rank to fail: give its monitor time to see the real culprit.
+        time.sleep(PEER_GRACE_S)
+        raise
+    dist.destroy_process_group()
+    return merge(result, gathered, cfg, launcher) if rank == 0 else None
+
+
+def rank_summary(result: dict[str, Any], rank: int) -> dict[str, Any]:
+    """What rank 0 needs from each rank: its steady steps and their communication seconds."""
+    t = result["timing"]
+    comm = result["variant_details"].pop("comm_s_all", [])[t["warmup_steps"]:]
+    return {"rank": rank, "host": socket.gethostname(), "pid": os.getpid(), "status": result["status"],
+            "step_s_all": t["step_s_all"], "comm_s_all": comm, "setup_s": t["setup_s"],
+            "first_step_s": t["first_step_s"], "train_s": t["train_s"],
+            "rss_peak_mib": result["memory"]["rss_peak_mib"], "threads": result["env"]["threads"]}
+
+
+def merge(result: dict[str, Any], ranks: list[dict[str, Any]], cfg: dict[str, Any], launcher: str) -> dict[str, Any]:
+    """Rank 0's result with the world's timing: each step as long as its slowest rank's."""
+    t = result["timing"]
+    steady_samples = (t["samples_per_s"] or 0.0) * sum(t["step_s_all"])   # all shards together
+    steps = [max(s) for s in zip(*(r["step_s_all"] for r in ranks))]
+    total = sum(steps)
+    t.update(step_s_all=steps, step_s_median=stats.median(steps), step_s_iqr=stats.iqr(steps),
+             samples_per_s=steady_samples / total if total > 0 else None,
+             train_s=max(r["train_s"] for r in ranks))
+    comm = [statistics.fmean(c) for c in zip(*(r["comm_s_all"] for r in ranks))]
+    comm_median = stats.median(comm)
+    n_train = result["data"]["n_train"]
+    global_batch = n_train if cfg["batch_size"] == "full" else min(cfg["batch_size"], n_train)
+    world = len(ranks)
+    per_rank = [{**{k: v for k, v in r.items() if not k.endswith("_all")},
+                 "step_s_median": stats.median(r["step_s_all"]), "comm_s_median": stats.median(r["comm_s_all"])}
+                for r in ranks]
+    result["distributed"] = dataclasses.asdict(Distributed(
+        world_size=world, backend=cfg["backend"], global_batch=global_batch,
+        per_rank_batch=-(-global_batch // world), comm_s_median=comm_median, ranks=per_rank,
+        comm_share=comm_median / t["step_s_median"] if comm_median is not None and t["step_s_median"] else None,
+        nodes=int(os.environ.get("GROUP_WORLD_SIZE", 1)), launcher=launcher))
+    return result
