@@ -405,11 +405,17 @@ class Comparison:
         """A fast variant is checked against its reference variant's cell: plan it (next) if the
         comparison does not already hold it."""
         ref = next((r.get("reference_variant") for r in rec["runs"] if r.get("reference_variant")), None)
-        cell = self.cells[i]
-        if not ref or any(c.variant == ref and dataclasses.replace(c, variant=cell.variant) == cell
-                          for c in self.cells):
+        if not ref:
             return
-        self.cells.insert(i + 1, dataclasses.replace(cell, variant=ref))
+        cell = self.cells[i]
+        # The reference runs the same config less what only the fast variant takes (ddp's nproc,
+        # compiled's compile_mode): one process training on the same global batches.
+        only_fast = set(V.get(cell.variant).options) - set(V.get(ref).options)
+        reference = dataclasses.replace(cell, variant=ref,
+                                        overrides=tuple((k, v) for k, v in cell.overrides if k not in only_fast))
+        if reference in self.cells:
+            return
+        self.cells.insert(i + 1, reference)
         self.doc["planned"] = [c.key for c in self.cells]
         self.doc["notes"].append(f"planned {self.cells[i + 1].key}: the parity reference of {cell.variant}")
 

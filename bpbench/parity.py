@@ -38,7 +38,8 @@ def _losses(result: dict[str, Any]) -> list[Any]:
     return [h.get("loss") for h in result.get("history") or []]
 
 
-def check(result: dict[str, Any], reference: dict[str, Any], rtol: float = RTOL) -> list[str]:
+def check(result: dict[str, Any], reference: dict[str, Any], rtol: float = RTOL,
+          atol: float = ATOL) -> list[str]:
     """Reasons why `result` does not match `reference` (empty: it matches).
 
     Per-epoch training losses within `rtol` relative; final parameter digests within `rtol`.
@@ -50,7 +51,7 @@ def check(result: dict[str, Any], reference: dict[str, Any], rtol: float = RTOL)
     if len(mine) != len(ref):
         reasons.append(f"{len(mine)} epochs of loss history against the reference's {len(ref)}")
     else:
-        bad = [i for i, (a, b) in enumerate(zip(mine, ref)) if not _close(a, b, rtol, atol=ATOL)]
+        bad = [i for i, (a, b) in enumerate(zip(mine, ref)) if not _close(a, b, rtol, atol=atol)]
         if bad:
             i = bad[0]
             reasons.append(f"loss differs at epoch {i + 1}: {mine[i]!r} vs {ref[i]!r} "

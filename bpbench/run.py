@@ -247,6 +247,9 @@ def execute_in_process(info, cfg: dict[str, Any], *, profile_lines: bool = False
         extra = {} if diverged else task.extra(learner)
         synchronize(device)
         eval_s = res.eval_s + time.perf_counter() - t0
+    # Read now, before the FLOP count and profile below run steps of their own (a compiled
+    # variant's "compiled again after prepare" must describe the timed loop alone).
+    details = learner.details() if hasattr(learner, "details") else {}
     cuda_alloc, cuda_reserved = memory.cuda_peaks_mib(device)
 
     t0 = time.perf_counter()
@@ -287,7 +290,7 @@ def execute_in_process(info, cfg: dict[str, Any], *, profile_lines: bool = False
                       cuda_phase_peak_mib=(flops or {}).pop("cuda_phase_peak_mib", None),
                       cublas_workspace_mib=(flops or {}).pop("cublas_workspace_mib", None)),
         env=envinfo.collect(device),
-        variant_details=learner.details() if hasattr(learner, "details") else {},
+        variant_details=details,
         flops=flops,
         throughput=throughput(flops["per_step"], stats.median(steady), peak_info) if flops else None,
         profile=profile,

@@ -75,8 +75,8 @@ def derive(cells: list[dict[str, Any]]) -> dict[str, Any] | None:
     """Rows per device and mode with speedup and efficiency against N = 1 (None: no study cells)."""
     rows = []
     for c in cells:
-        if c["study"] != STUDY or c["status"] != "ok" or not c["runs"]:
-            continue
+        if c["study"] != STUDY or c["status"] != "ok" or not c["runs"] or "nproc" not in c["overrides"]:
+            continue   # (a cell without nproc is a parity reference: one process, same batches)
         s, run = c.get("summary", {}), c["runs"][-1]
         d = run.get("distributed") or {}
         step, batch = s.get("step_s_median"), d.get("global_batch")

@@ -40,6 +40,9 @@ class CompiledLearner(TorchLearner):
     def __init__(self, *args, mode: str = "default"):
         super().__init__(*args)
         self.mode = mode
+        # Dynamo caches per code object, shared by every CompiledLearner: start from nothing, as
+        # a run in its own process does, so another learner's shapes never shape these guards.
+        torch._dynamo.reset()
         self._compiled = torch.compile(self._update, mode=None if mode == "default" else mode)
 
     def _update(self, x: Tensor, y: Tensor) -> Tensor:
