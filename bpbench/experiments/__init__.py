@@ -117,7 +117,7 @@ REGISTRY: dict[str, ExperimentInfo] = {
             source="seeds 000 (x=1..4, y=2x+1) and 003 (30 points)",
             offers=("manual", "module", "nn_module"),
             default_variant="manual",
-            options={"init": _key(C.one_of("default", "zeros"), "linreg nn: 'default' or 'zeros'.", metavar="default|zeros")},
+            options={"init": _key(C.one_of("default", "zeros"), "nn variant's start: 'default' (torch's init under --seed) or 'zeros'; manual and autograd always start at w = b = 0, as seed 000.", metavar="default|zeros")},
             footprint=_linreg_footprint,
         ),
         ExperimentInfo(
