@@ -185,9 +185,9 @@ def print_gradcheck(rep: dict[str, Any], console: Console | None = None) -> None
 # ---------------------------------------------------------------- comparisons
 
 def wide_console() -> Console:
-    """Tables of many columns: use the terminal's width, or 160 columns when writing to a file/pipe."""
+    """Tables of many columns: use the terminal's width, or 200 columns when writing to a file/pipe."""
     import sys
-    return Console() if sys.stdout.isatty() else Console(width=160)
+    return Console() if sys.stdout.isatty() else Console(width=200)
 
 
 def _ratio(x: float | None) -> str:
