@@ -28,12 +28,12 @@ TOP = 12
 
 
 def profile_steps(learner, x, y, device, steps: int = 5, trace_file: Path | None = None) -> dict[str, Any]:
-    """Profile `steps` steps of `learner` on (x, y) (plus one unprofiled step first); the learner is
-    left as it was. Writes the trace to `trace_file` (atomically) when given."""
+    """Profile `steps` steps of `learner` on (x, y) (after two warm-up steps of the profiler's
+    schedule); the learner is left as it was. Writes the trace to `trace_file` (atomically) when given."""
     # Kineto's start/stop notes on stderr are noise here (a user's own setting wins).
     os.environ.setdefault("KINETO_LOG_LEVEL", "6")
     import torch
-    from torch.profiler import ProfilerActivity, profile
+    from torch.profiler import ProfilerActivity, profile, schedule
 
     from bpbench.harness.timer import synchronize
     from bpbench.variants.base import rewound
@@ -41,15 +41,17 @@ def profile_steps(learner, x, y, device, steps: int = 5, trace_file: Path | None
     on_cuda = getattr(device, "type", str(device)) == "cuda"
     sync = lambda: synchronize(device)   # noqa: E731
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if on_cuda else [])
-    with rewound(learner, sync):
-        learner.step(x, y)          # any lazy state of the profiling path itself, unprofiled
+    warm = 2      # the profiler's first recorded steps carry its own start-up: recorded, not kept
+    with rewound(learner, sync), Recorder(), profile(
+            activities=activities, schedule=schedule(wait=0, warmup=warm, active=steps, repeat=1)) as prof:
+        for i in range(warm + steps):
+            if i == warm:
+                sync()
+                t0 = time.perf_counter()
+            learner.step(x, y)
+            prof.step()
         sync()
-        with Recorder(), profile(activities=activities) as prof:
-            t0 = time.perf_counter()
-            for _ in range(steps):
-                learner.step(x, y)
-            sync()
-            wall = time.perf_counter() - t0
+        wall = time.perf_counter() - t0
     out = summarize(prof.key_averages(), steps, wall, on_cuda)
     out["trace_file"] = None
     if trace_file is not None:
@@ -73,9 +75,12 @@ def summarize(events, steps: int, wall_s: float, on_cuda: bool) -> dict[str, Any
         e = by_name.get(p)
         if e is not None:
             phases[p] = {"cpu_s": e.cpu_time_total * us, **({"device_s": e.device_time_total * us} if on_cuda else {})}
-    in_aten = sum(e.self_cpu_time_total for e in ops if e.key.startswith("aten::")) * us
+    aten = [e for e in ops if e.key.startswith("aten::")]
+    in_aten = sum(e.self_cpu_time_total for e in aten) * us
     step_s = wall_s / steps
-    split = {"step_s": step_s, "in_aten_ops_s": in_aten, "outside_ops_s": max(step_s - in_aten, 0.0)}
+    split = {"step_s": step_s, "in_aten_ops_s": in_aten, "outside_ops_s": max(step_s - in_aten, 0.0),
+             # each call pays the dispatcher (and, under autograd, graph bookkeeping) whatever its size
+             "aten_calls_per_step": sum(e.count for e in aten) / steps}
     if on_cuda:
         split["kernel_s"] = sum(e.self_device_time_total for e in ops) * us
         split["host_s"] = sum(e.self_cpu_time_total for e in events) * us

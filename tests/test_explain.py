@@ -320,7 +320,7 @@ def test_thread_planning_and_cell_figures():
     f = figures.cell_figures(runs)
     assert (f["achieved_gflops"], f["percent_of_peak"], f["flops_per_step"], f["threads"]) == (2.0, 5.0, 16, 2)
     cols = dict(figures.table_columns())
-    assert cols["GFLOP/s"](f) == "2" and cols["% peak"](f) == "5%"
+    assert cols["GFLOP/s\n(% peak)"](f) == "2 (5%)" and cols["GFLOP/s\n(% peak)"]({}) == "-"
 
 
 def test_compare_threads_end_to_end(cli, tmp_path):
@@ -332,7 +332,7 @@ def test_compare_threads_end_to_end(cli, tmp_path):
     doc = json.loads((out / "results.json").read_text())
     assert [c["runs"][0]["env"]["threads"] for c in doc["cells"]] == [1, 2]
     assert all(c["summary"]["achieved_gflops"] > 0 and c["summary"]["percent_of_peak"] > 0 for c in doc["cells"])
-    assert "GFLOP/s" in r.stdout and "% peak" in r.stdout and "threads=2" in r.stdout
+    assert "GFLOP/s" in r.stdout and "(% peak)" in r.stdout and "threads=2" in r.stdout
     header = (out / "results.csv").read_text().splitlines()[0]
     assert "achieved_gflops" in header and "percent_of_peak" in header
     scaling = figures.thread_scaling(doc["cells"])     # labelled with the --set key too

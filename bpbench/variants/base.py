@@ -9,9 +9,13 @@ A variant module defines `VARIANT`, an object with `info` (its VariantInfo) and
     optimizer              a torch.optim optimizer, or None (manual)
     prepare(batches)       optional: one-time work before the clock starts (compile, capture)
     details() -> dict      optional: what the variant wants recorded (e.g. graph breaks)
+    eager_step(x, y)       optional: the eager step whose FLOPs equal step's (compiled, graphed)
 
-`prime()` runs real steps before any timed step and then rewinds every parameter and every
-optimizer state tensor in place, so the trajectory stays the sources' while one-time costs
+A step marks its parts with `bpbench.phases.phase("forward" | "backward" | "update")`: no-ops
+in the timed loop, named ranges for the FLOP count and `--profile-ops`.
+
+`prime()` runs real steps before any timed step and then rewinds (`rewound()`) every parameter
+and every optimizer state tensor in place, so the trajectory stays the sources' while one-time costs
 (first-call allocations, compilation, CUDA graph capture) land outside the steady state.
 """
 
