@@ -28,7 +28,7 @@ import statistics
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -66,6 +66,7 @@ class Cell:
     overrides: tuple[tuple[str, Any], ...] = ()
     shown: tuple[str, ...] = ()  # further override keys the label names (those given by --set)
     tag: str = ""                # a study's own name for the run, first in the label ("strong N=2")
+    reference: str | None = field(default=None, compare=False)   # key of its parity reference cell
 
     @property
     def label(self) -> str:
@@ -160,20 +161,42 @@ def plan(targets: list[str], devices: list[str], variants: list[str], preset: di
             cells += study.load().plan(devices, variants, dict(preset.get(name, {})),
                                        {k: opts.get(k) for k in study.flags})
             continue
-        if name == "scaling":
-            cells += scaling.plan(devices, variants, preset.get("scaling", {}), nprocs, updates)
-            continue
         info = experiments.get(name)
         for run in _runs(dict(preset.get(name, {}))):
             cells += [make_cell("matrix", name, v, d, run) for v in V.chosen(info.variants, variants)
                       for d in devices]
     if not cells:
         raise BadInput("nothing to compare: no experiment has the requested variants")
-    cells = _apply_set(cells, extra or {})
+    cells = with_references(_apply_set(cells, extra or {}))
     for c in cells:   # bad values fail here, before any cell runs, as they do in `run`
         C.resolve(c.experiment, experiments.REGISTRY[c.experiment].keys, None,
                   {**dict(c.overrides), "variant": c.variant, "device": c.device})
     return cells
+
+
+def with_references(cells: list[Cell]) -> list[Cell]:
+    """Each fast variant's cell names its parity reference cell (planned just before it if the
+    comparison does not hold it already), so its check is made as soon as it finishes. The
+    reference runs the same config less what only the fast variant takes (ddp's nproc, compiled's
+    compile_mode): one process training on the same global batches."""
+    out: list[Cell] = []
+    for c in cells:
+        ref = V.get(c.variant).reference
+        if ref is None:
+            out.append(c)
+            continue
+        only_fast = set(V.get(c.variant).options) - set(V.get(ref).options)
+        overrides = tuple((k, v) for k, v in c.overrides if k not in only_fast)
+        same = lambda r: (r.study, r.experiment, r.variant, r.device, r.overrides) == \
+            (c.study, c.experiment, ref, c.device, overrides)   # noqa: E731
+        reference = next((r for r in out + cells if same(r)), None)
+        if reference is None:   # one process: a study's tag for N ranks ("strong N=2") would mislabel it
+            reference = dataclasses.replace(c, variant=ref, overrides=overrides,
+                                            shown=tuple(k for k in c.shown if k not in only_fast),
+                                            tag="1 process" if V.get(c.variant).distributed else c.tag)
+            out.append(reference)
+        out.append(dataclasses.replace(c, reference=reference.key))
+    return out
 
 
 def _apply_set(cells: list[Cell], extra: dict[str, Any]) -> list[Cell]:
@@ -217,12 +240,25 @@ def _stop_group(proc: subprocess.Popen) -> None:
             continue
 
 
-def run_cell(cell: Cell, repeat: int, unavailable: bool) -> dict[str, Any]:
+def why_unavailable(cell: Cell, missing_devices: set[str]) -> str | None:
+    """Why this cell cannot run here (None: it can): its device is missing, or its variant runs
+    on another device only (graphed: CUDA graphs)."""
+    only = V.get(cell.variant).device
+    if only and only != cell.device:
+        return f"the {cell.variant} variant runs on {only} only"
+    if cell.device in missing_devices:
+        return f"{cell.device} is not available on this machine"
+    return None
+
+
+def run_cell(cell: Cell, repeat: int, unavailable: str | None) -> dict[str, Any]:
     rec: dict[str, Any] = {"key": cell.key, "study": cell.study, "experiment": cell.experiment,
                            "variant": cell.variant, "device": cell.device, "label": cell.label,
                            "overrides": dict(cell.overrides), "status": "ok", "error": None, "runs": []}
+    if cell.reference:
+        rec["reference_key"] = cell.reference
     if unavailable:
-        rec.update(status="unavailable", error=f"{cell.device} is not available on this machine")
+        rec.update(status="unavailable", error=unavailable)
         return rec
     for _ in range(repeat):
         # Its own session (process group): Ctrl-C in a terminal reaches compare only, and compare
@@ -295,7 +331,8 @@ def _config(cell: dict[str, Any]) -> str | None:
 def _parity(c: dict[str, Any], by_key: dict[str, dict]) -> list[str]:
     """Why this cell's runs do not match its reference variant's (empty: they match)."""
     ref_variant = c["runs"][0]["reference_variant"]
-    ref = by_key.get(cell_key(c["study"], c["experiment"], ref_variant, c["device"], c["label"]))
+    ref = by_key.get(c.get("reference_key") or   # documents written before cells named it: same label
+                     cell_key(c["study"], c["experiment"], ref_variant, c["device"], c["label"]))
     if ref is None or not ref.get("runs"):
         return [f"not checkable: no {ref_variant} cell " + ("finished" if ref else "ran") + " to compare with"]
     if ref["status"] not in ("ok", "mismatch"):
@@ -401,24 +438,6 @@ class Comparison:
         self.refresh()
         self.save()
 
-    def plan_reference(self, i: int, rec: dict[str, Any]) -> None:
-        """A fast variant is checked against its reference variant's cell: plan it (next) if the
-        comparison does not already hold it."""
-        ref = next((r.get("reference_variant") for r in rec["runs"] if r.get("reference_variant")), None)
-        if not ref:
-            return
-        cell = self.cells[i]
-        # The reference runs the same config less what only the fast variant takes (ddp's nproc,
-        # compiled's compile_mode): one process training on the same global batches.
-        only_fast = set(V.get(cell.variant).options) - set(V.get(ref).options)
-        reference = dataclasses.replace(cell, variant=ref,
-                                        overrides=tuple((k, v) for k, v in cell.overrides if k not in only_fast))
-        if reference in self.cells:
-            return
-        self.cells.insert(i + 1, reference)
-        self.doc["planned"] = [c.key for c in self.cells]
-        self.doc["notes"].append(f"planned {self.cells[i + 1].key}: the parity reference of {cell.variant}")
-
     def refresh(self) -> None:
         refresh(self.doc, self.baseline, self.threshold)
 
@@ -446,7 +465,7 @@ def csv_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
 
 def execute(cmp: Comparison, unavailable: set[str], repeat: int,
             on_cell: Callable[[int, int, Cell, dict | None, float], None] | None = None) -> None:
-    """Run every cell in order (the plan may grow by parity references); KeyboardInterrupt
+    """Run every cell in order; KeyboardInterrupt
     (Ctrl-C, or SIGTERM turned into it) marks the document interrupted and re-raises."""
     try:
         i = 0
@@ -455,8 +474,7 @@ def execute(cmp: Comparison, unavailable: set[str], repeat: int,
             if on_cell:
                 on_cell(i + 1, len(cmp.cells), cell, None, 0.0)
             t0 = time.perf_counter()
-            rec = run_cell(cell, repeat, cell.device in unavailable)
-            cmp.plan_reference(i, rec)
+            rec = run_cell(cell, repeat, why_unavailable(cell, unavailable))
             cmp.add(rec)
             if on_cell:
                 on_cell(i + 1, len(cmp.cells), cell, rec, time.perf_counter() - t0)

@@ -279,11 +279,15 @@ def test_compare_scaling(cli, tmp_path, monkeypatch):
     r = cli("compare", "scaling", "--nprocs", "1,2", "--updates", "8", "--output-dir", out)
     assert r.exit_code == 0, r.stderr
     doc = json.loads((out / "results.json").read_text())
-    # each ddp cell, then its parity reference (autograd, one process, the same global batches)
+    # each ddp cell after its parity reference (autograd, one process, the same global batches),
+    # one reference for both strong cells (one global batch)
     ddp = [c for c in doc["cells"] if c["variant"] == "ddp"]
     assert [c["label"] for c in ddp] == ["strong N=1, batch=full", "strong N=2, batch=full",
                                          "weak N=1, batch=128", "weak N=2, batch=256"]
-    assert [c["variant"] for c in doc["cells"]] == ["ddp", "autograd"] * 4
+    assert [c["variant"] for c in doc["cells"]] == ["autograd", "ddp", "ddp", "autograd", "ddp", "autograd", "ddp"]
+    assert [c["label"] for c in doc["cells"] if c["variant"] == "autograd"] == \
+        ["1 process, batch=full", "1 process, batch=128", "1 process, batch=256"]
+    assert "mismatch" not in r.stdout        # each ddp cell was checked as it finished
     assert all(c["status"] == "ok" and c["runs"][0]["distributed"]["world_size"] == c["overrides"]["nproc"]
                for c in ddp)
     assert all(c["status"] == "ok" for c in doc["cells"])     # every ddp cell matched its reference

@@ -102,13 +102,28 @@ def test_runs_without_the_new_keys_are_left_alone():
     assert c["status"] == "ok" and "parity_reference" not in c["summary"]
 
 
-def test_the_reference_cell_is_planned_when_not_asked_for():
-    fast = cmp.make_cell("matrix", "linreg", "compiled", "cpu", {"epochs": 50})
-    comparison = cmp.Comparison("quick", [fast], [], None, None, {})
-    rec = {"runs": [run_result(variant="compiled", reference_variant="autograd")]}
-    comparison.plan_reference(0, rec)
-    assert comparison.cells == [fast, dataclasses.replace(fast, variant="autograd")]
-    assert comparison.doc["planned"][1] == "matrix:linreg/autograd/cpu"
-    assert "parity reference of compiled" in comparison.doc["notes"][0]
-    comparison.plan_reference(0, rec)                     # planned once only
-    assert len(comparison.cells) == 2
+def test_the_reference_cell_is_planned_before_its_fast_cell_when_not_asked_for():
+    fast = cmp.make_cell("matrix", "linreg", "compiled", "cpu", {"epochs": 50, "compile_mode": "default"})
+    planned = cmp.with_references([fast])
+    ref = cmp.make_cell("matrix", "linreg", "autograd", "cpu", {"epochs": 50})    # less what only compiled takes
+    assert planned == [ref, fast] and planned[1].reference == ref.key == "matrix:linreg/autograd/cpu"
+    asked = cmp.with_references([ref, fast])        # already in the plan: planned once only
+    assert asked == [ref, fast] and asked[1].reference == ref.key
+    rec = cmp.run_cell(planned[1], 1, "no machine for it")
+    assert rec["reference_key"] == ref.key and rec["status"] == "unavailable"
+
+
+def test_ddp_cells_of_one_global_batch_share_one_reference_labelled_one_process():
+    cells = [cmp.make_cell("scaling", "mnist01", "ddp", "cpu", {"nproc": n, "batch_size": "full"}, tag=f"strong N={n}")
+             for n in (1, 2)]
+    planned = cmp.with_references(cells)
+    assert [c.variant for c in planned] == ["autograd", "ddp", "ddp"]
+    assert planned[0].label == "1 process, batch=full" and {c.reference for c in planned[1:]} == {planned[0].key}
+
+
+def test_a_variant_bound_to_another_device_is_unavailable_there():
+    graphed = cmp.make_cell("matrix", "linreg", "graphed", "cpu", {})
+    assert cmp.why_unavailable(graphed, set()) == "the graphed variant runs on cuda only"
+    assert cmp.why_unavailable(dataclasses.replace(graphed, device="cuda"), {"cuda"}) == \
+        "cuda is not available on this machine"
+    assert cmp.why_unavailable(dataclasses.replace(graphed, device="cuda"), set()) is None
