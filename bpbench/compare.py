@@ -178,21 +178,20 @@ def with_references(cells: list[Cell]) -> list[Cell]:
     """Each fast variant's cell names its parity reference cell (planned just before it if the
     comparison does not hold it already), so its check is made as soon as it finishes. The
     reference runs the same config less what only the fast variant takes (ddp's nproc, compiled's
-    compile_mode): one process training on the same global batches."""
+    compile_mode) and less implementation choices (fused): one process, the same global batches."""
     out: list[Cell] = []
     for c in cells:
-        ref = V.get(c.variant).reference
+        ref, dropped = V.reference_of(c.variant, dict(c.overrides))
         if ref is None:
             out.append(c)
             continue
-        only_fast = set(V.get(c.variant).options) - set(V.get(ref).options)
-        overrides = tuple((k, v) for k, v in c.overrides if k not in only_fast)
+        overrides = tuple((k, v) for k, v in c.overrides if k not in dropped)
         same = lambda r: (r.study, r.experiment, r.variant, r.device, r.overrides) == \
             (c.study, c.experiment, ref, c.device, overrides)   # noqa: E731
         reference = next((r for r in out + cells if same(r)), None)
         if reference is None:   # one process: a study's tag for N ranks ("strong N=2") would mislabel it
             reference = dataclasses.replace(c, variant=ref, overrides=overrides,
-                                            shown=tuple(k for k in c.shown if k not in only_fast),
+                                            shown=tuple(k for k in c.shown if k not in dropped),
                                             tag="1 process" if V.get(c.variant).distributed else c.tag)
             out.append(reference)
         out.append(dataclasses.replace(c, reference=reference.key))

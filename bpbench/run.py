@@ -268,7 +268,7 @@ def execute_in_process(info, cfg: dict[str, Any], *, profile_lines: bool = False
     compiles = getattr(learner, "compiles", False)
     result = RunResult(
         experiment=info.name, variant=cfg["variant"], device=device.type, config=cfg, data=task.data,
-        reference_variant=variant_info.reference,
+        reference_variant=variants.reference_of(variant_info.name, cfg)[0],
         final=Final(loss=res.history[-1]["loss"] if res.history else None, params=small_params(params),
                     metrics=metrics, param_digest=param_digest(params)),
         history=res.history,

@@ -127,3 +127,14 @@ def test_a_variant_bound_to_another_device_is_unavailable_there():
     assert cmp.why_unavailable(dataclasses.replace(graphed, device="cuda"), {"cuda"}) == \
         "cuda is not available on this machine"
     assert cmp.why_unavailable(dataclasses.replace(graphed, device="cuda"), set()) is None
+
+
+@pytest.mark.parametrize("value,checked", [("true", True), (True, True), ("false", False), (False, False)])
+def test_an_implementation_option_is_checked_against_the_same_variant_without_it(value, checked):
+    fused = cmp.make_cell("width", "width", "autograd", "cpu", {"width": 50, "fused": value})
+    planned = cmp.with_references([fused])
+    if checked:
+        assert [c.overrides for c in planned] == [(("width", 50),), (("fused", value), ("width", 50))]
+        assert planned[1].reference == planned[0].key
+    else:
+        assert planned == [fused] and planned[0].reference is None

@@ -78,11 +78,17 @@ def test_diverged_is_a_result_with_a_status():
     ("width", dict(width=200, epochs=30)),
     ("mnist01", dict(epochs=2, batch_size=300)),
 ])
-def test_fused_optimizer_matches_the_default(experiment, flags):
+def test_fused_and_foreach_optimizers_match_the_default(experiment, flags):
     ref = train(experiment, **flags)
-    fused = train(experiment, fused=True, **flags)
-    assert parity.check(fused, ref) == []
-    assert fused["config"]["fused"] is True
+    for impl in ("fused", "foreach"):
+        fast = train(experiment, **{impl: True}, **flags)
+        assert parity.check(fast, ref) == [], impl
+        assert fast["config"][impl] is True
+
+
+def test_fused_with_foreach_is_one_line(cli):
+    r = cli("run", "width", "--width", "20", "--epochs", "3", "--fused", "--foreach")
+    assert r.exit_code == 2 and "fused" in r.stderr and "foreach" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_parity_guard_catches_a_different_computation():

@@ -29,6 +29,9 @@ OPTIM_KEYS = {
     "fused": C.Key(C.boolean, "torch.optim's fused implementation (fused=True) where the "
                               "optimizer and device support it; off: the sources' default.",
                    "Variant", boolean=True),
+    "foreach": C.Key(C.boolean, "torch.optim's multi-tensor implementation (foreach=True: one kernel "
+                                "per op over all parameters); off: the sources' default.",
+                     "Variant", boolean=True),
 }
 
 
@@ -100,6 +103,21 @@ def option_keys() -> dict[str, C.Key]:
     for v in REGISTRY.values():
         out.update(v.options)
     return out
+
+
+# Implementation choices that must not change the arithmetic: a run with one is checked against
+# the same variant without it.
+IMPL_OPTIONS = ("fused", "foreach")
+
+
+def reference_of(variant: str, settings: dict[str, Any]) -> tuple[str | None, set[str]]:
+    """(the variant whose arithmetic a run of `variant` with these settings must reproduce, the
+    settings its reference run leaves out); (None, set()) for a reference run itself."""
+    info = REGISTRY[variant]
+    impl = {k for k in IMPL_OPTIONS if k in settings and C.boolean(k, settings[k])}   # "--set fused=false" too
+    if info.reference:   # what only the fast variant takes (ddp's nproc, compiled's compile_mode)
+        return info.reference, set(info.options) - set(REGISTRY[info.reference].options) | impl
+    return (variant, impl) if impl else (None, set())
 
 
 def chosen(available: tuple[str, ...] | list[str], asked: list[str]) -> list[str]:

@@ -34,11 +34,13 @@ from bpbench.phases import phase
 
 def make_optimizer(spec: tuple[str, dict[str, Any]], parameters: Iterable[Tensor], cfg: dict[str, Any],
                    **extra: Any) -> torch.optim.Optimizer:
-    """The experiment's optimizer, with the variant's implementation choices (fused, capturable)."""
+    """The experiment's optimizer, with the variant's implementation choices (fused, foreach,
+    capturable); torch refuses combinations it does not support (fused with foreach)."""
     name, kwargs = spec
     kwargs = {**kwargs, **extra}
-    if cfg.get("fused"):
-        kwargs["fused"] = True
+    for impl in ("fused", "foreach"):
+        if cfg.get(impl):
+            kwargs[impl] = True
     try:
         return getattr(torch.optim, name)(parameters, **kwargs)
     except (RuntimeError, TypeError, ValueError) as e:   # e.g. fused=True unsupported on this torch/device
