@@ -528,9 +528,8 @@ def compare(
     from bpbench import run as runner
     cuda_ok = runner.cuda_available()
     devices, unavailable, notes = cmp.resolve_devices(device, cuda_ok)
-    cells = cmp.plan(targets or [], devices, variant, preset_cfg, opts, C.parse_set(set_))
-    from bpbench import figures
-    cells = figures.plan_threads(cells, C.int_list("--threads", threads) if threads else None)
+    cells = cmp.plan(targets or [], devices, variant, preset_cfg, opts, C.parse_set(set_),
+                     C.int_list("--threads", threads) if threads else None)
     from bpbench import envinfo
     comparison = cmp.Comparison(preset, cells, notes, output_dir, base, envinfo.collect(),
                                 threshold or cmp.noise.MIN_CHANGE)

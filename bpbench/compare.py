@@ -132,12 +132,15 @@ def _runs(entry: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def plan(targets: list[str], devices: list[str], variants: list[str], preset: dict[str, Any],
-         opts: dict[str, Any] | None = None, extra: dict[str, Any] | None = None) -> list[Cell]:
+         opts: dict[str, Any] | None = None, extra: dict[str, Any] | None = None,
+         threads: list[int] | None = None) -> list[Cell]:
     """The cells to run, in order, every one checked as `run` would check it.
 
     `opts` holds the studies' options (widths, steps, batch_sizes, updates: None when not given);
     one that no planned study takes is bad input. `extra` (from --set) overrides config keys in
-    every cell whose experiment takes them, and shows in the cells' labels and keys."""
+    every cell whose experiment takes them, and shows in the cells' labels and keys. `threads`
+    (--threads) runs each CPU cell once per thread count; parity references are planned last, so
+    each fast cell is checked against the reference run with its own thread count."""
     opts = {k: v for k, v in (opts or {}).items() if v is not None}
     names = list(dict.fromkeys(targets or preset.get("experiments", [])))   # in order, once each
     for n in names:
@@ -167,7 +170,7 @@ def plan(targets: list[str], devices: list[str], variants: list[str], preset: di
                       for d in devices]
     if not cells:
         raise BadInput("nothing to compare: no experiment has the requested variants")
-    cells = with_references(_apply_set(cells, extra or {}))
+    cells = with_references(figures.plan_threads(_apply_set(cells, extra or {}), threads))
     for c in cells:   # bad values fail here, before any cell runs, as they do in `run`
         C.resolve(c.experiment, experiments.REGISTRY[c.experiment].keys, None,
                   {**dict(c.overrides), "variant": c.variant, "device": c.device})

@@ -138,3 +138,11 @@ def test_an_implementation_option_is_checked_against_the_same_variant_without_it
         assert planned[1].reference == planned[0].key
     else:
         assert planned == [fused] and planned[0].reference is None
+
+
+def test_with_threads_each_fast_cell_has_the_reference_of_its_own_thread_count():
+    planned = cmp.plan(["linreg"], ["cpu"], ["compiled"], {}, threads=[1, 2])
+    by_key = {c.key: c for c in planned}
+    fast = [c for c in planned if c.variant == "compiled"]
+    assert len(fast) == 2 and all(by_key[c.reference].variant == "autograd" for c in fast)
+    assert [dict(by_key[c.reference].overrides)["threads"] for c in fast] == [1, 2]
