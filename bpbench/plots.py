@@ -171,20 +171,6 @@ def save(fig, path: Path) -> Path:
     return path
 
 
-def plot_width_peak(ax, w: dict[str, Any]) -> None:
-    """The width plot's second axis: achieved % of the measured peak per H and device (dashed),
-    which explains the crossover: the GPU's share of its peak climbs with H."""
-    ax2 = None
-    for dev in ("cpu", "cuda"):
-        pts = [(r["width"], r[f"{dev}_percent_of_peak"]) for r in w["rows"] if r.get(f"{dev}_percent_of_peak")]
-        if pts:
-            ax2 = ax2 or ax.twinx()
-            ax2.plot(*zip(*pts), ls="--", marker="x", label=f"{dev.upper()} % of peak")
-    if ax2 is not None:
-        ax2.set(yscale="log", ylabel="% of measured matmul peak (dashed)")
-        ax2.legend(loc="lower right", fontsize=7)
-
-
 def plot_thread_scaling(doc: dict[str, Any], out_dir: Path) -> list[Path]:
     """threads.png for `compare --threads`: step time against CPU threads, one line per cell."""
     from bpbench.figures import thread_scaling
