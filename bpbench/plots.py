@@ -16,6 +16,7 @@ from typing import Any
 from bpbench.errors import BadInput
 
 LINESTYLES = ("-", "--", ":", "-.")
+FEW_POINTS = 20   # a loss curve this short is drawn with a marker at each point
 PLOT_HINT = "plots need matplotlib: pip install 'bpbench[plot]' (the comparison itself is complete)"
 
 
@@ -88,7 +89,9 @@ def loss_plot(exp: str, cells: list[dict[str, Any]], out_dir: Path) -> Path:
             xs, ys, ylabel = _curve(c["runs"][-1])
             shown += ys
             # Variants that agree draw on top of each other: vary the dash so each stays visible.
-            ax.plot(xs, ys, ls=LINESTYLES[i % len(LINESTYLES)], lw=1, label=f"{c['variant']} ({c['device']})")
+            # A line of one point draws nothing (a one-update run): few points get markers.
+            ax.plot(xs, ys, ls=LINESTYLES[i % len(LINESTYLES)], lw=1, label=f"{c['variant']} ({c['device']})",
+                    marker="o" if len(xs) <= FEW_POINTS else None, ms=4)
         loss_scale(ax, shown)
         ax.set(xlabel="updates", ylabel=ylabel, title=f"{exp} · {label}" if label else exp)
         ax.legend(fontsize=7)
