@@ -41,6 +41,27 @@ def seconds():
     return EngFormatter(unit="s")
 
 
+def seconds_axis(axis) -> None:
+    """`seconds()` on an axis whose scale is already set (setting a scale replaces the formatters).
+    A log axis that spans about a decade or less labels minor ticks too: those get the unit as
+    well (2 and 5 of each decade only, unless the view is narrow)."""
+    import math
+    from matplotlib.ticker import EngFormatter
+
+    class MinorSeconds(EngFormatter):
+        def __call__(self, x, pos=None):
+            lo, hi = sorted(self.axis.get_view_interval())
+            if x <= 0 or lo <= 0 or math.floor(math.log10(hi)) - math.ceil(math.log10(lo)) >= 1:
+                return ""   # two or more labelled decades: minor labels would only crowd
+            mantissa = x / 10 ** math.floor(math.log10(x) + 1e-9)
+            few = math.log10(hi / lo) < 0.4   # a narrow view: every minor tick, else too few labels
+            return super().__call__(x, pos) if few or any(abs(mantissa - m) < 1e-6 for m in (2, 5)) else ""
+
+    axis.set_major_formatter(seconds())
+    if axis.get_scale() == "log":
+        axis.set_minor_formatter(MinorSeconds(unit="s"))
+
+
 def loss_scale(ax, values: list[Any]) -> None:
     """Log axis when the loss spans more than a decade; else linear with plain ticks (a loss that
     moves within a narrow band on a log axis gets ticks like 7.075e-1)."""
@@ -127,7 +148,7 @@ def step_plot(exp: str, cells: list[dict[str, Any]], out_dir: Path) -> Path | No
     ax.invert_yaxis()
     if max(med) / min(med) > 10:
         ax.set_xscale("log")
-    ax.xaxis.set_major_formatter(seconds())
+    seconds_axis(ax.xaxis)
     ax.set(xlabel="time per step (median; bars: interquartile range)", title=f"{exp}: step time")
     return save(fig, out_dir / f"steps_{exp}.png")
 

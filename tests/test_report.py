@@ -159,6 +159,18 @@ def test_loss_axes_are_linear_for_a_narrow_band():
     plt.close(fig)
 
 
+def test_seconds_axis_keeps_its_unit_on_a_narrow_log_scale():
+    plt = plots.pyplot()
+    fig, ax = plt.subplots()
+    ax.plot([1, 2], [2.1e-3, 4.8e-3])
+    ax.set_yscale("log")
+    plots.seconds_axis(ax.yaxis)   # after the scale, which replaces formatters
+    fig.canvas.draw()
+    shown = [t.get_text() for t in ax.get_yticklabels() + ax.get_yticklabels(minor=True) if t.get_text()]
+    assert shown and all(t.endswith(" ms") for t in shown), shown
+    plt.close(fig)
+
+
 def test_a_short_loss_curve_has_markers(tmp_path, monkeypatch):
     """A one-update run's loss is one point: a line without markers draws nothing."""
     figs = []
