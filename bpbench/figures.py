@@ -6,8 +6,7 @@ stays one line where it is used:
 - `cell_figures(runs)`: a cell's achieved GFLOP/s and % of the measured peak (medians over its
   repeats), merged into the cell summary;
 - `table_columns()`: the comparison table's GFLOP/s and % peak columns;
-- `plan_threads(cells, threads)`: `compare --threads 1,2,...`, one CPU cell per thread count;
-- `width_peak(cells)`: the width study's % of peak per width and device.
+- `plan_threads(cells, threads)`: `compare --threads 1,2,...`, one CPU cell per thread count.
 """
 
 from __future__ import annotations
@@ -64,16 +63,6 @@ def plan_threads(cells: list[Any], threads: list[int] | None) -> list[Any]:
         for n in threads:   # the label names threads=N (a shown override, like a --set key)
             overrides = tuple(sorted({**dict(c.overrides), "threads": n}.items()))
             out.append(dataclasses.replace(c, overrides=overrides, shown=tuple(dict.fromkeys((*c.shown, "threads")))))
-    return out
-
-
-def width_peak(cells: list[dict[str, Any]]) -> dict[int, dict[str, float | None]]:
-    """width -> {"cpu_percent_of_peak": ..., "cuda_percent_of_peak": ...} for the width study."""
-    out: dict[int, dict[str, float | None]] = {}
-    for c in cells:
-        if c["study"] == "width":
-            pct = (c.get("summary") or {}).get("percent_of_peak")
-            out.setdefault(c["overrides"]["width"], {})[f"{c['device']}_percent_of_peak"] = pct
     return out
 
 

@@ -16,6 +16,7 @@ from typing import Any
 from bpbench.errors import BadInput
 
 LINESTYLES = ("-", "--", ":", "-.")
+FEW_POINTS = 20   # a loss curve this short is drawn with a marker at each point
 PLOT_HINT = "plots need matplotlib: pip install 'bpbench[plot]' (the comparison itself is complete)"
 
 
@@ -38,6 +39,27 @@ def seconds():
     """Tick labels in s, ms, µs (not 0.00035)."""
     from matplotlib.ticker import EngFormatter
     return EngFormatter(unit="s")
+
+
+def seconds_axis(axis) -> None:
+    """`seconds()` on an axis whose scale is already set (setting a scale replaces the formatters).
+    A log axis that spans about a decade or less labels minor ticks too: those get the unit as
+    well (2 and 5 of each decade only, unless the view is narrow)."""
+    import math
+    from matplotlib.ticker import EngFormatter
+
+    class MinorSeconds(EngFormatter):
+        def __call__(self, x, pos=None):
+            lo, hi = sorted(self.axis.get_view_interval())
+            if x <= 0 or lo <= 0 or math.floor(math.log10(hi)) - math.ceil(math.log10(lo)) >= 1:
+                return ""   # two or more labelled decades: minor labels would only crowd
+            mantissa = x / 10 ** math.floor(math.log10(x) + 1e-9)
+            few = math.log10(hi / lo) < 0.4   # a narrow view: every minor tick, else too few labels
+            return super().__call__(x, pos) if few or any(abs(mantissa - m) < 1e-6 for m in (2, 5)) else ""
+
+    axis.set_major_formatter(seconds())
+    if axis.get_scale() == "log":
+        axis.set_minor_formatter(MinorSeconds(unit="s"))
 
 
 def loss_scale(ax, values: list[Any]) -> None:
@@ -88,7 +110,9 @@ def loss_plot(exp: str, cells: list[dict[str, Any]], out_dir: Path) -> Path:
             xs, ys, ylabel = _curve(c["runs"][-1])
             shown += ys
             # Variants that agree draw on top of each other: vary the dash so each stays visible.
-            ax.plot(xs, ys, ls=LINESTYLES[i % len(LINESTYLES)], lw=1, label=f"{c['variant']} ({c['device']})")
+            # A line of one point draws nothing (a one-update run): few points get markers.
+            ax.plot(xs, ys, ls=LINESTYLES[i % len(LINESTYLES)], lw=1, label=f"{c['variant']} ({c['device']})",
+                    marker="o" if len(xs) <= FEW_POINTS else None, ms=4)
         loss_scale(ax, shown)
         ax.set(xlabel="updates", ylabel=ylabel, title=f"{exp} · {label}" if label else exp)
         ax.legend(fontsize=7)
@@ -124,7 +148,7 @@ def step_plot(exp: str, cells: list[dict[str, Any]], out_dir: Path) -> Path | No
     ax.invert_yaxis()
     if max(med) / min(med) > 10:
         ax.set_xscale("log")
-    ax.xaxis.set_major_formatter(seconds())
+    seconds_axis(ax.xaxis)
     ax.set(xlabel="time per step (median; bars: interquartile range)", title=f"{exp}: step time")
     return save(fig, out_dir / f"steps_{exp}.png")
 
@@ -169,20 +193,6 @@ def save(fig, path: Path) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
-
-
-def plot_width_peak(ax, w: dict[str, Any]) -> None:
-    """The width plot's second axis: achieved % of the measured peak per H and device (dashed),
-    which explains the crossover: the GPU's share of its peak climbs with H."""
-    ax2 = None
-    for dev in ("cpu", "cuda"):
-        pts = [(r["width"], r[f"{dev}_percent_of_peak"]) for r in w["rows"] if r.get(f"{dev}_percent_of_peak")]
-        if pts:
-            ax2 = ax2 or ax.twinx()
-            ax2.plot(*zip(*pts), ls="--", marker="x", label=f"{dev.upper()} % of peak")
-    if ax2 is not None:
-        ax2.set(yscale="log", ylabel="% of measured matmul peak (dashed)")
-        ax2.legend(loc="lower right", fontsize=7)
 
 
 def plot_thread_scaling(doc: dict[str, Any], out_dir: Path) -> list[Path]:

@@ -222,6 +222,8 @@ def test_width_study(cli, tmp_path):
     rows = d["width"]["rows"]
     assert [r["width"] for r in rows] == [16, 64] and all(r["cpu_step_s"] > 0 for r in rows)
     assert d["width"]["crossover_width"] is None   # no CUDA cells on a CPU-only run
+    assert {r["series"] for r in rows} == {"autograd"} and d["width"]["crossovers"] == \
+        {"autograd": {"width": None, "at_or_below": False}}
 
 
 def test_studies_default_to_the_sources_settings():

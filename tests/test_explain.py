@@ -347,7 +347,7 @@ def test_width_crossover_is_never_below_the_smallest_width_measured():
     from bpbench.studies import width as study
 
     def cell(w, dev, step, pct):
-        return {"study": "width", "overrides": {"width": w}, "device": dev,
+        return {"study": "width", "variant": "autograd", "label": f"H={w}", "overrides": {"width": w}, "device": dev,
                 "summary": {"step_s_median": step, "percent_of_peak": pct}}
     gpu_always = study.derive([cell(500, "cpu", 2.0, 1.0), cell(500, "cuda", 1.0, 0.1),
                                cell(2000, "cpu", 4.0, 2.0), cell(2000, "cuda", 1.0, 0.4)])
@@ -367,3 +367,88 @@ def test_width_plot_shows_percent_of_peak(tmp_path):
                      "crossover_width": None}}
     (path,) = plots.write_all(doc, tmp_path)
     assert path.name == "width.png" and path.stat().st_size > 1000
+
+
+def width_cell(variant, device, w, step, pct=None, extra=""):
+    """A finished width-study cell as compare records it; `extra`: the rest of its label."""
+    from synthetic import cell, run_result
+    c = cell(run_result("width", variant, device, steps=[step] * 5), study="width",
+             label=f"H={w}" + (f", {extra}" if extra else ""), overrides={"width": w, "epochs": 30})
+    c["summary"]["percent_of_peak"] = pct
+    return c
+
+
+def width_table(w):
+    from bpbench.report import Tab
+    from bpbench.studies import width as study
+    blocks = study.render(w)
+    return next(b for b in blocks if isinstance(b, Tab)), [b for b in blocks if isinstance(b, str)]
+
+
+def test_width_rows_are_one_per_series_and_width():
+    """Two variants at one width are two rows, each with its own step time (the last cell used to
+    overwrite the others: compiled's 52 ms shown unlabelled in place of autograd's 660 µs)."""
+    from bpbench.studies import width as study
+    w = study.derive([width_cell("autograd", "cpu", 300, 660e-6), width_cell("compiled", "cpu", 300, 52e-3)])
+    assert [(r["series"], r["width"], r["cpu_step_s"]) for r in w["rows"]] == \
+        [("autograd", 300, 660e-6), ("compiled", 300, 52e-3)]
+    assert w["series"] == ["autograd", "compiled"]
+    tab, _ = width_table(w)
+    assert tab.columns[:3] == ["series", "H", "CPU step"]
+    assert [r[:3] for r in tab.rows] == [["autograd", "300", "660 µs"], ["compiled", "300", "52 ms"]]
+    one, _ = width_table(study.derive([width_cell("autograd", "cpu", 300, 660e-6)]))
+    assert one.columns[0] == "H" and one.rows[0][:2] == ["300", "660 µs"]   # one series: no series column
+    # --set keys and --threads tell series apart too; CUDA (no threads) is every thread count's GPU side
+    t = study.derive([width_cell("autograd", "cpu", 300, 1e-3, extra="lr=0.1, threads=1"),
+                      width_cell("autograd", "cpu", 300, 4e-3, extra="lr=0.1, threads=2"),
+                      width_cell("autograd", "cuda", 300, 5e-4, extra="lr=0.1")])
+    assert [(r["series"], r["cpu_step_s"], r["cuda_step_s"], r["cuda_speedup"]) for r in t["rows"]] == \
+        [("autograd lr=0.1, threads=1", 1e-3, 5e-4, 2.0), ("autograd lr=0.1, threads=2", 4e-3, 5e-4, 8.0)]
+
+
+def test_width_crossover_per_series():
+    from bpbench.studies import width as study
+    cells = []
+    for h, (a_cpu, a_gpu, c_cpu, c_gpu) in ((500, (1.0, 2.0, 2.0, 1.0)), (2000, (4.0, 1.0, 4.0, 0.5))):
+        cells += [width_cell("autograd", "cpu", h, a_cpu, 1.0), width_cell("autograd", "cuda", h, a_gpu, 0.1),
+                  width_cell("compiled", "cpu", h, c_cpu, 2.0), width_cell("compiled", "cuda", h, c_gpu, 0.2)]
+    w = study.derive(cells)
+    assert w["crossovers"] == {"autograd": {"width": 2000, "at_or_below": False},
+                               "compiled": {"width": 500, "at_or_below": True}}
+    assert (w["crossover_width"], w["crossover_at_or_below"]) == (2000, False)   # the first series'
+    assert [(r["series"], r["width"], r["cuda_speedup"], r["cuda_percent_of_peak"]) for r in w["rows"]] == \
+        [("autograd", 500, 0.5, 0.1), ("autograd", 2000, 4.0, 0.1),
+         ("compiled", 500, 2.0, 0.2), ("compiled", 2000, 8.0, 0.2)]
+    _, lines = width_table(w)
+    assert "crossover (autograd): GPU faster from H = 2,000" in lines
+    assert any(x.startswith("crossover (compiled): GPU faster from H = 500 (already") for x in lines)
+
+
+def test_width_plot_one_line_per_series_and_device_one_legend(tmp_path, monkeypatch):
+    """Seconds on the log axis (a scale set after the formatter replaced it), % of peak with its
+    own marker, visible at a single width, and one legend for both axes (they overlapped)."""
+    if not plots.available():
+        pytest.skip("matplotlib is not installed")
+    from matplotlib.ticker import EngFormatter
+    from bpbench.studies import width as study
+    figs = []
+    monkeypatch.setattr(plots, "save", lambda fig, path: figs.append(fig) or path)
+    study.plot(study.derive([width_cell("autograd", "cpu", 300, 660e-6, 0.5),
+                             width_cell("compiled", "cpu", 300, 52e-3, 0.01)]), tmp_path)
+    (fig,) = figs
+    ax, ax2 = fig.axes
+    assert ax.get_yscale() == "log" and isinstance(ax.yaxis.get_major_formatter(), EngFormatter)
+    fig.canvas.draw()
+    shown = [t.get_text() for t in ax.get_yticklabels() + ax.get_yticklabels(minor=True) if t.get_text()]
+    assert shown and all(t.endswith("s") for t in shown), shown
+    steps = {line.get_label(): line for line in ax.get_lines()}
+    assert [steps[k].get_ydata().tolist() for k in ("CPU autograd here (test cpu)", "CPU compiled here (test cpu)")] \
+        == [[660e-6], [52e-3]]
+    assert steps["CPU autograd here (test cpu)"].get_marker() != steps["CPU compiled here (test cpu)"].get_marker()
+    peak = ax2.get_lines()
+    assert [line.get_label() for line in peak] == ["CPU autograd % of peak", "CPU compiled % of peak"]
+    assert all(line.get_marker() not in ("x", "None", "", None) for line in peak)   # the seed's points are crosses
+    assert ax2.get_legend() is None and not fig.legends
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "CPU autograd % of peak" in legend and "CPU compiled here (test cpu)" in legend
+    plots.pyplot().close(fig)

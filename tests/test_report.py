@@ -159,6 +159,30 @@ def test_loss_axes_are_linear_for_a_narrow_band():
     plt.close(fig)
 
 
+def test_seconds_axis_keeps_its_unit_on_a_narrow_log_scale():
+    plt = plots.pyplot()
+    fig, ax = plt.subplots()
+    ax.plot([1, 2], [2.1e-3, 4.8e-3])
+    ax.set_yscale("log")
+    plots.seconds_axis(ax.yaxis)   # after the scale, which replaces formatters
+    fig.canvas.draw()
+    shown = [t.get_text() for t in ax.get_yticklabels() + ax.get_yticklabels(minor=True) if t.get_text()]
+    assert shown and all(t.endswith(" ms") for t in shown), shown
+    plt.close(fig)
+
+
+def test_a_short_loss_curve_has_markers(tmp_path, monkeypatch):
+    """A one-update run's loss is one point: a line without markers draws nothing."""
+    figs = []
+    monkeypatch.setattr(plots, "save", lambda fig, path: figs.append(fig) or path)
+    plots.loss_plot("bce", [cell(run_result("bce", "manual", losses=(0.69,))),
+                            cell(run_result("bce", "autograd", losses=[1 / (i + 1) for i in range(100)]))], tmp_path)
+    (ax,) = figs[0].axes
+    one, many = ax.get_lines()
+    assert (len(one.get_xdata()), one.get_marker()) == (1, "o") and many.get_marker() in ("None", None, "")
+    plots.pyplot().close(figs[0])
+
+
 def test_plots_per_update_losses_panels_and_step_times(tmp_path):
     runs = [run_result("mnist01", v, losses=(0.7, 0.6)) for v in ("autograd", "manual")]
     for r in runs:      # two mini-batch epochs of 3 updates each
