@@ -213,6 +213,17 @@ def test_replays_train_on_each_new_batch_like_the_eager_step(cpu_graphs, optimiz
     assert len(cpu_graphs) == 2 and [g.replays for g in cpu_graphs] == [1 + 4, 1 + 3]
 
 
+def test_a_shape_prepare_did_not_see_is_captured_on_first_use(cpu_graphs):
+    learner, twin = pair(small_model(), {"capturable": True})
+    learner.prepare(batches([8]), sync=lambda: None)
+    assert len(cpu_graphs) == 1
+    for x, y in batches([8, 5, 5, 8], seed=3):
+        assert torch.equal(learner.step(x, y), twin.step(x, y))
+        assert same(state(learner), state(twin))
+    assert sorted(learner.graphs) == [(5, 5), (8, 5)] and [g.replays for g in cpu_graphs] == [1 + 2, 2]
+    assert learner.details() == {"cuda_graphs": 2}
+
+
 def test_the_capture_is_checked_by_the_stand_in(cpu_graphs):
     """The stand-in itself: a capture changes nothing it found, and a host sync inside one raises."""
     w = torch.ones(3)
