@@ -15,7 +15,7 @@ from torch import Tensor
 
 from bpbench.errors import BadInput
 from bpbench.variants import REGISTRY
-from bpbench.variants.base import TorchLearner, prime, torch_learner
+from bpbench.variants.base import TorchLearner, prime, rewound, torch_learner
 
 
 class GraphedLearner(TorchLearner):
@@ -31,8 +31,9 @@ class GraphedLearner(TorchLearner):
 
     def step(self, x: Tensor, y: Tensor) -> Tensor:
         entry = self.graphs.get(tuple(x.shape))
-        if entry is None:          # a shape prepare() did not see: capture it now
-            self._capture(x, y)
+        if entry is None:          # a shape prepare() did not see: capture it now, its warm-up
+            with rewound(self):    # steps rewound (as prime() does), so they are no updates
+                self._capture(x, y)
             entry = self.graphs[tuple(x.shape)]
         graph, sx, sy, sloss = entry
         sx.copy_(x, non_blocking=True)
