@@ -447,11 +447,24 @@ def comparison_blocks(doc: dict[str, Any], wide: bool = False) -> list[Block]:
     for c in cells:
         if c["status"] not in ("ok", "unavailable"):
             blocks.append(f"[yellow]{c['key']}: {c['status']}: {c.get('error')}[/]")
+    blocks += noise_warning(cells)
     blocks += [f"[dim]note: {note}[/]" for note in doc.get("notes", [])]
     missing = len(doc.get("planned", [])) - len(cells)
     if doc.get("interrupted") and missing > 0:
         blocks.append(f"[yellow]interrupted: {missing} planned cell(s) did not run[/]")
     return blocks
+
+
+def noise_warning(cells: list[dict[str, Any]], limit: float = 0.1) -> list[str]:
+    """One line naming the cells whose step IQR exceeds `limit` of the median (the rule `run`
+    warns by, torch.utils.benchmark's): their step times and ratios are to be read with care."""
+    ran = [c for c in cells if c["status"] == "ok" and (c.get("summary") or {}).get("step_s_median")]
+    noisy = [c for c in ran if (c["summary"].get("step_s_iqr") or 0) > limit * c["summary"]["step_s_median"]]
+    if not noisy:
+        return []
+    names = ", ".join(c["key"].split(":", 1)[1] for c in noisy[:4]) + (", ..." if len(noisy) > 4 else "")
+    return [f"[yellow]warning: step times are noisy in {len(noisy)} of {len(ran)} cells (IQR over "
+            f"{limit:.0%} of the median: {names}); rerun on a quieter machine or with --repeat[/]"]
 
 
 def print_comparison(doc: dict[str, Any], console: Console | None = None, wide: bool = False) -> None:

@@ -227,3 +227,12 @@ def test_plot_writers_never_share_a_temporary_file(tmp_path, monkeypatch):
     (tmp_path / "dir.png").mkdir()
     with pytest.raises(Exception, match="not a regular file"):
         plots.save(plt.figure(), tmp_path / "dir.png")
+
+
+def test_noisy_cells_are_named_in_one_warning():
+    from bpbench.report import noise_warning
+    quiet = {"key": "matrix:linreg/manual/cpu", "status": "ok", "summary": {"step_s_median": 1e-4, "step_s_iqr": 5e-6}}
+    noisy = {"key": "matrix:linreg/autograd/cpu", "status": "ok", "summary": {"step_s_median": 3e-4, "step_s_iqr": 1e-4}}
+    assert noise_warning([quiet]) == []
+    [line] = noise_warning([quiet, noisy])
+    assert "noisy in 1 of 2 cells" in line and "linreg/autograd/cpu" in line and "manual" not in line
