@@ -241,9 +241,9 @@ def run(*, experiment: str, config: Optional[Path], set_: List[str], trace: bool
     flags.update(C.parse_set(set_, flags))
     info, cfg = runner.resolve(experiment, str(config) if config else None, flags)
     runner.pick_device(cfg["device"])  # fail fast on --device cuda without CUDA
+    from bpbench import results
+    data_file = cfg["data"] if cfg["data"].endswith((".csv", ".npz")) else None   # else a built-in set
     if output is not None:   # fail before training, not after it
-        from bpbench import results
-        data_file = cfg["data"] if cfg["data"].endswith((".csv", ".npz")) else None   # else a built-in set
         results.check_output_file(output, "--output", inputs=[config, data_file])
     profile_ops = profile_ops or trace_file is not None
     if profile_ops:
@@ -251,6 +251,9 @@ def run(*, experiment: str, config: Optional[Path], set_: List[str], trace: bool
         trace_file = trace_file or opprofile.default_trace_file(output)
         if trace_file is not None:
             opprofile.check_trace_target(trace_file)
+            if output is not None and results.same_file(trace_file, output):
+                raise BadInput(f"--trace-file {trace_file} is also --output: one would overwrite the other")
+            results.check_output_file(trace_file, "--trace-file", inputs=[config, data_file])
 
     log = runner.Printer("stderr" if as_json else "stdout")
     progress = None if as_json or not sys.stdout.isatty() else _LazyProgress(f"{experiment} {cfg['variant']}")
@@ -291,6 +294,8 @@ def _emit(result: dict[str, Any], as_json: bool, output: Optional[Path], trace: 
         report.print_run(result)
         if trace and "trace" in result:
             report.print_trace(result["trace"])
+    if output is not None and as_json and _is_stdout(output):
+        return   # --json --output /dev/stdout: one JSON object on stdout, not the same one twice
     if output is not None:
         try:
             results.write_json(output, result)
@@ -298,6 +303,14 @@ def _emit(result: dict[str, Any], as_json: bool, output: Optional[Path], trace: 
             raise BadInput(f"cannot write --output {output}: {e.strerror or e}") from None
         if not as_json:
             print(f"result written to {output}")
+
+
+def _is_stdout(path: Path) -> bool:
+    try:
+        a, b = os.stat(path), os.fstat(sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):   # no real stdout (a test runner)
+        return str(path) in ("/dev/stdout", "/proc/self/fd/1")
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
 
 
 class _LazyProgress:
@@ -529,7 +542,7 @@ def compare(
     cuda_ok = runner.cuda_available()
     devices, unavailable, notes = cmp.resolve_devices(device, cuda_ok)
     cells = cmp.plan(targets or [], devices, variant, preset_cfg, opts, C.parse_set(set_),
-                     C.int_list("--threads", threads) if threads else None)
+                     [C.thread_count("--threads", n) for n in C.int_list("--threads", threads)] if threads else None)
     from bpbench import envinfo
     comparison = cmp.Comparison(preset, cells, notes, output_dir, base, envinfo.collect(),
                                 threshold or cmp.noise.MIN_CHANGE)
@@ -575,7 +588,7 @@ def peak(
     if device not in ("cpu", "cuda"):
         raise BadInput(f"unknown device {device!r} (choose from: cpu, cuda)")
     if threads is not None:
-        C.positive_int("--threads", threads)
+        C.thread_count("--threads", threads)
     dev = runner.pick_device(device)
     entry = pk.get(dev, pk.dtype_of(dtype), threads, remeasure=remeasure)
     if as_json:

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from bpbench import config as C
-from bpbench import experiments, figures, noise, parity, results, studies, variants as V
+from bpbench import experiments, figures, noise, parity, processes, results, studies, variants as V
 from bpbench.errors import BadInput
 
 ISOLATION = ("fresh process per cell (python -m bpbench run --json): one-time costs (imports, "
@@ -265,8 +265,9 @@ def run_cell(cell: Cell, repeat: int, unavailable: str | None) -> dict[str, Any]
     for _ in range(repeat):
         # Its own session (process group): Ctrl-C in a terminal reaches compare only, and compare
         # then ends the cell's whole group; nothing trains on without a parent.
+        # (and it dies with compare even when compare is SIGKILLed, which runs no cleanup).
         proc = subprocess.Popen(cell.argv(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                start_new_session=True)
+                                start_new_session=True, preexec_fn=processes.die_with_parent)
         try:
             out, err = proc.communicate()
         except BaseException:

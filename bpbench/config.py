@@ -48,6 +48,18 @@ def non_negative_int(key: str, v: Any) -> int:
     return _int_in(key, v, 0, math.inf, "an integer >= 0")
 
 
+def thread_count(key: str, v: Any) -> int:
+    """CPU threads: at most 8 per core this process may use (at least 64): OpenMP dies on far more
+    (100,000 threads segfault libgomp, 2**31 overflows torch.set_num_threads)."""
+    import os
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    most = max(64, 8 * cores)
+    n = _int_in(key, v, 1, math.inf, "a positive integer")
+    if n > most:
+        raise BadInput(f"{key} must be at most {most} (8 per core on this {cores}-core machine), got {n}")
+    return n
+
+
 SEED_MAX = 2**64 - 1    # torch.manual_seed takes an unsigned 64-bit seed
 
 
@@ -149,7 +161,7 @@ COMMON_KEYS: dict[str, Key] = {
     "eval_every": Key(non_negative_int, "Evaluate every N epochs (history).", "Output", metavar="N"),
     "eval_every_updates": Key(non_negative_int, "Evaluate every N updates (a grid in updates, the same "
                                                 "for every batch size).", "Output", metavar="N"),
-    "threads": Key(positive_int, "CPU threads for torch (torch.set_num_threads; default: torch's).", metavar="N"),
+    "threads": Key(thread_count, "CPU threads for torch (torch.set_num_threads; default: torch's).", metavar="N"),
     "flops": Key(boolean, "After training, count one step's FLOPs and look up the measured peak (default "
                           "on; FlopCounterMode imports torch._dynamo, ~1.5 s, in a process that has not).",
                  "Output", boolean=True),

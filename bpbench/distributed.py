@@ -46,6 +46,7 @@ from torch.distributed.elastic.multiprocessing.errors import record
 from bpbench import experiments, variants
 from bpbench.errors import BadInput, RunFailed
 from bpbench.harness import stats
+from bpbench.processes import die_with_parent, set_process_name
 from bpbench.schema import Distributed
 
 COLLECTIVE_TIMEOUT_S = 300   # a collective's wait for a silent peer; the launcher stops ranks far sooner
@@ -197,13 +198,13 @@ def rank_main(name: str, cfg: dict[str, Any], profile_lines: bool, on_log, threa
     """A rank started by `launch`."""
     gc.freeze()   # what the launcher left behind is not this rank's to collect (see launch)
     gc.enable()
-    _die_with_parent()
+    die_with_parent()
     # What the rank forks (memory_profiler's RSS monitor) must die with it too: a child holding
     # the rank's copy of the launcher's pipes would hide the rank's death from the launcher.
-    os.register_at_fork(after_in_child=_die_with_parent)
+    os.register_at_fork(after_in_child=die_with_parent)
     if os.getppid() != launcher_pid:   # the launcher died before the request took effect
         os._exit(1)
-    _set_process_name(f"bpbench:rank{os.environ.get('RANK', '?')}")
+    set_process_name(f"bpbench:rank{os.environ.get('RANK', '?')}")
     # Fork copied the launcher's handlers (which raise an exception at the next bytecode). A rank
     # must end at once on the launcher's SIGTERM, or on Ctrl-C, even inside a blocking collective:
     # the launcher handles the interrupt for the whole run.
@@ -212,22 +213,6 @@ def rank_main(name: str, cfg: dict[str, Any], profile_lines: bool, on_log, threa
     if threads:
         torch.set_num_threads(threads)
     return train_rank(name, cfg, profile_lines, on_log, launcher="")
-
-
-def _prctl(option: int, arg) -> None:
-    if sys.platform.startswith("linux"):
-        import ctypes
-        ctypes.CDLL(None, use_errno=True).prctl(option, arg)
-
-
-def _die_with_parent() -> None:
-    """Have Linux kill this process when its parent dies, even by SIGKILL (which runs no cleanup)."""
-    _prctl(1, signal.SIGKILL)   # PR_SET_PDEATHSIG
-
-
-def _set_process_name(name: str) -> None:
-    """What `ps -o comm` and `top` show for this process."""
-    _prctl(15, name.encode()[:15])   # PR_SET_NAME
 
 
 def train_rank(name: str, cfg: dict[str, Any], profile_lines: bool, on_log, launcher: str) -> dict[str, Any] | None:

@@ -108,7 +108,7 @@ def check_output_file(path: str | Path, what: str, inputs: Iterable[str | Path |
     not a device that cannot be written), and it is none of the run's `inputs` (a config or data
     file it would destroy); raises BadInput naming `what`."""
     for src in inputs:
-        if src is not None and _same_file(path, src):
+        if src is not None and same_file(path, src):
             raise BadInput(f"{what} {path} is also an input of this run ({src}): writing would destroy it")
     try:
         target, replace = _target(path)
@@ -124,11 +124,15 @@ def check_output_file(path: str | Path, what: str, inputs: Iterable[str | Path |
         raise BadInput(f"cannot write {what} {path}: {e.strerror or e}") from None
 
 
-def _same_file(a: str | Path, b: str | Path) -> bool:
+def same_file(a: str | Path, b: str | Path) -> bool:
+    """Both name one file: the same inode, or (one of them not there yet) the same resolved path."""
     try:
         return os.path.samefile(a, b)
-    except (OSError, ValueError):      # either one missing: not the same file
-        return False
+    except (OSError, ValueError):
+        try:
+            return Path(a).resolve() == Path(b).resolve()
+        except (OSError, RuntimeError, ValueError):   # a symlink loop, a NUL in the name
+            return False
 
 
 def write_text(path: str | Path, text: str) -> None:

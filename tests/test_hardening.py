@@ -109,6 +109,14 @@ HOSTILE = [
     (["run", "linreg", "--output", "{tmp}/sock"], "not a regular file"),
     (["run", "linreg", "--data", "{tmp}/ok.csv", "--output", "{tmp}/ok.csv"], "input"),
     (["run", "linreg", "--config", "{tmp}/ok.toml", "--output", "{tmp}/ok-link.toml"], "input"),
+    (["run", "linreg", "--profile-ops", "--output", "{tmp}/r.json", "--trace-file", "{tmp}/./r.json"], "also --output"),
+    # siblings found later: thread counts OpenMP dies on (a segfault at 100,000), empty data
+    (["run", "linreg", "--threads", "100000"], "--threads must be at most"),
+    (["run", "linreg", "--set", "threads=2147483648"], "threads must be at most"),
+    (["peak", "--threads", "2147483648"], "--threads must be at most"),
+    (["compare", "linreg", "--threads", "1,99999"], "--threads must be at most"),
+    (["run", "mnist01", "--data", "{tmp}/empty.npz"], "holds no images"),
+    (["gradcheck", "mnist01", "--data", "{tmp}/empty.npz"], "holds no images"),
 ]
 
 
@@ -122,6 +130,8 @@ def hostile_dir(tmp_path):
         _write(tmp_path, name, content)
     (tmp_path / "dir.csv").mkdir()
     (tmp_path / "ok-link.toml").symlink_to(tmp_path / "ok.toml")
+    import numpy as np
+    np.savez(tmp_path / "empty.npz", images=np.zeros((0, 28, 28), np.uint8), labels=np.zeros(0, np.int64))
     sock = socket.socket(socket.AF_UNIX)
     sock.bind(str(tmp_path / "sock"))
     yield tmp_path
@@ -210,10 +220,48 @@ def test_output_through_a_dangling_symlink_creates_its_target(cli, tmp_path):
 
 
 def test_output_dev_stdout_writes_to_stdout(cli):
+    before = os.lstat("/dev/stdout")
     r = cli("run", "linreg", "--epochs", "2", "--output", "/dev/stdout")
     assert r.exit_code == 0, r.stderr
     start = r.stdout.index('{\n  "schema"')
     assert json.loads(r.stdout[start:r.stdout.rindex("}") + 1])["timing"]["steps"] == 2
+    after = os.lstat("/dev/stdout")     # the link itself is never replaced by a file
+    assert (after.st_mode, after.st_ino) == (before.st_mode, before.st_ino)
+
+
+def test_json_with_output_dev_stdout_prints_one_object(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "bpbench", "run", "linreg", "--epochs", "2", "--json",
+                        "--output", "/dev/stdout"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count('"schema"') == 1 and json.loads(r.stdout)["timing"]["steps"] == 2
+
+
+def test_a_child_started_with_die_with_parent_ends_when_its_parent_is_killed(tmp_path):
+    """compare's cells (and the ranks) die with their parent even when it is SIGKILLed."""
+    pid_file = tmp_path / "child.pid"
+    parent = subprocess.Popen([sys.executable, "-c", (
+        "import subprocess, sys, time\n"
+        "from bpbench import processes\n"
+        "c = subprocess.Popen(['sleep', '60'], preexec_fn=processes.die_with_parent, start_new_session=True)\n"
+        f"open({str(pid_file)!r}, 'w').write(str(c.pid))\n"
+        "time.sleep(60)\n")])
+    deadline = time.monotonic() + 30
+    while not (pid_file.exists() and pid_file.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    child = int(pid_file.read_text())
+    parent.kill()
+    parent.wait()
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            return
+        if open(f"/proc/{child}/stat").read().split()[2] == "Z":   # a zombie: dead, not yet reaped
+            return
+        time.sleep(0.05)
+    os.kill(child, signal.SIGKILL)
+    pytest.fail("the child outlived its SIGKILLed parent")
 
 
 def test_output_to_a_fifo_is_written_in_place_never_replaced(cli, tmp_path):

@@ -281,7 +281,8 @@ def test_data_dir_trains_on_train_split(mnist_dir):
     assert [h["loss"] for h in r["history"]] == [h["loss"] for h in shipped["history"]]   # the same images
 
 
-@pytest.mark.parametrize("damage", ["missing", "truncated", "garbage", "type code", "too long", "magic"])
+@pytest.mark.parametrize("damage", ["missing", "truncated", "garbage", "type code", "too long", "magic",
+                                    "label 200"])
 def test_broken_mnist_file_names_the_file(cli, broken_mnist_dir, damage):
     f = broken_mnist_dir / "MNIST" / "raw" / "train-labels-idx1-ubyte"
     data = f.read_bytes()
@@ -295,6 +296,8 @@ def test_broken_mnist_file_names_the_file(cli, broken_mnist_dir, damage):
         f.write_bytes(data[:2] + b"\x0d" + data[3:])
     elif damage == "too long":
         f.write_bytes(data + b"\x00")
+    elif damage == "label 200":        # a valid file whose one label is no digit: never dropped unseen
+        f.write_bytes(data[:8] + b"\xc8" + data[9:])
     else:
         f.write_bytes(b"\x00\x00\x08\x03" + data[4:])
     r = cli("run", "mnist01", "--data-dir", broken_mnist_dir, "--epochs", "1")

@@ -92,7 +92,9 @@ def _checked_arrays(path: Path, images: np.ndarray, labels: np.ndarray) -> Split
                        f"{labels.shape} {labels.dtype}")
     if len(labels) != len(images):
         raise BadInput(f"MNIST data file {path}: {len(images)} images but {len(labels)} labels")
-    if len(labels) and (labels.min() < 0 or labels.max() > 9):
+    if not len(labels):
+        raise BadInput(f"MNIST data file {path} holds no images")
+    if labels.min() < 0 or labels.max() > 9:
         raise BadInput(f"MNIST data file {path}: labels must be digits 0-9, got {labels.min()}..{labels.max()}")
     return torch.from_numpy(images.copy()), torch.from_numpy(labels.astype(np.int64))
 
@@ -178,6 +180,11 @@ def load_torchvision(root: Path, split: str) -> Split:
                       for kind, reader in (("images", read_image_file), ("labels", read_label_file)))
     if len(images) != len(labels):
         raise BadInput(f"MNIST files in {raw} do not match: {len(images)} images, {len(labels)} labels")
+    if not len(labels):
+        raise BadInput(f"MNIST files in {raw} hold no images")
+    if labels.min() < 0 or labels.max() > 9:   # a digit outside 0-9 would be dropped unseen
+        raise BadInput(f"MNIST file {raw / RAW_FILES[(split, 'labels')]}: labels must be digits 0-9, "
+                       f"got {int(labels.min())}..{int(labels.max())}")
     return images, labels.long()
 
 
