@@ -51,6 +51,17 @@ def report_app():
     return app
 
 
+def test_a_table_too_wide_for_its_spares_keeps_words_and_numbers_whole():
+    """The last resort: wider lines, rather than 'strong' a letter a line or a number cut off."""
+    from rich.console import Console
+    tab = report.Tab("", ["device", "scaling"] + list("abcde"), text=2)
+    tab.rows = [[d, m] + ["1,234,567,890,12"] * 5 for d in ("cpu", "cuda") for m in ("strong", "weak")]
+    console = Console(width=100, file=io.StringIO(), color_system=None)
+    report.show([tab], console)
+    out = console.file.getvalue()
+    assert "│ cuda   │ weak    │ 1,234,567,890,12 │" in out and out.count("1,234,567,890,12 │\n") == 4
+
+
 def test_columns_empty_for_the_devices_that_ran_are_dropped():
     doc = document([cell(run_result(variant=v, steps=[s] * 20)) for v, s in (("manual", 1e-4), ("nn", 3e-4))])
     cmp.refresh(doc, None)
