@@ -18,7 +18,7 @@ from typing import Any, List, Optional
 
 import typer
 
-from bpbench import __version__
+from bpbench import __version__, studies
 from bpbench.errors import (EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_REGRESSION, BadInput,
                             RunFailed)
 
@@ -459,6 +459,7 @@ def _verdict(doc: dict[str, Any], keep_going: bool, gate: bool) -> None:
         raise SystemExit(EXIT_REGRESSION)
 
 
+STUDIES = list(studies.REGISTRY)   # the help names every study the registry has, none by hand
 RUNS_DIR = typer.Option(Path(".bpbench/runs"), "--runs-dir", envvar="BPBENCH_RUNS_DIR",
                         help="Where --save keeps comparisons and --baseline NAME|last finds them.")
 FAIL_ON = typer.Option(None, "--fail-on-regression", metavar="PCT",
@@ -468,12 +469,12 @@ FAIL_ON = typer.Option(None, "--fail-on-regression", metavar="PCT",
 @app.command()
 def compare(
     targets: Optional[List[str]] = typer.Argument(
-        None, help="Experiments, or a study: width | gd-sgd | scaling (default: the preset's experiments)."),
+        None, help=f"Experiments, or a study: {' | '.join(STUDIES)} (default: the preset's experiments)."),
     device: List[str] = typer.Option([], "--device", help="cpu | cuda | all (repeatable; default: every available one)."),
     variant: List[str] = typer.Option([], "--variant", help="Only these variants (repeatable)."),
     preset: Optional[str] = typer.Option(
         None, "--preset", help="quick (CI smoke run) or full (the sources' settings). Default: quick; "
-                               "full when only studies are named (width, gd-sgd)."),
+                               f"full when only studies are named ({', '.join(STUDIES)})."),
     repeat: int = typer.Option(1, "--repeat", help="Run every cell N times; every step of every run feeds the noise estimate."),
     output_dir: Optional[Path] = typer.Option(None, "--output-dir", help="Write results.json, results.csv and plots here."),
     baseline: Optional[str] = typer.Option(

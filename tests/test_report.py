@@ -188,7 +188,14 @@ def test_run_progress_shows_loss_and_time_per_update():
 def test_help_is_dash_h_and_completion_is_offered(cli):
     r = cli("-h")
     assert r.exit_code == 0 and "--install-completion" in r.stdout and "--show-completion" in r.stdout
-    assert cli("compare", "-h").exit_code == 0
+    r = cli.runner.invoke(report_app(), ["compare", "-h"], env={"COLUMNS": "300"})
+    assert r.exit_code == 0
+    # the help's list of studies is the registry's, so a new study cannot be left out of it
+    from bpbench import compare, studies
+    names = list(studies.REGISTRY)
+    assert "full when only studies are named (" + ", ".join(names) + ")" in " ".join(r.stdout.split())
+    assert "a study: " + " | ".join(names) + " (default" in " ".join(r.stdout.split())
+    assert "scaling" in names and all(compare.default_preset([n]) == "full" for n in names)
 
 
 def test_saved_runs_by_name_and_last(cli, tmp_path, monkeypatch):
