@@ -182,7 +182,19 @@ def test_run_progress_shows_loss_and_time_per_update():
     from bpbench.cli import _LazyProgress
     p = _LazyProgress("linreg manual")
     p.mark = (1.0, 100)
-    assert p._now(1.5, {"loss": 0.0076, "updates": 600}) == "loss 0.0076 · 1 ms/update"
+    assert p._now(1.5, {"loss": 0.0076, "updates": 600}) == "loss 0.0076 · 1 ms/update wall"
+    # the bar starts at t = 10 and takes 0.5 s to import and draw: the next figure leaves that out
+    p = _LazyProgress("linreg manual", after_s=0.0)
+    ticks = iter([10.0, 10.5, 11.5, 11.5])
+    p.clock, p.t0 = (lambda: next(ticks)), 0.0
+    shown = []
+    p._now = lambda now, entry, real=p._now: shown.append(real(now, entry)) or shown[-1]
+    try:
+        p.update(1, 3, {"loss": 0.5, "updates": 100})
+        p.update(2, 3, {"loss": 0.25, "updates": 1100})
+    finally:
+        p.close()
+    assert shown == ["loss 0.5", "loss 0.25 · 1 ms/update wall"]
 
 
 def test_help_is_dash_h_and_completion_is_offered(cli):
