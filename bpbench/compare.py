@@ -14,7 +14,7 @@ interrupted comparison keeps every finished cell.
 Trust: a cell is named by its full overrides (`--set` included); a baseline cell matches on the
 run's full resolved config, never on a label; a change is called only beyond the noise (noise.py)
 and a threshold; a fast variant's speed counts only when it matches its reference (parity.py).
-Studies (width, gd-sgd) live in bpbench.studies; nothing here names one.
+Studies live in bpbench.studies; nothing here names one.
 """
 
 from __future__ import annotations
@@ -96,7 +96,7 @@ def make_cell(study: str, experiment: str, variant: str, device: str, overrides:
 
 def default_preset(targets: list[str]) -> str:
     """`quick` for the matrix (a smoke run); `full` when only studies are named, so that
-    `bpbench compare width` runs the study as seed 004 set it up (H = 500 ... 200,000, 1000 steps)."""
+    `bpbench compare STUDY` runs the study as its source set it up (the full preset's settings)."""
     return "full" if targets and all(t in studies.REGISTRY for t in targets) else "quick"
 
 

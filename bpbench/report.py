@@ -183,6 +183,9 @@ def print_profile(p: dict[str, Any], console: Console, timed_step_s: float | Non
                   + (f" · host {fmt_s(sp['host_s'])} vs kernels {fmt_s(sp['kernel_s'])}" if "kernel_s" in sp else ""))
     if p.get("trace_file"):
         console.print(f"trace: {p['trace_file']} (open in ui.perfetto.dev or chrome://tracing)")
+    else:   # without --output there is no default place for it, and silence reads as "no trace exists"
+        console.print("[dim]no trace written: --trace-file PATH (or --output, which puts it beside the "
+                      "result) writes a Perfetto trace of these steps[/]")
 
 
 def print_peak(e: dict[str, Any], console: Console | None = None) -> None:
@@ -274,6 +277,11 @@ class Tab:
                   for i, col in enumerate(self.columns)]
         return sum(min(w, FOLD) if i < self.text else w for i, w in enumerate(widths)) + 3 * len(widths) + 1
 
+    def floor(self, i: int) -> int:
+        """The narrowest a text column may fold to: its longest word (header or cell), FOLD at most."""
+        words = self.columns[i].split() + [w for r in self.rows for w in _plain(r[i]).split()]
+        return min(max(map(len, words), default=1), FOLD)
+
     def fit(self, width: int) -> tuple["Tab", list[str]]:
         """Leave out spare columns until the table fits `width`; returns it and what was left out."""
         tab, left = self, []
@@ -299,14 +307,16 @@ def show(blocks: list[Block], console: Console) -> None:
         hidden += [c for c in left if c not in hidden]
         tab = Table(title=b.title or None, title_justify="left")
         for i, col in enumerate(b.columns):
-            # numbers never wrap or shrink (a cut number is worse than a wide table); text folds
+            # numbers never wrap or shrink (a cut number is worse than a wide table); text folds,
+            # but between words: left alone, rich folds a short word to a letter a line for room
             tab.add_column(col, justify="left" if i < b.text else "right", no_wrap=i >= b.text,
-                           overflow="fold")
+                           overflow="fold", min_width=b.floor(i) if i < b.text else None)
         for j, row in enumerate(b.rows):
             if j in b.sections and j:
                 tab.add_section()
             tab.add_row(*row)
-        console.print(tab)
+        # a table the spares could not bring within the width: wider lines, never a cut-off edge
+        console.print(tab, crop=b.width() <= console.width)
     if hidden:
         console.print(f"[dim]left out to fit {console.width} columns: {', '.join(hidden)} "
                       "(--wide, --format markdown and the files have them)[/]")

@@ -165,6 +165,19 @@ def test_trace_file_implies_profiling_and_refuses_a_directory(cli, tmp_path):
     assert res["profile"]["trace_file"] == str(t) and json.loads(t.read_text())["traceEvents"]
 
 
+def test_profile_ops_without_a_place_for_the_trace_says_how_to_get_one(cli, tmp_path):
+    r = cli("run", "linreg", "--epochs", "20", "--profile-ops")
+    assert r.exit_code == 0, r.stderr
+    text = " ".join(r.stdout.split())         # the line may wrap at the console's width
+    assert "top ops by self CPU time" in text and "trace:" not in text
+    assert "no trace written: --trace-file PATH (or --output, which puts it beside the result) writes a " \
+           "Perfetto trace" in text
+    t = tmp_path / "t.json"
+    r = cli("run", "linreg", "--epochs", "20", "--trace-file", t)
+    text = " ".join(r.stdout.split())
+    assert f"trace: {t}" in text and "no trace written" not in text and t.exists()
+
+
 # ---------------------------------------------------------------- the peak
 
 @pytest.fixture

@@ -51,6 +51,66 @@ def report_app():
     return app
 
 
+def study_doc(devices):
+    """A comparison of the three studies' cells on `devices`, with ranks up to 16 (the widest
+    numbers a scaling row has: 8-digit samples/s, 'comm (share)', '19.75x')."""
+    cells = []
+    for device in devices:
+        for mode in ("strong", "weak"):
+            for n in (1, 2, 4, 16):
+                batch = 12665 if mode == "strong" else 128 * n
+                step = 1.35e-2 / (n if mode == "strong" else 1) * (1 + 0.1 * (n > 1))   # 91% efficient
+                run = run_result("mnist01", "ddp", device, steps=[step] * 20,
+                                 distributed={"global_batch": batch, "per_rank_batch": batch // n,
+                                              "comm_s_median": 1.23e-3 if n > 1 else None,
+                                              "comm_share": 0.12 if n > 1 else None})
+                run["env"].update(cpu_count=16, threads=1)
+                cells.append(cell(run, study="scaling", label=f"{mode} N={n}",
+                                  overrides={"nproc": n, "batch_size": batch}))
+        for h, s in ((500, 6e-4), (200_000, 8.4e-2)):
+            s *= 0.01 if device == "cuda" and h > 500 else 1
+            cells.append(cell(run_result("width", "autograd", device, steps=[s] * 20), study="width",
+                              label=f"H={h}", overrides={"width": h, "epochs": 1000}))
+        for bs in ("full", 16384, 256):
+            run = run_result("mnist01", "autograd", device, steps=[1e-3] * 700, metrics={"test_accuracy": 0.99527})
+            run["data"]["n_train"] = 12665
+            cells.append(cell(run, study="gd-sgd", label=f"batch={bs}",
+                              overrides={"batch_size": bs, "updates": 700, "eval_every_updates": 35}))
+    doc = document(cells, preset="full")
+    cmp.refresh(doc, None)
+    return doc
+
+
+@pytest.mark.parametrize("devices", [["cpu"], ["cpu", "cuda"]])
+def test_study_tables_fit_100_columns(devices):
+    """Issue: `compare scaling` at 100 columns folded 'device' and 'scaling' to a letter a line."""
+    from rich.console import Console
+    console = Console(width=100, file=io.StringIO(), color_system=None)
+    report.show(report.comparison_blocks(study_doc(devices)), console)
+    out = console.file.getvalue()
+    assert max(len(line) for line in out.splitlines()) <= 100 and "…" not in out
+    assert "scaling study: ddp, data-parallel ranks" + (" on cpu" if len(devices) == 1 else "") in out
+    rows = re.findall(r"^│ (?:(cpu|cuda) +│ )?(strong|weak) +│ +(\d+) │", out, re.M)   # words whole, one line
+    assert [(d, m, int(n)) for d, m, n in rows] == \
+        [(d if len(devices) > 1 else "", m, n) for d in devices for m in ("strong", "weak") for n in (1, 2, 4, 16)]
+    # every number whole; with two devices the per-rank batch (global batch / N) makes room
+    assert "│ 13,645,791 │ 1.23 ms (12%) │  14.55x │        91% │" in out
+    assert ("left out to fit 100 columns: per rank" in out) == (len(devices) > 1)
+    assert "│ 200,000 │" in out and ("100.00x" in out) == (len(devices) > 1)     # the width study's table
+    assert "│ 16384 (= full) │" in out and "│   0.9953 │" in out        # and gd-sgd's
+
+
+def test_a_table_too_wide_for_its_spares_keeps_words_and_numbers_whole():
+    """The last resort: wider lines, rather than 'strong' a letter a line or a number cut off."""
+    from rich.console import Console
+    tab = report.Tab("", ["device", "scaling"] + list("abcde"), text=2)
+    tab.rows = [[d, m] + ["1,234,567,890,12"] * 5 for d in ("cpu", "cuda") for m in ("strong", "weak")]
+    console = Console(width=100, file=io.StringIO(), color_system=None)
+    report.show([tab], console)
+    out = console.file.getvalue()
+    assert "│ cuda   │ weak    │ 1,234,567,890,12 │" in out and out.count("1,234,567,890,12 │\n") == 4
+
+
 def test_columns_empty_for_the_devices_that_ran_are_dropped():
     doc = document([cell(run_result(variant=v, steps=[s] * 20)) for v, s in (("manual", 1e-4), ("nn", 3e-4))])
     cmp.refresh(doc, None)
@@ -122,13 +182,32 @@ def test_run_progress_shows_loss_and_time_per_update():
     from bpbench.cli import _LazyProgress
     p = _LazyProgress("linreg manual")
     p.mark = (1.0, 100)
-    assert p._now(1.5, {"loss": 0.0076, "updates": 600}) == "loss 0.0076 · 1 ms/update"
+    assert p._now(1.5, {"loss": 0.0076, "updates": 600}) == "loss 0.0076 · 1 ms/update wall"
+    # the bar starts at t = 10 and takes 0.5 s to import and draw: the next figure leaves that out
+    p = _LazyProgress("linreg manual", after_s=0.0)
+    ticks = iter([10.0, 10.5, 11.5, 11.5])
+    p.clock, p.t0 = (lambda: next(ticks)), 0.0
+    shown = []
+    p._now = lambda now, entry, real=p._now: shown.append(real(now, entry)) or shown[-1]
+    try:
+        p.update(1, 3, {"loss": 0.5, "updates": 100})
+        p.update(2, 3, {"loss": 0.25, "updates": 1100})
+    finally:
+        p.close()
+    assert shown == ["loss 0.5", "loss 0.25 · 1 ms/update wall"]
 
 
 def test_help_is_dash_h_and_completion_is_offered(cli):
     r = cli("-h")
     assert r.exit_code == 0 and "--install-completion" in r.stdout and "--show-completion" in r.stdout
-    assert cli("compare", "-h").exit_code == 0
+    r = cli.runner.invoke(report_app(), ["compare", "-h"], env={"COLUMNS": "300"})
+    assert r.exit_code == 0
+    # the help's list of studies is the registry's, so a new study cannot be left out of it
+    from bpbench import compare, studies
+    names = list(studies.REGISTRY)
+    assert "full when only studies are named (" + ", ".join(names) + ")" in " ".join(r.stdout.split())
+    assert "a study: " + " | ".join(names) + " (default" in " ".join(r.stdout.split())
+    assert "scaling" in names and all(compare.default_preset([n]) == "full" for n in names)
 
 
 def test_saved_runs_by_name_and_last(cli, tmp_path, monkeypatch):

@@ -111,15 +111,27 @@ def render(t: dict[str, Any]) -> list:
     from bpbench.report import Tab, fmt_s
 
     rows = t["rows"]
-    tab = Tab("", ["device", "scaling", "N", "global batch", "per rank", "step", "samples/s", "comm (share)",
-                   "speedup", "efficiency"], text=2)
+    devices = list(dict.fromkeys(r["device"] for r in rows))
+    one = len(devices) == 1     # one device: named once, in the heading, not on every row
+    # two-line headers and spares keep it within 100 columns: per rank is global batch / N, and
+    # samples/s is global batch / step, so a narrow terminal can do without them first
+    tab = Tab("", ([] if one else ["device"]) + ["scaling", "N", "global\nbatch", "per\nrank", "step", "samples/s",
+                                                  "comm\n(share)", "speedup", "efficiency"],
+              text=1 if one else 2, spare=["per\nrank", "samples/s"])
+    last = None
     for r in rows:
+        if (r["device"], r["mode"]) != last:
+            tab.sections.append(len(tab.rows))
+            last = (r["device"], r["mode"])
         comm = "-" if r["comm_s"] is None else f"{fmt_s(r['comm_s'])} ({r['comm_share']:.0%})"
-        tab.rows.append([r["device"], r["mode"], str(r["nproc"]), str(r["global_batch"]), str(r["per_rank_batch"]),
-                         fmt_s(r["step_s"]), "-" if r["samples_per_s"] is None else f"{r['samples_per_s']:,.0f}",
-                         comm, "-" if r["speedup"] is None else f"{r['speedup']:.2f}x",
-                         "-" if r["efficiency"] is None else f"{r['efficiency']:.0%}"])
-    out = [f"[bold]scaling study[/]: {rows[0]['variant']}, data-parallel ranks", tab, f"[dim]{t['note']}[/]"]
+        tab.rows.append(([] if one else [r["device"]]) + [
+            r["mode"], str(r["nproc"]), f"{r['global_batch']:,}" if isinstance(r["global_batch"], int) else str(r["global_batch"]),
+            f"{r['per_rank_batch']:,}" if isinstance(r["per_rank_batch"], int) else str(r["per_rank_batch"]),
+            fmt_s(r["step_s"]), "-" if r["samples_per_s"] is None else f"{r['samples_per_s']:,.0f}",
+            comm, "-" if r["speedup"] is None else f"{r['speedup']:.2f}x",
+            "-" if r["efficiency"] is None else f"{r['efficiency']:.0%}"])
+    out = [f"[bold]scaling study[/]: {rows[0]['variant']}, data-parallel ranks" + (f" on {devices[0]}" if one else ""),
+           tab, f"[dim]{t['note']}[/]"]
     cpu = [r for r in rows if r["device"] == "cpu"]
     if cpu and cpu[0]["cpu_count"]:
         most = max(r["nproc"] for r in cpu)
