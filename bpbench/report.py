@@ -109,7 +109,10 @@ def print_run(r: dict[str, Any], console: Console | None = None) -> None:
 
 
 # What a final metric is, where its bare name would mislead.
-METRIC_NAMES = {"output": "output after training (first sample)", "train_loss": "loss after training"}
+METRIC_NAMES = {"output": "output after training (first sample)", "train_loss": "loss after training",
+                # seed 004 printed the accuracy of `yhat` from its loop's last forward pass
+                "source_updates": "updates before the source's last forward pass",
+                "source_train_accuracy": "train accuracy the source's way (that forward pass)"}
 
 
 def _before_after(r: dict[str, Any], metrics: dict[str, Any]) -> list[tuple[str, str]]:

@@ -315,3 +315,20 @@ def test_noisy_cells_are_named_in_one_warning():
     assert noise_warning([quiet]) == []
     [line] = noise_warning([quiet, noisy])
     assert "noisy in 1 of 2 cells" in line and "linreg/autograd/cpu" in line and "manual" not in line
+
+
+def test_the_source_figures_say_how_they_were_computed():
+    from rich.console import Console
+
+    from bpbench.report import print_run
+    from synthetic import run_result
+    r = run_result(variant="manual")
+    r["final"]["metrics"] = {"train_accuracy": 0.9952626, "source_updates": 699, "source_train_accuracy": 0.9953415}
+    for k in ("warmup_s", "eval_s", "total_s", "setup_s", "train_s"):
+        r["timing"].setdefault(k, 0.1)
+    r["memory"] = {"rss_start_mib": 500.0, "rss_peak_mib": 520.0, **r.get("memory", {})}
+    r["env"] = {"torch": "2.14.1", "threads": 2, "cpu": "x86", **r.get("env", {})}
+    con = Console(width=120, record=True)
+    print_run(r, con)
+    text = con.export_text()
+    assert "train accuracy the source's way" in text and "updates before the source's last forward pass" in text
