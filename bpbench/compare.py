@@ -171,10 +171,24 @@ def plan(targets: list[str], devices: list[str], variants: list[str], preset: di
     if not cells:
         raise BadInput("nothing to compare: no experiment has the requested variants")
     cells = with_references(figures.plan_threads(_apply_set(cells, extra or {}), threads))
-    for c in cells:   # bad values fail here, before any cell runs, as they do in `run`
-        C.resolve(c.experiment, experiments.REGISTRY[c.experiment].keys, None,
-                  {**dict(c.overrides), "variant": c.variant, "device": c.device})
+    for c in cells:   # bad input fails here, before any cell runs, as it does in `run`
+        check_cell(c)
     return cells
+
+
+def check_cell(c: Cell) -> None:
+    """What `run` would refuse before training: bad values, a data file that is not there, a run
+    that cannot fit in this machine's memory (CPU cells; a CUDA cell's GPU is its own to check)."""
+    from types import SimpleNamespace
+
+    from bpbench import run as runner
+    info = experiments.REGISTRY[c.experiment]
+    cfg = C.resolve(c.experiment, info.keys, None, {**dict(c.overrides), "variant": c.variant, "device": c.device})
+    data = str(cfg.get("data", ""))
+    if data.endswith((".csv", ".npz")) and not Path(data).is_file():
+        raise BadInput(f"{c.key}: data file {data} is not a readable file")
+    if c.device == "cpu":
+        runner.check_memory(info, cfg, SimpleNamespace(type="cpu"))
 
 
 def with_references(cells: list[Cell]) -> list[Cell]:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import math
 import sys
-from dataclasses import dataclass
 import time
 from dataclasses import dataclass
 from typing import Any, Callable

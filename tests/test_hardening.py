@@ -116,6 +116,9 @@ HOSTILE = [
     (["peak", "--threads", "2147483648"], "--threads must be at most"),
     (["compare", "linreg", "--threads", "1,99999"], "--threads must be at most"),
     (["run", "mnist01", "--data", "{tmp}/empty.npz"], "holds no images"),
+    # compare refuses up front what each cell's run would refuse (not N failed cells, exit 1)
+    (["compare", "linreg", "--set", "data={tmp}/nope.csv"], "not a readable file"),
+    (["compare", "width", "--widths", "2000000000"], "GiB"),
     (["gradcheck", "mnist01", "--data", "{tmp}/empty.npz"], "holds no images"),
 ]
 
