@@ -118,3 +118,16 @@ def test_cuda_minibatches_match_the_cpu_run():
     c = train("mnist01", batch_size=64, epochs=1)
     g = train("mnist01", batch_size=64, epochs=1, device="cuda")
     assert g["final"]["loss"] == pytest.approx(c["final"]["loss"], abs=1e-5)
+
+
+@pytest.mark.parametrize("variant,reference", [("ddp", "autograd"), ("allreduce", "manual")])
+def test_data_parallel_on_nccl_equals_one_gpu_process(variant, reference):
+    """One rank per GPU over NCCL (spawned ranks); with one GPU, one rank. The same bar as on
+    gloo: the same global batches, the same numbers (TF32 off, as torch's default for matmul)."""
+    n = min(torch.cuda.device_count(), 2)
+    dist = train("mnist01", device="cuda", variant=variant, nproc=n, batch_size=301, updates=20)
+    one = train("mnist01", device="cuda", variant=reference, batch_size=301, updates=20)
+    from bpbench import parity
+    assert parity.check(dist, one, rtol=1e-5, atol=1e-7) == []
+    d = dist["distributed"]
+    assert (d["world_size"], d["backend"]) == (n, "nccl") and d["comm_s_median"] > 0

@@ -77,6 +77,16 @@ def test_mnist01_gd_on_the_full_training_split_is_1_27_gflop(variant):
     assert f["per_step"] / 1e9 == pytest.approx(1.27, abs=0.005)
 
 
+@pytest.mark.parametrize("variant", ["manual", "autograd"])
+def test_seed_001_ten_digit_net_counts_784_50_10_on_a_batch_of_100(mnist_dir, variant):
+    """Seed 001's softmax net (--digits 0-9: 784-50-10, batches of 100) on full MNIST."""
+    task, learner = learner_for("mnist01", variant, digits="0-9", data_dir=str(mnist_dir), updates=5)
+    x, y = task.batches.sample_batches()[0]
+    f = count_step(learner, x, y)
+    fwd, bwd = linear_flops(100, [(784, 50), (50, 10)])
+    assert (f["samples"], f["forward"], f["backward"], f["update"]) == (100, fwd, bwd, 0)
+
+
 def test_compiled_counts_its_eager_twin():
     """FlopCounterMode sees eager aten ops: compiling variants are counted on the textbook step."""
     task, learner = learner_for("bce", "compiled")
