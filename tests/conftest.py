@@ -87,3 +87,30 @@ def _peak_cache(tmp_path_factory):
         os.environ.pop("BPBENCH_CACHE", None)
     else:
         os.environ["BPBENCH_CACHE"] = old
+
+
+class InProcessCell:
+    """compare runs each cell as `python -m bpbench run ...`; here the same command runs in-process
+    (a data-parallel cell's ranks still fork), sparing an interpreter start and torch import a cell.
+    For tests of what compare does with its cells; the subprocess itself is tested end to end by
+    test_compare.py's quick preset, interrupt and failing-cell tests."""
+
+    def __init__(self, argv, **kwargs):
+        from typer.testing import CliRunner
+
+        from bpbench.cli import app
+        assert argv[1:3] == ["-m", "bpbench"]
+        r = CliRunner().invoke(app, argv[3:])
+        self.returncode, self._out = r.exit_code, (r.stdout, r.stderr)
+
+    def communicate(self):
+        return self._out
+
+
+@pytest.fixture
+def in_process_cells(monkeypatch):
+    import subprocess
+    from types import SimpleNamespace
+
+    from bpbench import compare
+    monkeypatch.setattr(compare, "subprocess", SimpleNamespace(Popen=InProcessCell, PIPE=subprocess.PIPE))

@@ -46,7 +46,7 @@ def test_quick_preset_end_to_end(tmp_path):
         assert (out / "steps_mnist01.png").exists()
 
 
-def test_report_round_trip(cli, tmp_path):
+def test_report_round_trip(cli, tmp_path, in_process_cells):
     out = tmp_path / "c"
     r = cli("compare", "bce", "--variant", "manual", "--output-dir", out, "--set", "epochs=20", "--repeat", "2")
     assert r.exit_code == 0, r.stderr
@@ -217,7 +217,7 @@ def test_report_rejects_incomplete_comparisons(cli, tmp_path, doc, msg):
         assert r.exit_code == 2 and msg in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
 
 
-def test_width_study(cli, tmp_path):
+def test_width_study(cli, tmp_path, in_process_cells):
     d = json.loads(cli("compare", "width", "--widths", "16,64", "--steps", "30", "--json").stdout)
     rows = d["width"]["rows"]
     assert [r["width"] for r in rows] == [16, 64] and all(r["cpu_step_s"] > 0 for r in rows)
@@ -265,7 +265,7 @@ def test_set_changes_key_label_and_config():
     assert {dict(c.overrides)["epochs"] for c in both if c.study == "width"} == {200}
 
 
-def test_gd_sgd_at_equal_updates(cli, tmp_path):
+def test_gd_sgd_at_equal_updates(cli, tmp_path, in_process_cells):
     r = cli("compare", "gd-sgd", "--updates", "14", "--batch-sizes", "full,2048,16384", "--output-dir", tmp_path)
     assert "16384 (= full)" in r.stdout and "holds all 12,665 training images" in r.stdout
     d, _ = read(tmp_path)

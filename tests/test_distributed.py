@@ -254,27 +254,7 @@ def test_scaling_set_must_not_override_what_it_varies(cli):
     assert r.exit_code == 2 and "trains with a distributed variant (ddp, allreduce)" in r.stderr
 
 
-class InProcessCell:
-    """compare runs each cell as `python -m bpbench run ...`; here the same command runs in-process
-    (its ranks still fork), sparing 4 interpreter starts."""
-
-    def __init__(self, argv, **kwargs):
-        from typer.testing import CliRunner
-
-        from bpbench.cli import app
-        assert argv[1:3] == ["-m", "bpbench"]
-        r = CliRunner().invoke(app, argv[3:])
-        self.returncode, self._out = r.exit_code, (r.stdout, r.stderr)
-
-    def communicate(self):
-        return self._out
-
-
-def test_compare_scaling(cli, tmp_path, monkeypatch):
-    from types import SimpleNamespace
-
-    from bpbench import compare as cmp
-    monkeypatch.setattr(cmp, "subprocess", SimpleNamespace(Popen=InProcessCell, PIPE=subprocess.PIPE))
+def test_compare_scaling(cli, tmp_path, in_process_cells):
     out = tmp_path / "s"
     r = cli("compare", "scaling", "--nprocs", "1,2", "--updates", "8", "--output-dir", out)
     assert r.exit_code == 0, r.stderr
