@@ -71,6 +71,7 @@ HOSTILE = [
     (["run", "linreg", "--config", "{tmp}/epochs_float.toml"], "epochs must be"),
     (["run", "linreg", "--config", "{tmp}/seed_bool.toml"], "seed must be"),
     (["run", "linreg", "--config", "{tmp}/lr_huge_int.toml"], "lr must be"),   # float() overflows
+    (["run", "linreg", "--config", "{tmp}/epochs_str.toml"], "epochs must be a number, not the string '5'"),
     (["run", "linreg", "--set", "seed=3.9"], "seed must be"),
     (["run", "linreg", "--set", "warmup_steps=1.5"], "warmup-steps must be"),
     (["run", "linreg", "--manual", "--set", "variant=nn"], "give it once"),
@@ -127,7 +128,7 @@ HOSTILE = [
 def hostile_dir(tmp_path):
     for name, content in [("seed_big.toml", f"seed = {2**64}\n"), ("seed_float.toml", "seed = 3.9\n"),
                           ("log_float.toml", "log_every = 2.5\n"), ("epochs_float.toml", "epochs = 5.7\n"),
-                          ("seed_bool.toml", "seed = true\n"), ("lr_huge_int.toml", f"lr = {10**400}\n"),
+                          ("seed_bool.toml", "seed = true\n"), ("epochs_str.toml", 'epochs = "5"\n'), ("lr_huge_int.toml", f"lr = {10**400}\n"),
                           ("ok.toml", "lr = 0.02\n"),
                           ("ok.csv", "x,y\n1,3\n2,5\n")]:
         _write(tmp_path, name, content)
