@@ -254,6 +254,14 @@ def test_download_fills_the_default_dir_once(cli, tmp_path, monkeypatch, mnist_d
     assert r.exit_code == 0 and json.loads(r.stdout)["data"]["n_train"] == 12665
 
 
+def test_download_into_a_place_that_cannot_be_written_says_so_not_no_network(cli, tmp_path):
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")
+    r = cli("run", "mnist01", "--digits", "0-9", "--data-dir", blocked, "--download", "--updates", "1")
+    assert r.exit_code == 2 and "cannot download MNIST into" in r.stderr and "Not a directory" in r.stderr
+    assert "no network" not in r.stderr
+
+
 def test_download_without_network_says_so(cli, tmp_path, monkeypatch):
     import torchvision
 

@@ -116,6 +116,11 @@ def download(root: Path) -> None:
     if not missing(root):
         return
     import torchvision
+    from bpbench import results
+    try:   # a place that cannot be written is not "no network"
+        results.ensure_writable_dir(raw_dir(root), "MNIST")
+    except BadInput as e:
+        raise BadInput(f"cannot download MNIST into {root}: {str(e).rsplit(': ', 1)[-1]}") from None
     try:
         torchvision.datasets.MNIST(str(root), train=True, download=True)
     except Exception as e:  # torchvision raises RuntimeError / URLError / OSError by mirror
