@@ -118,7 +118,7 @@ def download(root: Path) -> None:
     import torchvision
     from bpbench import results
     try:   # a place that cannot be written is not "no network"
-        results.ensure_writable_dir(raw_dir(root), "MNIST")
+        results.ensure_writable_dir(root, "MNIST")
     except BadInput as e:
         raise BadInput(f"cannot download MNIST into {root}: {str(e).rsplit(': ', 1)[-1]}") from None
     try:
