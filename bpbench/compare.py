@@ -278,10 +278,10 @@ def run_cell(cell: Cell, repeat: int, unavailable: str | None) -> dict[str, Any]
         return rec
     for _ in range(repeat):
         # Its own session (process group): Ctrl-C in a terminal reaches compare only, and compare
-        # then ends the cell's whole group; nothing trains on without a parent.
-        # (and it dies with compare even when compare is SIGKILLed, which runs no cleanup).
-        proc = subprocess.Popen(cell.argv(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                start_new_session=True, preexec_fn=processes.die_with_parent)
+        # then ends the cell's whole group; nothing trains on without a parent (the cell dies with
+        # compare even when compare is SIGKILLed: processes.start_child).
+        proc = processes.start_child(cell.argv(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                     start_new_session=True)
         try:
             out, err = proc.communicate()
         except BaseException:

@@ -21,12 +21,42 @@ def _prctl(option: int, arg) -> None:
         ctypes.CDLL(None, use_errno=True).prctl(option, arg)
 
 
-def die_with_parent() -> None:
+# Set by `compare` for its cells: the pid each cell must not outlive.
+PARENT_ENV = "BPBENCH_DIE_WITH"
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
+def die_with_parent(parent: int | None = None) -> None:
     """Have Linux kill this process when its parent dies (call it in the child)."""
-    parent = os.getppid()
+    parent = parent or os.getppid()
     _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != parent:    # the parent died before the request: nobody would send it
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def start_child(argv: list[str], **popen_kwargs):
+    """subprocess.Popen of a `python -m bpbench ...` child that dies with this process.
+
+    Ctrl-C and SIGTERM are held back while the child starts: arriving inside Popen they would
+    leave a child that the caller has no handle on to stop. The child inherits the held-back
+    mask, so it lifts it itself, in `child_setup`, the first thing `python -m bpbench` does."""
+    import subprocess
+    env = {**(popen_kwargs.pop("env", None) or os.environ), PARENT_ENV: str(os.getpid())}
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        return subprocess.Popen(argv, env=env, **popen_kwargs)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)   # a pending Ctrl-C is raised here
+
+
+def child_setup() -> None:
+    """In a child started by start_child: take Ctrl-C and SIGTERM again, and die with the parent
+    even when it is SIGKILLed (which runs no cleanup)."""
+    parent = os.environ.pop(PARENT_ENV, None)
+    if parent is None:
+        return
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+    die_with_parent(int(parent))
 
 
 def set_process_name(name: str) -> None:

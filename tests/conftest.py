@@ -109,8 +109,5 @@ class InProcessCell:
 
 @pytest.fixture
 def in_process_cells(monkeypatch):
-    import subprocess
-    from types import SimpleNamespace
-
-    from bpbench import compare
-    monkeypatch.setattr(compare, "subprocess", SimpleNamespace(Popen=InProcessCell, PIPE=subprocess.PIPE))
+    from bpbench import processes
+    monkeypatch.setattr(processes, "start_child", lambda argv, **kwargs: InProcessCell(argv))
