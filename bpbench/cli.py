@@ -267,7 +267,9 @@ def run(*, experiment: str, config: Optional[Path], set_: List[str], trace: bool
             progress.close()
     if result is None:   # a rank other than 0 under torchrun: rank 0 reports
         return
-    _emit(result, as_json, output, trace)   # a diverged run's partial result is shown and written too
+    _emit(result, as_json, output, trace)   # a diverged or interrupted run's partial result too
+    if result["status"] == "interrupted":
+        fail(result["error"], EXIT_INTERRUPTED)
     if result["status"] == "diverged":
         fail(result["error"], EXIT_DIVERGED)
 

@@ -79,7 +79,7 @@ def _models():
         timing: Timing
         memory: Memory
         env: dict[str, Any]
-        status: Literal["ok", "diverged"]
+        status: Literal["ok", "diverged", "interrupted"]
         reference_variant: Optional[str] = None
 
     class Summary(M):

@@ -242,8 +242,9 @@ def execute_in_process(info, cfg: dict[str, Any], *, profile_lines: bool = False
 
         t0 = time.perf_counter()
         diverged = res.diverged_at is not None
-        metrics = {} if diverged else task.metrics(learner)
-        extra = {} if diverged else task.extra(learner)
+        stopped = diverged or res.interrupted_at is not None   # nothing more to evaluate or count
+        metrics = {} if stopped else task.metrics(learner)
+        extra = {} if stopped else task.extra(learner)
         synchronize(device)
         eval_s = res.eval_s + time.perf_counter() - t0
     # Read now, before the FLOP count and profile below run steps of their own (a compiled
@@ -254,7 +255,7 @@ def execute_in_process(info, cfg: dict[str, Any], *, profile_lines: bool = False
     t0 = time.perf_counter()
     x1, y1 = session.sample_batches()[0]
     profile, flops, peak_info = None, None, None
-    if not diverged:   # a broken model has nothing to count or profile (and BCELoss refuses NaN)
+    if not stopped:   # a broken model has nothing to count or profile (and BCELoss refuses NaN)
         profile = opprofile.profile_steps(learner, x1, y1, device, trace_file=trace_file) if profile_ops else None
         if cfg.get("flops") is not False:
             flops = count_step(learner, x1, y1, sync, cuda_memory=device.type == "cuda")
@@ -300,4 +301,8 @@ def execute_in_process(info, cfg: dict[str, Any], *, profile_lines: bool = False
         result.status = "diverged"
         what = "the model's values became NaN/inf" if res.diverged_inside else f"loss became {res.diverged_loss}"
         result.error = f"{what} at epoch {res.diverged_at}: the run diverged (try a smaller --lr)"
+    elif res.interrupted_at is not None:
+        result.status = "interrupted"
+        result.error = (f"interrupted in epoch {res.interrupted_at}: the {len(res.history)} finished "
+                        f"epoch(s) are kept")
     return result.to_dict()

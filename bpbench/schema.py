@@ -104,7 +104,7 @@ class RunResult:
     memory: Memory
     env: dict[str, Any]                   # Env's fields and more (see envinfo.collect)
     schema: int = SCHEMA_VERSION
-    status: str = "ok"                    # "ok" | "diverged"
+    status: str = "ok"                    # "ok" | "diverged" | "interrupted" (Ctrl-C, SIGTERM)
     error: str | None = None              # what happened, when status is not ok
     reference_variant: str | None = None  # the variant this one's arithmetic must match
     variant_details: dict[str, Any] = field(default_factory=dict)   # e.g. compiled: graph breaks

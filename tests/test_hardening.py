@@ -352,6 +352,8 @@ class Raising:
         self.calls += 1
         if self.where == "step" and self.calls == self.fail_at:
             raise RuntimeError("all elements of input should be between 0 and 1")
+        if self.where == "ctrl-c" and self.calls == self.fail_at:
+            raise KeyboardInterrupt
         return torch.tensor(1.0)
 
     def evaluate(self):
@@ -367,6 +369,14 @@ def test_loop_ends_on_an_error_that_means_divergence(where):
                  diverged_by=lambda e: True)
     assert r.diverged_at == 3 and r.diverged_inside and r.history[-1]["epoch"] == 3
     assert [h["epoch"] for h in r.history] == [1, 2, 3]
+
+
+def test_loop_keeps_the_finished_epochs_when_interrupted():
+    import torch
+    r = run_loop(Raising(4, "ctrl-c"), LoopConfig(epochs=10, warmup_steps=1), torch.device("cpu"))
+    assert r.interrupted_at == 4 and r.diverged_at is None
+    assert [h["epoch"] for h in r.history] == [1, 2, 3] and all(h["loss"] == 1.0 for h in r.history)
+    assert r.steps == 3 and len(r.steady_step_s) == 2      # the interrupted step is no step
 
 
 def test_loop_lets_other_errors_through():
@@ -471,8 +481,14 @@ def test_signal_ends_a_real_run_fast_with_no_child_left(tmp_path, sig):
         took = time.perf_counter() - t0
     finally:
         p.kill()
-    assert p.returncode == 130 and err == "bpbench: error: interrupted\n", err
-    assert children == [] and not out.exists()
+    # what was finished is kept: the epochs before the signal, in --output, status "interrupted"
+    assert p.returncode == 130 and err.startswith("bpbench: error: interrupted in epoch ") and \
+        err.count("\n") == 1, err
+    kept = json.loads(out.read_text())
+    assert kept["status"] == "interrupted" and len(kept["history"]) >= 1000
+    assert [h["epoch"] for h in kept["history"]] == list(range(1, len(kept["history"]) + 1))
+    assert kept["timing"]["steps"] >= len(kept["history"]) and kept["flops"] is None
+    assert children == []
     assert took < 5, took          # the old memory monitor alone took ~5 s to let go
 
 

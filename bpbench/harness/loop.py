@@ -65,6 +65,7 @@ class LoopResult:
     diverged_at: int | None = None
     diverged_loss: float | None = None
     diverged_inside: bool = False     # a step or evaluation failed on non-finite values
+    interrupted_at: int | None = None   # the epoch Ctrl-C / SIGTERM stopped (history: the ones before)
 
 
 def run_loop(t: Trainable, cfg: LoopConfig, device,
@@ -161,73 +162,80 @@ def _run_loop(t, cfg, device, on_log, on_epoch, diverged_by) -> LoopResult:
         out.eval_s += dt
         return step + cfg.eval_every_updates, paused + (dt if steady_start is not None else 0.0)
 
-    for epoch in range(1, epochs + 1):
-        begin(epoch)
-        n = min(t.steps_per_epoch, total_steps - step)
-        try:
-            if n == 1:                      # gradient descent: one update per epoch
-                start()
-                epoch_loss = do_step()
-                stop()
-                step += 1
-                if step == warm:
-                    split()          # a timing block never mixes warm-up and steady steps
-                    synchronize(device)
-                    steady_start = time.perf_counter()
-                if step == next_eval:
-                    split()
-                    next_eval, paused = grid_point(epoch, step, steady_start, paused)
-            else:
-                losses = []
-                for _ in range(n):
+    epoch = 0
+    try:
+        for epoch in range(1, epochs + 1):
+            begin(epoch)
+            n = min(t.steps_per_epoch, total_steps - step)
+            try:
+                if n == 1:                      # gradient descent: one update per epoch
                     start()
-                    losses.append(do_step())
+                    epoch_loss = do_step()
                     stop()
                     step += 1
                     if step == warm:
-                        split()
+                        split()          # a timing block never mixes warm-up and steady steps
                         synchronize(device)
                         steady_start = time.perf_counter()
                     if step == next_eval:
-                        split()      # an evaluation is not a step
+                        split()
                         next_eval, paused = grid_point(epoch, step, steady_start, paused)
-                split()              # the epoch's losses and the next shuffle are not steps
-                epoch_loss = _stack(losses)     # flush() keeps each update's loss and their mean
-        except Exception as e:
-            if diverged_inside(e, epoch, None):
-                break
-            raise
-        pending.append(({"epoch": epoch, "loss": None, "updates": step}, epoch_loss))
-
-        log_now = log_every and (epoch % log_every == 0 or epoch == epochs)
-        eval_now = log_now or (eval_every and (epoch % eval_every == 0 or epoch == epochs))
-        if on_cpu or log_now or eval_now or epoch % check_every == 0 or epoch == epochs:
-            split()              # read-back and evaluation pauses stay outside every block
-            if not flush():
-                break
-        if eval_now:
-            synchronize(device)
-            t0 = time.perf_counter()
-            entry = out.history[-1]
-            entry["time_s"] = t0 - (steady_start or t0) - paused
-            try:
-                entry.update(t.evaluate())
+                else:
+                    losses = []
+                    for _ in range(n):
+                        start()
+                        losses.append(do_step())
+                        stop()
+                        step += 1
+                        if step == warm:
+                            split()
+                            synchronize(device)
+                            steady_start = time.perf_counter()
+                        if step == next_eval:
+                            split()      # an evaluation is not a step
+                            next_eval, paused = grid_point(epoch, step, steady_start, paused)
+                    split()              # the epoch's losses and the next shuffle are not steps
+                    epoch_loss = _stack(losses)     # flush() keeps each update's loss and their mean
             except Exception as e:
-                if diverged_inside(e, epoch, entry):
+                if diverged_inside(e, epoch, None):
                     break
                 raise
-            if log_now and on_log:
-                on_log(entry, epochs)
-            dt = time.perf_counter() - t0
-            out.eval_s += dt
-            if steady_start is not None:
-                paused += dt
-        if on_epoch:
-            on_epoch(epoch, epochs, out.history[-1] if out.history else None)
-    else:
+            pending.append(({"epoch": epoch, "loss": None, "updates": step}, epoch_loss))
+
+            log_now = log_every and (epoch % log_every == 0 or epoch == epochs)
+            eval_now = log_now or (eval_every and (epoch % eval_every == 0 or epoch == epochs))
+            if on_cpu or log_now or eval_now or epoch % check_every == 0 or epoch == epochs:
+                split()              # read-back and evaluation pauses stay outside every block
+                if not flush():
+                    break
+            if eval_now:
+                synchronize(device)
+                t0 = time.perf_counter()
+                entry = out.history[-1]
+                entry["time_s"] = t0 - (steady_start or t0) - paused
+                try:
+                    entry.update(t.evaluate())
+                except Exception as e:
+                    if diverged_inside(e, epoch, entry):
+                        break
+                    raise
+                if log_now and on_log:
+                    on_log(entry, epochs)
+                dt = time.perf_counter() - t0
+                out.eval_s += dt
+                if steady_start is not None:
+                    paused += dt
+            if on_epoch:
+                on_epoch(epoch, epochs, out.history[-1] if out.history else None)
+        else:
+            flush()
+            if cfg.eval_every_updates and (not out.evaluations or out.evaluations[-1]["updates"] != step):
+                _, paused = grid_point(epochs, step, steady_start, paused)   # the grid ends where training does
+
+    except KeyboardInterrupt:   # Ctrl-C or SIGTERM: stop, keeping every finished epoch
+        out.interrupted_at = epoch
+        split()
         flush()
-        if cfg.eval_every_updates and (not out.evaluations or out.evaluations[-1]["updates"] != step):
-            _, paused = grid_point(epochs, step, steady_start, paused)   # the grid ends where training does
 
     synchronize(device)
     end = time.perf_counter()
