@@ -50,7 +50,8 @@ def print_run(r: dict[str, Any], console: Console | None = None) -> None:
     console = console or Console()
     t, m, f = r["timing"], r["memory"], r["final"]
     title = f"{r['experiment']} · {r['variant']} · {r['device']}" + \
-        (f" ({r['env']['cuda_device']})" if r["env"].get("cuda_device") else "")
+        (f" ({r['env']['cuda_device']})" if r["env"].get("cuda_device") else "") + \
+        (f" · [bold yellow]{r['status'].upper()}[/]" if r.get("status", "ok") != "ok" else "")
     tab = Table(title=title, show_header=False, title_justify="left")
     tab.add_column(style="bold")
     tab.add_column()
