@@ -242,20 +242,6 @@ def _apply_set(cells: list[Cell], extra: dict[str, Any]) -> list[Cell]:
 
 # ---------------------------------------------------------------- running
 
-def _stop_group(proc: subprocess.Popen) -> None:
-    """End a cell's whole process group: the run and its memory monitor."""
-    for sig, wait in ((signal.SIGTERM, 5), (signal.SIGKILL, 5)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=wait)
-            return
-        except subprocess.TimeoutExpired:
-            continue
-
-
 def why_unavailable(cell: Cell, missing_devices: set[str]) -> str | None:
     """Why this cell cannot run here (None: it can): its device is missing, or its variant runs
     on another device only (graphed: CUDA graphs)."""
@@ -285,7 +271,7 @@ def run_cell(cell: Cell, repeat: int, unavailable: str | None) -> dict[str, Any]
         try:
             out, err = proc.communicate()
         except BaseException:
-            _stop_group(proc)
+            processes.stop_group(proc)
             raise
         last = (err.strip().splitlines() or [f"exit code {proc.returncode}"])[-1]
         if proc.returncode in (0, 3) and out.strip():

@@ -228,12 +228,17 @@ def resolve(name: str, keys: dict[str, Validator], user_file: str | Path | None,
                                f"(known for {name}: {', '.join(sorted(keys))})")
             if isinstance(v, dict):
                 raise BadInput(f"config file {user_file}: {k!r} must be a value, not a table")
-            default = base["defaults"].get(k)
             # TOML is typed: a quoted "5" where a number belongs is a mistake (flags and --set
-            # arrive as text, so only a file can say which one it meant)
-            if isinstance(v, str) and isinstance(default, (bool, int, float)):
-                kind = "true or false" if isinstance(default, bool) else "a number"
-                raise BadInput(f"config file {user_file}: {k} must be {kind}, not the string {v!r}")
+            # arrive as text, so only a file can say which one it meant): the key's validator
+            # turning the text into a number or boolean says a number or boolean belonged there.
+            if isinstance(v, str):
+                try:
+                    meant = keys[k](k, v)
+                except BadInput:
+                    meant = v     # a bad value: the validation below says why
+                if isinstance(meant, (bool, int, float)):
+                    kind = "true or false" if isinstance(meant, bool) else "a number"
+                    raise BadInput(f"config file {user_file}: {k} must be {kind}, not the string {v!r}")
     flags = {k: v for k, v in flags.items() if v is not None}
     given = {**user, **flags}
     merged = dict(base["defaults"])

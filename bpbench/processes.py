@@ -37,26 +37,47 @@ def die_with_parent(parent: int | None = None) -> None:
 def start_child(argv: list[str], **popen_kwargs):
     """subprocess.Popen of a `python -m bpbench ...` child that dies with this process.
 
-    Ctrl-C and SIGTERM are held back while the child starts: arriving inside Popen they would
-    leave a child that the caller has no handle on to stop. The child inherits the held-back
-    mask, so it lifts it itself, in `child_setup`, the first thing `python -m bpbench` does."""
+    A Ctrl-C or SIGTERM arriving while the child starts would interrupt Popen itself and leave a
+    child the caller has no handle on, so both are deferred for that instant (handlers run in
+    the main thread whatever thread the kernel picked, unlike a signal mask), then the child's
+    process group is stopped and the interrupt raised."""
     import subprocess
     env = {**(popen_kwargs.pop("env", None) or os.environ), PARENT_ENV: str(os.getpid())}
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    deferred: list[int] = []
+    previous = {s: signal.signal(s, lambda signum, frame: deferred.append(signum)) for s in STOP_SIGNALS}
     try:
-        return subprocess.Popen(argv, env=env, **popen_kwargs)
+        proc = subprocess.Popen(argv, env=env, **popen_kwargs)
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)   # a pending Ctrl-C is raised here
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    if deferred:
+        stop_group(proc)
+        raise KeyboardInterrupt
+    return proc
+
+
+def stop_group(proc) -> None:
+    """End a child's whole process group (it was started in a session of its own): SIGTERM,
+    then SIGKILL if it has not gone within 5 s."""
+    import subprocess
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=5)
+            return
+        except subprocess.TimeoutExpired:
+            continue
 
 
 def child_setup() -> None:
-    """In a child started by start_child: take Ctrl-C and SIGTERM again, and die with the parent
-    even when it is SIGKILLed (which runs no cleanup)."""
+    """In a child started by start_child: die with the parent even when it is SIGKILLed (which
+    runs no cleanup)."""
     parent = os.environ.pop(PARENT_ENV, None)
-    if parent is None:
-        return
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
-    die_with_parent(int(parent))
+    if parent is not None:
+        die_with_parent(int(parent))
 
 
 def set_process_name(name: str) -> None:

@@ -304,5 +304,5 @@ def execute_in_process(info, cfg: dict[str, Any], *, profile_lines: bool = False
     elif res.interrupted_at is not None:
         result.status = "interrupted"
         result.error = (f"interrupted in epoch {res.interrupted_at}: the {len(res.history)} finished "
-                        f"epoch(s) are kept")
+                        f"epoch(s) are kept (the parameters as the interrupt left them)")
     return result.to_dict()

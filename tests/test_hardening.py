@@ -240,6 +240,24 @@ def test_json_with_output_dev_stdout_prints_one_object(tmp_path):
     assert r.stdout.count('"schema"') == 1 and json.loads(r.stdout)["timing"]["steps"] == 2
 
 
+def test_ctrl_c_while_a_cell_starts_stops_that_cell_then_interrupts(monkeypatch):
+    """A Ctrl-C landing inside Popen is deferred: the new cell is stopped, then KeyboardInterrupt."""
+    from bpbench import processes
+    real_popen, started = subprocess.Popen, []
+
+    def popen_hit_by_ctrl_c(*a, **k):
+        proc = real_popen(*a, **k)
+        started.append(proc)
+        os.kill(os.getpid(), signal.SIGINT)       # as if the user pressed Ctrl-C right now
+        time.sleep(0.2)
+        return proc
+    monkeypatch.setattr(subprocess, "Popen", popen_hit_by_ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        processes.start_child(["sleep", "60"], start_new_session=True)
+    assert started and started[0].poll() is not None          # stopped, not left running
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
 def test_a_compare_cell_ends_when_compare_is_sigkilled(tmp_path):
     """compare's cells start through processes.start_child and `python -m bpbench` takes it from
     there: the cell dies with compare even when compare is SIGKILLed (no cleanup of ours runs)."""
@@ -377,6 +395,8 @@ def test_loop_keeps_the_finished_epochs_when_interrupted():
     assert r.interrupted_at == 4 and r.diverged_at is None
     assert [h["epoch"] for h in r.history] == [1, 2, 3] and all(h["loss"] == 1.0 for h in r.history)
     assert r.steps == 3 and len(r.steady_step_s) == 2      # the interrupted step is no step
+    early = run_loop(Raising(4, "ctrl-c"), LoopConfig(epochs=10, warmup_steps=8), torch.device("cpu"))
+    assert early.warmup_steps == 3 and early.steady_step_s == []   # stopped inside the warm-up
 
 
 def test_loop_lets_other_errors_through():

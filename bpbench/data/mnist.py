@@ -118,7 +118,8 @@ def download(root: Path) -> None:
     import torchvision
     from bpbench import results
     try:   # a place that cannot be written is not "no network"
-        results.ensure_writable_dir(root, "MNIST")
+        # the deepest of the folders torchvision writes into that exists already
+        results.ensure_writable_dir(next((d for d in (raw_dir(root), root / "MNIST") if d.is_dir()), root), "MNIST")
     except BadInput as e:
         raise BadInput(f"cannot download MNIST into {root}: {str(e).rsplit(': ', 1)[-1]}") from None
     try:

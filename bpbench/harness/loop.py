@@ -129,17 +129,17 @@ def _run_loop(t, cfg, device, on_log, on_epoch, diverged_by) -> LoopResult:
                 return False
             return True
         import torch
-        values = torch.stack([l if not l.dim() else l.mean() for _, l in pending]).tolist()
-        for (entry, l), v in zip(pending, values):
+        items = list(pending)
+        pending.clear()    # taken first: an interrupt below must not let a second flush repeat them
+        values = torch.stack([l if not l.dim() else l.mean() for _, l in items]).tolist()
+        for (entry, l), v in zip(items, values):
             entry["loss"] = v
             if l.dim():
                 entry["batch_losses"] = l.tolist()
             out.history.append(entry)
             if not math.isfinite(v):
                 out.diverged_at, out.diverged_loss = entry["epoch"], v
-                pending.clear()
                 return False
-        pending.clear()
         return True
 
     steady_start = time.perf_counter() if warm == 0 else None
@@ -233,7 +233,10 @@ def _run_loop(t, cfg, device, on_log, on_epoch, diverged_by) -> LoopResult:
                 _, paused = grid_point(epochs, step, steady_start, paused)   # the grid ends where training does
 
     except KeyboardInterrupt:   # Ctrl-C or SIGTERM: stop, keeping every finished epoch
+        if _in_a_world():
+            raise       # a rank: its peers wait in collectives that only its exit breaks
         out.interrupted_at = epoch
+        out.warmup_steps = min(warm, step)
         split()
         flush()
 
@@ -246,6 +249,12 @@ def _run_loop(t, cfg, device, on_log, on_epoch, diverged_by) -> LoopResult:
     out.steady_step_s = step_s[warm:]
     out.steady_samples = round(len(out.steady_step_s) * batch_samples)
     return out
+
+
+def _in_a_world() -> bool:
+    """True in a rank of torch.distributed (bpbench's launcher or torchrun)."""
+    import torch.distributed as dist
+    return dist.is_available() and dist.is_initialized()
 
 
 def _stack(losses):
