@@ -252,10 +252,11 @@ def test_ctrl_c_while_a_cell_starts_stops_that_cell_then_interrupts(monkeypatch)
         time.sleep(0.2)
         return proc
     monkeypatch.setattr(subprocess, "Popen", popen_hit_by_ctrl_c)
+    before = signal.getsignal(signal.SIGINT)
     with pytest.raises(KeyboardInterrupt):
         processes.start_child(["sleep", "60"], start_new_session=True)
     assert started and started[0].poll() is not None          # stopped, not left running
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGINT) is before          # the caller's handler is back
 
 
 def test_a_compare_cell_ends_when_compare_is_sigkilled(tmp_path):
