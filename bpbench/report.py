@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bpbench.figures import fmt_gflops, fmt_percent, table_columns
+from bpbench.harness.stats import NOISY_IQR_SHARE
 
 
 def fmt_s(x: float | None) -> str:
@@ -469,7 +470,7 @@ def comparison_blocks(doc: dict[str, Any], wide: bool = False) -> list[Block]:
     return blocks
 
 
-def noise_warning(cells: list[dict[str, Any]], limit: float = 0.1) -> list[str]:
+def noise_warning(cells: list[dict[str, Any]], limit: float = NOISY_IQR_SHARE) -> list[str]:
     """One line naming the cells whose step IQR exceeds `limit` of the median (the rule `run`
     warns by, torch.utils.benchmark's): their step times and ratios are to be read with care."""
     ran = [c for c in cells if c["status"] == "ok" and (c.get("summary") or {}).get("step_s_median")]

@@ -17,7 +17,11 @@ def iqr(xs: list[float]) -> float | None:
     return q3 - q1
 
 
-def spread_warning(xs: list[float], limit: float = 0.1) -> str | None:
+# torch.utils.benchmark's rule: an IQR above this share of the median is too noisy to trust as is.
+NOISY_IQR_SHARE = 0.1
+
+
+def spread_warning(xs: list[float], limit: float = NOISY_IQR_SHARE) -> str | None:
     """A warning when the IQR exceeds `limit` of the median, torch.utils.benchmark's rule for a
     measurement too noisy to trust at face value; None otherwise."""
     med, spread = median(xs), iqr(xs)
