@@ -36,7 +36,8 @@ from dataclasses import dataclass
 
 import torch
 
-from bpbench import run as runner
+from bpbench import api
+from bpbench.measure import run as runner
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
 RESULTS: list[tuple[str, float, str, bool | None]] = []
@@ -73,7 +74,7 @@ def step_ratios(name: str, ours: list[Bare], bare: list[Bare], goal: float) -> N
 
 def harness(name: str, **flags) -> dict:
     info, cfg = runner.resolve(name, None, flags)
-    return runner.execute(info, cfg)
+    return api.execute(info, cfg)
 
 
 def per_step(result: dict) -> float:

@@ -9,8 +9,8 @@ from __future__ import annotations
 import math
 import stat
 import tomllib
-from importlib import resources
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any, Callable, TextIO
 
@@ -137,6 +137,7 @@ class Key:
     panel: str = "Training"
     boolean: bool = False            # an on/off flag: --name/--no-name
     metavar: str = "TEXT"            # what --help shows for the value
+    label: str | None = None         # its short name in a comparison cell's label ("H=500")
 
     def __call__(self, key: str, v: Any) -> Any:
         return self.check(key, v)

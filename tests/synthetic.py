@@ -6,7 +6,7 @@ import json
 import statistics
 from pathlib import Path
 
-from bpbench import compare as cmp
+from bpbench import comparison as cmp
 
 DATA = Path(__file__).parent / "data"
 # The same command run twice in a row on the project's shared 2-core machine (see "about").
@@ -19,7 +19,8 @@ def run_result(experiment="linreg", variant="manual", device="cpu", steps=None, 
     final = {"loss": losses[-1], "params": None, "metrics": metrics or {}}
     if "param_digest" in extra:
         final["param_digest"] = extra.pop("param_digest")
-    timing = {"setup_s": 0.01, "train_s": sum(steps), "steps": len(steps), "warmup_steps": 0,
+    timing = {"setup_s": 0.01, "warmup_s": 0.0, "total_s": 0.02 + sum(steps), "train_s": sum(steps),
+              "steps": len(steps), "warmup_steps": 0,
               "step_s_median": statistics.median(steps) if steps else None, "step_s_iqr": 0.0,
               "samples_per_s": 1.0, "step_s_all": steps}
     if "compile_s" in extra:
@@ -29,7 +30,7 @@ def run_result(experiment="linreg", variant="manual", device="cpu", steps=None, 
             "data": {"name": "line4", "n_train": 4, "n_test": 0}, "final": final,
             "history": [{"epoch": i + 1, "loss": v, "updates": i + 1} for i, v in enumerate(losses)],
             "evaluations": [], "timing": timing,
-            "memory": {"rss_peak_mib": 512.0, "cuda_peak_allocated_mib": 30.0 if device == "cuda" else None},
+            "memory": {"rss_start_mib": 500.0, "rss_peak_mib": 512.0, "cuda_peak_allocated_mib": 30.0 if device == "cuda" else None},
             "env": {"cpu": "test cpu", "cuda_device": "test gpu" if device == "cuda" else None},
             "status": "ok", **extra}
 

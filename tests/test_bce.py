@@ -5,8 +5,9 @@ import math
 import pytest
 import torch
 
-from bpbench import run as runner
+from bpbench import api
 from bpbench.experiments import bce
+from bpbench.measure import run as runner
 
 SEED_002 = {"z1": 0.6478, "z2": 0.7225, "sigma1": 0.6565, "sigma2": 0.6732,
             "z3": -0.3415, "sigma3": 0.4154, "loss": 0.5368}
@@ -14,7 +15,7 @@ SEED_002 = {"z1": 0.6478, "z2": 0.7225, "sigma1": 0.6565, "sigma2": 0.6732,
 
 def train(**flags):
     info, cfg = runner.resolve("bce", None, flags)
-    return runner.execute(info, cfg)
+    return api.execute(info, cfg)
 
 
 def seed_002_by_hand() -> dict[str, float]:

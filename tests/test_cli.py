@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bpbench import results
+from bpbench.results import files as results
 
 BAD_INPUT = [
     (["run", "nope"], "unknown experiment"),
@@ -144,11 +144,13 @@ def _umask() -> int:
 @pytest.mark.parametrize("cmd", [["run", "linreg", "--output"], ["compare", "bce", "--output-dir"],
                                  ["report", "{results}", "--plot-dir"]])
 def test_unwritable_output_fails_before_any_work(cli, tmp_path, monkeypatch, cmd):
-    from bpbench import compare, plots, run
+    from bpbench import api
+    from bpbench import comparison as compare
+    from bpbench.report import plots
     results_file = tmp_path / "results.json"
     results.write_json(results_file, {"schema": 1, "kind": "comparison", "preset": "quick", "notes": [],
                                       "planned": [], "cells": []})
-    for module, name in ((run, "execute"), (compare, "execute"), (plots, "write_all")):
+    for module, name in ((api, "execute"), (compare, "execute"), (plots, "write_all")):
         monkeypatch.setattr(module, name, lambda *a, **k: pytest.fail("work started before the check"))
     blocker = tmp_path / "a-file"             # a file where a directory should be
     blocker.write_text("")

@@ -1,6 +1,5 @@
 """bpbench compare and report: the matrix, studies, files, baselines, failures and Ctrl-C."""
 
-import copy
 import csv
 import json
 import signal
@@ -9,10 +8,10 @@ import sys
 import time
 
 import pytest
-
-from bpbench import compare as cmp
-from bpbench import plots
 from synthetic import AA, aa_doc, cell, document, run_result, write
+
+from bpbench import comparison as cmp
+from bpbench.report import plots
 
 
 def read(dir_):
@@ -127,7 +126,7 @@ def test_unavailable_device_and_failing_cell(cli, tmp_path, in_process_cells):
 
 def test_keep_going_exits_0_with_failed_cells(cli, tmp_path):
     """(Recorded documents: the exit code logic is the same for compare and report.)"""
-    from bpbench.cli import _verdict
+    from bpbench.cli.compare import _verdict
     bad = document([cell(run_result(), status="diverged")])
     with pytest.raises(SystemExit) as e:
         _verdict(bad, keep_going=False, gate=False)

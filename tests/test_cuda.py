@@ -9,14 +9,15 @@ import json
 import pytest
 import torch
 
-from bpbench import run as runner
+from bpbench import api
+from bpbench.measure import run as runner
 
 pytestmark = pytest.mark.cuda
 
 
 def train(name, **flags):
     info, cfg = runner.resolve(name, None, flags)
-    return runner.execute(info, cfg)
+    return api.execute(info, cfg)
 
 
 @pytest.mark.parametrize("variant", ["manual", "autograd", "nn"])
@@ -72,7 +73,7 @@ def test_compare_cuda_width(cli):
                                               ("mnist01", dict(epochs=3, batch_size=1000))])
 def test_graphed_matches_autograd(experiment, flags):
     """The CUDA-graph variant replays the same arithmetic (one graph per batch shape)."""
-    from bpbench import parity
+    from bpbench.results import parity
     ref = train(experiment, device="cuda", variant="autograd", **flags)
     fast = train(experiment, device="cuda", variant="graphed", **flags)
     assert parity.check(fast, ref) == []
@@ -94,7 +95,7 @@ def test_cuda_flops_phase_peaks_and_env():
 
 
 def test_cuda_block_timer_with_real_events():
-    from bpbench.harness.timer import CudaBlockTimer
+    from bpbench.measure.timer import CudaBlockTimer
     a = torch.randn(512, 512, device="cuda")
     timer = CudaBlockTimer(torch.device("cuda"), block=8, ring=4)
     for i in range(100):          # 13 blocks through a ring of 4 pairs
@@ -107,7 +108,7 @@ def test_cuda_block_timer_with_real_events():
 
 def test_cuda_profile_ops_splits_host_and_kernel(tmp_path):
     info, cfg = runner.resolve("mnist01", None, {"device": "cuda", "epochs": 3})
-    r = runner.execute(info, cfg, profile_ops=True, trace_file=tmp_path / "t.json")
+    r = api.execute(info, cfg, profile_ops=True, trace_file=tmp_path / "t.json")
     sp = r["profile"]["split"]
     assert sp["kernel_s"] > 0 and sp["host_s"] > 0 and (tmp_path / "t.json").stat().st_size > 0
     assert any(o.get("self_device_s", 0) > 0 for o in r["profile"]["top_ops"])
@@ -127,7 +128,7 @@ def test_data_parallel_on_nccl_equals_one_gpu_process(variant, reference):
     n = min(torch.cuda.device_count(), 2)
     dist = train("mnist01", device="cuda", variant=variant, nproc=n, batch_size=301, updates=20)
     one = train("mnist01", device="cuda", variant=reference, batch_size=301, updates=20)
-    from bpbench import parity
+    from bpbench.results import parity
     assert parity.check(dist, one, rtol=1e-5, atol=1e-7) == []
     d = dist["distributed"]
     assert (d["world_size"], d["backend"]) == (n, "nccl") and d["comm_s_median"] > 0

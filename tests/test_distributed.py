@@ -14,14 +14,15 @@ import time
 import psutil
 import pytest
 
-from bpbench import parity
-from bpbench import run as runner
+from bpbench import api
+from bpbench.measure import run as runner
+from bpbench.results import parity
 from bpbench.studies import scaling
 
 
 def train(experiment, **flags):
     info, cfg = runner.resolve(experiment, None, flags)
-    return runner.execute(info, cfg)
+    return api.execute(info, cfg)
 
 
 # ---------------------------------------------------------------- equal to one process
@@ -276,6 +277,6 @@ def test_compare_scaling(cli, tmp_path, in_process_cells):
         [("strong", 1, 12665, 12665), ("strong", 2, 12665, 6333), ("weak", 1, 128, 128), ("weak", 2, 256, 128)]
     assert all(x["efficiency"] > 0 and x["comm_s"] > 0 for x in rows)
     assert "scaling study: ddp" in r.stdout and "efficiency" in r.stdout
-    from bpbench import plots
+    from bpbench.report import plots
     if plots.available():
         assert (out / "scaling.png").stat().st_size > 1000

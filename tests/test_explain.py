@@ -7,12 +7,17 @@ import math
 import pytest
 import torch
 
-from bpbench import figures, peak, phases, plots, variants
-from bpbench import run as runner
-from bpbench.flops import count_step, throughput
-from bpbench.harness import stats
-from bpbench.harness.timer import CudaBlockTimer
+from bpbench import variants
+from bpbench.comparison import sections
+from bpbench.measure import peak
+from bpbench.measure import run as runner
+from bpbench.measure.flops import count_step, throughput
+from bpbench.measure.timer import CudaBlockTimer
+from bpbench.report import plots
+from bpbench.results import figures
+from bpbench.results.timing import StepTimes
 from bpbench.training import ResidentBatches
+from bpbench.variants import phases
 
 CPU = torch.device("cpu")
 
@@ -313,15 +318,15 @@ def test_minibatch_order_comes_from_a_cpu_generator_whatever_the_device():
 
 
 def test_a_noisy_measurement_is_flagged_as_torch_utils_benchmark_does():
-    assert stats.spread_warning([1.0, 1.0, 1.0, 1.0]) is None
-    assert stats.spread_warning([1.0, 1.02, 0.98, 1.05, 0.97]) is None
-    w = stats.spread_warning([1.0, 1.5, 1.0, 1.5, 1.0, 1.5, 2.0, 1.0])
+    assert StepTimes.of([1.0, 1.0, 1.0, 1.0]).warning() is None
+    assert StepTimes.of([1.0, 1.02, 0.98, 1.05, 0.97]).warning() is None
+    w = StepTimes.of([1.0, 1.5, 1.0, 1.5, 1.0, 1.5, 2.0, 1.0]).warning()
     assert w and "of the median" in w and "over 10%" in w
 
 
 def test_env_records_what_changes_a_measurement(cli, monkeypatch):
     monkeypatch.setenv("CUDA_LAUNCH_BLOCKING", "1")
-    from bpbench import envinfo
+    from bpbench.measure import env as envinfo
     env = envinfo.collect(CPU)
     assert env["cuda_launch_blocking"] == "1"
     assert env["float32_matmul_precision"] == torch.get_float32_matmul_precision()
@@ -331,7 +336,7 @@ def test_env_records_what_changes_a_measurement(cli, monkeypatch):
 # ---------------------------------------------------------------- comparisons
 
 def test_thread_planning_and_cell_figures():
-    from bpbench import compare as cmp
+    from bpbench import comparison as cmp
     cells = cmp.plan(["linreg"], ["cpu", "cuda"], ["manual"], cmp.load_preset("quick"))
     swept = figures.plan_threads(cells, [1, 2])
     assert [(c.device, c.label, dict(c.overrides).get("threads")) for c in swept] == \
@@ -388,7 +393,7 @@ def test_width_plot_shows_percent_of_peak(tmp_path):
            "width": {"rows": [{"width": 500, "cpu_step_s": 6e-4, "cpu_percent_of_peak": 0.5},
                               {"width": 2000, "cpu_step_s": 8e-4, "cpu_percent_of_peak": 1.5}],
                      "crossover_width": None}}
-    (path,) = plots.write_all(doc, tmp_path)
+    (path,) = plots.write_all(doc, tmp_path, sections.plots(doc))
     assert path.name == "width.png" and path.stat().st_size > 1000
 
 
@@ -453,6 +458,7 @@ def test_width_plot_one_line_per_series_and_device_one_legend(tmp_path, monkeypa
     if not plots.available():
         pytest.skip("matplotlib is not installed")
     from matplotlib.ticker import EngFormatter
+
     from bpbench.studies import width as study
     figs = []
     monkeypatch.setattr(plots, "save", lambda fig, path: figs.append(fig) or path)

@@ -4,7 +4,9 @@ import json
 
 import pytest
 
-from bpbench import gradcheck, layers, run as runner
+from bpbench import layers
+from bpbench.measure import gradcheck
+from bpbench.measure import run as runner
 
 
 def case(name, **flags):

@@ -27,9 +27,10 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-from bpbench import parity, variants
-from bpbench import run as runner
+from bpbench import api, variants
 from bpbench.experiments.base import Model
+from bpbench.measure import run as runner
+from bpbench.results import parity
 from bpbench.variants import graphed
 from bpbench.variants.base import TorchLearner, torch_learner
 
@@ -143,7 +144,7 @@ def cpu_graphs(monkeypatch) -> list[CpuGraph]:
 
 def train(experiment, **flags):
     info, cfg = runner.resolve(experiment, None, flags)
-    return runner.execute(info, cfg)
+    return api.execute(info, cfg)
 
 
 def session(experiment, **flags):

@@ -1,7 +1,8 @@
 """The harness's evaluation grid in updates and the per-update losses it keeps."""
 
-from bpbench.harness.loop import LoopConfig, run_loop
 from test_harness import CPU, Fake
+
+from bpbench.measure.loop import LoopConfig, run_loop
 
 
 def test_every_batching_is_evaluated_on_the_same_update_counts():

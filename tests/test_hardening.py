@@ -3,7 +3,6 @@
 
 import io
 import json
-import math
 import os
 import signal
 import socket
@@ -11,17 +10,17 @@ import stat
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
 
-from bpbench import cli as cli_module
-from bpbench import gradcheck, results
-from bpbench import run as runner
+from bpbench import api
+from bpbench.cli import common as cli_module
 from bpbench.experiments import REGISTRY
 from bpbench.experiments.base import GradCheckCase
-from bpbench.harness.loop import LoopConfig, run_loop
+from bpbench.measure import gradcheck
+from bpbench.measure.loop import LoopConfig, run_loop
+from bpbench.results import files as results
 
 LONG = "n" * 300          # longer than any file system's NAME_MAX (255)
 
@@ -38,7 +37,7 @@ def one_line(r, code=2):
 @pytest.fixture
 def no_training(monkeypatch):
     """Fails the test if any run starts training: checks must come first."""
-    from bpbench.harness import loop
+    from bpbench.measure import loop
     monkeypatch.setattr(loop, "run_loop", lambda *a, **k: pytest.fail("training started"))
 
 
@@ -459,7 +458,7 @@ def test_sigterm_takes_the_interrupt_path(cli, monkeypatch, tmp_path):
         os.kill(os.getpid(), signal.SIGTERM)
         time.sleep(5)                     # the handler interrupts this
         pytest.fail("SIGTERM did not interrupt")
-    monkeypatch.setattr(runner, "execute", killed)
+    monkeypatch.setattr(api, "execute", killed)
     before = signal.getsignal(signal.SIGTERM)
     r = cli("run", "linreg", "--output", out)
     assert one_line(r, 130) == "bpbench: error: interrupted" and not out.exists()
@@ -467,12 +466,12 @@ def test_sigterm_takes_the_interrupt_path(cli, monkeypatch, tmp_path):
 
 
 def test_ctrl_c_on_run_is_one_line_and_130(cli, monkeypatch):
-    monkeypatch.setattr(runner, "execute", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
+    monkeypatch.setattr(api, "execute", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
     assert one_line(cli("run", "linreg"), 130) == "bpbench: error: interrupted"
 
 
 def test_peak_rss_is_reset_per_run():
-    from bpbench.harness import memory
+    from bpbench.measure import memory
     if memory._vmhwm_mib() is None or not memory._reset_vmhwm():
         pytest.skip("no resettable VmHWM here (not Linux)")
     block = bytearray(200 * 2**20)

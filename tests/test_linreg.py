@@ -2,12 +2,13 @@
 
 import pytest
 
-from bpbench import run as runner
+from bpbench import api
+from bpbench.measure import run as runner
 
 
 def train(**flags):
     info, cfg = runner.resolve("linreg", None, flags)
-    return runner.execute(info, cfg)
+    return api.execute(info, cfg)
 
 
 def wb(result):

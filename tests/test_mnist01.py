@@ -13,10 +13,11 @@ import json
 import numpy as np
 import pytest
 import torch
-
-from bpbench import run as runner
-from bpbench.data import mnist
 from conftest import Cli
+
+from bpbench import api
+from bpbench.data import mnist
+from bpbench.measure import run as runner
 
 # Seed 001 section 5.7.4, its printed table (one line per 600 updates, printed after update 1, 601, ...).
 SEED_001 = [(0.1587, 0.1568), (0.9048, 0.9098), (0.9254, 0.9277), (0.9386, 0.9376), (0.9449, 0.9437),
@@ -27,7 +28,7 @@ SEED_001 = [(0.1587, 0.1568), (0.9048, 0.9098), (0.9254, 0.9277), (0.9386, 0.937
 
 def train(**flags):
     info, cfg = runner.resolve("mnist01", None, flags)
-    return runner.execute(info, cfg)
+    return api.execute(info, cfg)
 
 
 # ---------------------------------------------------------------- the shipped data

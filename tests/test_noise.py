@@ -1,9 +1,9 @@
 """Telling a change from noise, on step times recorded on this project's shared machine."""
 
 import pytest
-
-from bpbench import noise
 from synthetic import AA
+
+from bpbench.results import noise
 
 
 @pytest.mark.parametrize("name", sorted(AA))

@@ -3,10 +3,10 @@
 import dataclasses
 
 import pytest
-
-from bpbench import compare as cmp
-from bpbench import parity
 from synthetic import cell, document, run_result
+
+from bpbench import comparison as cmp
+from bpbench.results import parity
 
 DIGEST = {"layer1.weight": {"norm": 2.5, "sum": -0.75, "head": [0.4352, 0.3545, 0.1951, 0.4835]},
           "layer1.bias": {"norm": 0.149, "sum": -0.098, "head": [-0.1419, 0.0439]}}

@@ -6,10 +6,13 @@ import os
 import re
 
 import pytest
-
-from bpbench import compare as cmp
-from bpbench import plots, report, saved
 from synthetic import aa_doc, cell, document, run_result, write
+
+from bpbench import comparison as cmp
+from bpbench import report
+from bpbench.comparison import sections
+from bpbench.report import plots
+from bpbench.results import saved
 
 
 def widest_doc():
@@ -86,7 +89,8 @@ def test_study_tables_fit_100_columns(devices):
     """Issue: `compare scaling` at 100 columns folded 'device' and 'scaling' to a letter a line."""
     from rich.console import Console
     console = Console(width=100, file=io.StringIO(), color_system=None)
-    report.show(report.comparison_blocks(study_doc(devices)), console)
+    doc = study_doc(devices)
+    report.show(report.comparison_blocks(doc, sections=sections.blocks(doc)), console)
     out = console.file.getvalue()
     assert max(len(line) for line in out.splitlines()) <= 100 and "…" not in out
     assert "scaling study: ddp, data-parallel ranks" + (" on cpu" if len(devices) == 1 else "") in out
@@ -179,7 +183,7 @@ def test_compare_progress_shows_elapsed_and_what_is_left():
 
 
 def test_run_progress_shows_loss_and_time_per_update():
-    from bpbench.cli import _LazyProgress
+    from bpbench.cli.run import _LazyProgress
     p = _LazyProgress("linreg manual")
     p.mark = (1.0, 100)
     assert p._now(1.5, {"loss": 0.0076, "updates": 600}) == "loss 0.0076 · 1 ms/update wall"
@@ -203,7 +207,8 @@ def test_help_is_dash_h_and_completion_is_offered(cli):
     r = cli.runner.invoke(report_app(), ["compare", "-h"], env={"COLUMNS": "300"})
     assert r.exit_code == 0
     # the help's list of studies is the registry's, so a new study cannot be left out of it
-    from bpbench import compare, studies
+    from bpbench import comparison as compare
+    from bpbench import studies
     names = list(studies.REGISTRY)
     assert "full when only studies are named (" + ", ".join(names) + ")" in " ".join(r.stdout.split())
     assert "a study: " + " | ".join(names) + " (default" in " ".join(r.stdout.split())
@@ -286,8 +291,8 @@ def test_study_plots(tmp_path):
     assert doc["width"]["steps"] == [50] and doc["width"]["hardware"] == {"cpu": "test cpu"}
     assert width.SEED_STEP_S["cuda"][200_000] == pytest.approx(1.373826026916504e-3)   # seed: 1.37 s / 1000
     assert "seed 004's own machine, per step: H = 500: CPU 369 µs, GPU 580 µs; H = 200,000: CPU 84.1 ms, GPU 1.37 ms" \
-        in " ".join(b for b in report.comparison_blocks(doc) if isinstance(b, str))
-    assert [p.name for p in plots.write_all(doc, tmp_path)] == ["width.png"]
+        in " ".join(b for b in report.comparison_blocks(doc, sections=sections.blocks(doc)) if isinstance(b, str))
+    assert [p.name for p in plots.write_all(doc, tmp_path, sections.plots(doc))] == ["width.png"]
 
 
 def test_plot_writers_never_share_a_temporary_file(tmp_path, monkeypatch):
@@ -319,9 +324,9 @@ def test_noisy_cells_are_named_in_one_warning():
 
 def test_the_source_figures_say_how_they_were_computed():
     from rich.console import Console
+    from synthetic import run_result
 
     from bpbench.report import print_run
-    from synthetic import run_result
     r = run_result(variant="manual")
     r["final"]["metrics"] = {"train_accuracy": 0.9952626, "source_updates": 699, "source_train_accuracy": 0.9953415}
     for k in ("warmup_s", "eval_s", "total_s", "setup_s", "train_s"):

@@ -5,13 +5,14 @@ import json
 import pytest
 import torch
 
-from bpbench import experiments, parity, variants
-from bpbench import run as runner
+from bpbench import api, experiments, variants
+from bpbench.measure import run as runner
+from bpbench.results import parity
 
 
 def train(experiment, **flags):
     info, cfg = runner.resolve(experiment, None, flags)
-    return runner.execute(info, cfg)
+    return api.execute(info, cfg)
 
 
 def test_list_shows_each_experiments_variants_from_the_registry(cli, monkeypatch):

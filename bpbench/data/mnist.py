@@ -116,7 +116,8 @@ def download(root: Path) -> None:
     if not missing(root):
         return
     import torchvision
-    from bpbench import results
+
+    from bpbench.results import files as results
     try:   # a place that cannot be written is not "no network"
         # the deepest of the folders torchvision writes into that exists already
         results.ensure_writable_dir(next((d for d in (raw_dir(root), root / "MNIST") if d.is_dir()), root), "MNIST")

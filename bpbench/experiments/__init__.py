@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Callable, NamedTuple
 from bpbench import config as C
 from bpbench import variants
 from bpbench.errors import BadInput
+from bpbench.results.cells import LABEL_KEYS
 
 if TYPE_CHECKING:
     from bpbench.experiments.base import Experiment
@@ -105,8 +106,8 @@ class ExperimentInfo:
 
 
 def _key(check: C.Validator, help: str, panel: str = "Training", boolean: bool = False,
-         metavar: str = "TEXT") -> C.Key:
-    return C.Key(check, help, panel, boolean, metavar)
+         metavar: str = "TEXT", label: str | None = None) -> C.Key:
+    return C.Key(check, help, panel, boolean, metavar, label)
 
 
 REGISTRY: dict[str, ExperimentInfo] = {
@@ -160,12 +161,17 @@ REGISTRY: dict[str, ExperimentInfo] = {
             source="seed 004 sections C-D (H=500: CPU wins; H=200,000: GPU ~60x)",
             offers=("module",),
             default_variant="autograd",
-            options={"width": _key(C.positive_int, "width: hidden units H.", metavar="H"),
+            options={"width": _key(C.positive_int, "width: hidden units H.", metavar="H", label="H"),
                      "data": C.one_of("source")},   # data: none to choose
             footprint=_width_footprint,
         ),
     ]
 }
+
+
+# Cells of a comparison name their runs by these keys' short names (results.cells.LABEL_KEYS).
+LABEL_KEYS.update({k: key.label for info in REGISTRY.values() for k, key in info.options.items()
+                   if isinstance(key, C.Key) and key.label})
 
 
 def get(name: str) -> ExperimentInfo:

@@ -71,6 +71,17 @@ class GradCheckCase:
 
 class Experiment:
     info: ExperimentInfo
+    # What a final metric is, where its bare name would mislead (the run table's row labels).
+    metric_names: dict[str, str] = {}
+
+    def run_rows(self, result: dict[str, Any], metrics: dict[str, Any]) -> list[tuple[str, str]]:
+        """Rows the run table shows instead of "final loss" (bce: before and after the step); pops
+        from `metrics` what they show."""
+        return []
+
+    def run_tables(self, result: dict[str, Any]) -> list:
+        """Tables (report.format.Tab) the run table is followed by (mnist01: confusion matrices)."""
+        return []
 
     def build(self, cfg: dict[str, Any], device: torch.device) -> Task:
         raise NotImplementedError

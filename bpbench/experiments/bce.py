@@ -109,7 +109,7 @@ def trace_step(hand_written: bool, params: dict[str, Tensor], x: Tensor, y: Tens
         after = {k: p.detach() for k, p in names.items()}
     forward = {"z1": z[0, 0], "z2": z[0, 1], "sigma1": s[0, 0], "sigma2": s[0, 1],
                "z3": z3[0, 0], "sigma3": s3[0, 0], "loss": loss}
-    return {"forward": {k: float(v.detach()) for k, v in forward.items()},
+    return {"source": "seed 002", "forward": {k: float(v.detach()) for k, v in forward.items()},
             "reference": REFERENCE,
             "grads": {k: g.cpu().tolist() for k, g in grads.items()},
             "params_after": {k: p.cpu().tolist() for k, p in after.items()}}
@@ -117,6 +117,19 @@ def trace_step(hand_written: bool, params: dict[str, Tensor], x: Tensor, y: Tens
 
 class BCE(Experiment):
     info = REGISTRY["bce"]
+    metric_names = {"output": "output after training (first sample)", "train_loss": "loss after training"}
+
+    def run_rows(self, result, metrics) -> list[tuple[str, str]]:
+        """On seed 002's sample: the output before and after training, each beside its own loss
+        (the last epoch's loss is computed before that epoch's update)."""
+        from bpbench.report.format import fmt_num
+        tr = result.get("trace")
+        if not tr or result["config"].get("data") != "source" or "output" not in metrics:
+            return []
+        when = "the step" if result["config"].get("epochs") == 1 else "training"
+        after_loss = metrics.pop("train_loss", None)
+        return [(f"before {when}", f"loss {fmt_num(tr['forward']['loss'])} · output {fmt_num(tr['forward']['sigma3'])}"),
+                (f"after {when}", f"loss {fmt_num(after_loss)} · output {fmt_num(metrics.pop('output'))}")]
 
     def build(self, cfg, device) -> Task:
         x, y, desc = load_data(cfg["data"], cfg["seed"], device)

@@ -20,8 +20,13 @@ from bpbench.data import mnist
 from bpbench.errors import BadInput
 from bpbench.experiments import REGISTRY
 from bpbench.experiments.base import Experiment, GradCheckCase, Model, Task
-from bpbench.training import SupervisedSession, linear_param_names, make_batches, manual_grads, module_loss
-
+from bpbench.training import (
+    SupervisedSession,
+    linear_param_names,
+    make_batches,
+    manual_grads,
+    module_loss,
+)
 
 DIGITS = {"0,1": [0, 1], "0-9": list(range(10))}
 
@@ -197,6 +202,20 @@ class SourceFigures(SupervisedSession):
 
 class MNIST01(Experiment):
     info = REGISTRY["mnist01"]
+    # seed 004 printed the accuracy of `yhat` from its loop's last forward pass
+    metric_names = {"source_updates": "updates before the source's last forward pass",
+                    "source_train_accuracy": "train accuracy the source's way (that forward pass)"}
+
+    def run_tables(self, result) -> list:
+        """The confusion matrices: rows the true class, columns the predicted one."""
+        from bpbench.report.format import Tab
+        out = []
+        for split, matrix in (result.get("confusion") or {}).items():
+            tab = Tab({"train": "training set", "test": "held-out set"}.get(split, split),
+                      ["true"] + [f"pred {k}" for k in range(len(matrix))], text=0)
+            tab.rows = [[str(k)] + [f"{n:,}" for n in row] for k, row in enumerate(matrix)]
+            out.append(tab)
+        return ["confusion matrices (rows: true class, columns: predicted class)"] + out if out else []
 
     def build(self, cfg, device) -> Task:
         xtr, ytr, xte, yte, desc = load(cfg)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from bpbench import experiments
-from bpbench.compare import Cell, make_cell
+from bpbench.results.cells import Cell, make_cell
 
 TARGET = 0.99     # held-out accuracy whose first crossing the table reports
 POINTS = 20       # grid points per curve when --updates overrides the preset's interval
@@ -65,7 +65,7 @@ def derive(cells: list[dict[str, Any]], target: float = TARGET) -> dict[str, Any
 
 
 def render(g: dict[str, Any]) -> list:
-    from bpbench.report import Tab, fmt_acc, fmt_loss, fmt_s
+    from bpbench.report.format import Tab, fmt_acc, fmt_loss, fmt_s
 
     grid = ", ".join(str(x) for x in g.get("grid_updates") or []) or "epoch ends"
     title = f"[bold]GD vs SGD[/] at equal updates (seed 004 F), all evaluated every {grid} updates"
@@ -91,7 +91,7 @@ def render(g: dict[str, Any]) -> list:
 
 
 def plot(g: dict[str, Any], out_dir: Path) -> list[Path]:
-    from bpbench import plots
+    from bpbench.report import plots
     plt = plots.pyplot()
 
     fig, axes = plt.subplots(2, 2, figsize=(10, 7), sharey="row")

@@ -45,7 +45,7 @@ def default_nprocs(device: str) -> list[int]:
 
 def plan(devices: list[str], variants: list[str], entry: dict[str, Any], opts: dict[str, Any]) -> list:
     """The cells: per device, strong then weak scaling, N ascending. opts: nprocs, updates."""
-    from bpbench.compare import make_cell
+    from bpbench.results.cells import make_cell
 
     name = entry.get("experiment", "mnist01")
     info = experiments.get(name)
@@ -108,7 +108,7 @@ def derive(cells: list[dict[str, Any]]) -> dict[str, Any] | None:
 
 
 def render(t: dict[str, Any]) -> list:
-    from bpbench.report import Tab, fmt_s
+    from bpbench.report.format import Tab, fmt_s
 
     rows = t["rows"]
     devices = list(dict.fromkeys(r["device"] for r in rows))
@@ -143,7 +143,7 @@ def render(t: dict[str, Any]) -> list:
 
 def plot(t: dict[str, Any], out_dir: Path) -> list[Path]:
     """scaling.png: samples/s and efficiency against N, with the ideal lines."""
-    from bpbench import plots
+    from bpbench.report import plots
     plt = plots.pyplot()
 
     fig, (thr, eff) = plt.subplots(1, 2, figsize=(10, 4))

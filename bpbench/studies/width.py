@@ -10,9 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from bpbench import experiments, figures
+from bpbench import experiments
 from bpbench import variants as V
-from bpbench.compare import Cell, make_cell
+from bpbench.results import figures
+from bpbench.results.cells import Cell, make_cell
 
 # Seed 004, `t2 - t1` around 1000 Adam steps (time.time()), per step: its own CPU and GPU.
 SEED_STEPS = 1000
@@ -109,7 +110,7 @@ def _crossover_line(cross: dict[str, Any], has_cuda: bool) -> str:
 
 
 def render(w: dict[str, Any]) -> list:
-    from bpbench.report import Tab, _ratio, fmt_s
+    from bpbench.report.format import Tab, fmt_ratio, fmt_s
 
     steps = ", ".join(f"{s:,}" for s in w.get("steps") or []) or "?"
     # Documents written before rows had a series hold one series and a top-level crossover.
@@ -122,7 +123,7 @@ def render(w: dict[str, Any]) -> list:
     for r in w["rows"]:
         tab.rows.append([r.get("series", "")] * named +
                         [f"{r['width']:,}", fmt_s(r.get("cpu_step_s")), fmt_s(r.get("cuda_step_s")),
-                         _ratio(r.get("cuda_speedup")), figures.fmt_percent(r.get("cpu_percent_of_peak")),
+                         fmt_ratio(r.get("cuda_speedup")), figures.fmt_percent(r.get("cpu_percent_of_peak")),
                          figures.fmt_percent(r.get("cuda_percent_of_peak"))])
     crossings = [f"crossover{f' ({s})' if named else ''}: "
                  + _crossover_line(crossovers.get(s) or {}, any(r.get("cuda_step_s") for r in _rows(w, s)))
@@ -136,7 +137,7 @@ def render(w: dict[str, Any]) -> list:
 
 
 def plot(w: dict[str, Any], out_dir: Path) -> list[Path]:
-    from bpbench import plots
+    from bpbench.report import plots
     plt = plots.pyplot()
 
     fig, ax = plt.subplots(figsize=(6.5, 5.2))
@@ -177,7 +178,7 @@ def _plot_peak(ax, w: dict[str, Any], series: list[str | None]):
     """The width plot's second axis: achieved % of the measured peak per H, device and series
     (triangles: the seed's reference points are crosses), which explains the crossover: the
     GPU's share of its peak climbs with H. Returns the axis (None: no % of peak was measured)."""
-    from bpbench import plots
+    from bpbench.report import plots
     ax2 = None
     named = len(series) > 1
     for i, name in enumerate(series):

@@ -53,6 +53,7 @@ class VariantInfo:
     device: str | None = None           # the only device it runs on (None: any)
     options: dict[str, C.Key] = field(default_factory=dict)
     distributed: bool = False           # N ranks on torch.distributed (see bpbench.distributed)
+    shorthand: bool = False             # `bpbench run EXP --NAME` means --variant NAME
 
     def load(self) -> Any:
         """Import the variant's module (and torch with it)."""
@@ -62,11 +63,11 @@ class VariantInfo:
 REGISTRY: dict[str, VariantInfo] = {
     v.name: v for v in [
         VariantInfo("manual", "hand-written backward (bpbench.layers), then p -= lr * grad",
-                    needs="manual"),
+                    needs="manual", shorthand=True),
         VariantInfo("autograd", "the torch module, loss.backward(), torch.optim", needs="module",
-                    options=OPTIM_KEYS),
+                    options=OPTIM_KEYS, shorthand=True),
         VariantInfo("nn", "the model built from nn layers alone (nn.Linear), autograd, torch.optim",
-                    needs="nn_module", options=OPTIM_KEYS),
+                    needs="nn_module", options=OPTIM_KEYS, shorthand=True),
         VariantInfo("compiled", "the autograd step under torch.compile (forward, backward and "
                                 "optimizer step in one compiled function)",
                     needs="module", reference="autograd", options={**OPTIM_KEYS, "compile_mode": C.Key(
@@ -83,6 +84,20 @@ REGISTRY: dict[str, VariantInfo] = {
                     needs="manual", reference="manual", distributed=True, options=DIST_KEYS),
     ]
 }
+
+
+# The variant whose backward is written by hand: what `gradcheck` checks against autograd.
+HAND_WRITTEN = "manual"
+
+
+def speed_baseline(available: tuple[str, ...] | list[str]) -> str | None:
+    """The variant an experiment's others are timed against ("vs manual"): the first reference
+    variant (one that reproduces no other) the experiment offers, in registry order."""
+    return next((v for v in REGISTRY if v in available and REGISTRY[v].reference is None), None)
+
+
+def shorthands() -> list[str]:
+    return [v.name for v in REGISTRY.values() if v.shorthand]
 
 
 def get(name: str) -> VariantInfo:

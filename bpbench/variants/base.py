@@ -29,7 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from bpbench.errors import BadInput
-from bpbench.phases import phase
+from bpbench.variants.phases import phase
 
 
 def make_optimizer(spec: tuple[str, dict[str, Any]], parameters: Iterable[Tensor], cfg: dict[str, Any],

@@ -11,8 +11,8 @@ from __future__ import annotations
 from torch import Tensor
 
 from bpbench.errors import BadInput
-from bpbench.phases import phase
 from bpbench.variants import REGISTRY
+from bpbench.variants.phases import phase
 
 
 def sgd_update(params: dict[str, Tensor], grads: dict[str, Tensor], lr: float) -> None:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from bpbench.errors import BadInput
-from bpbench.phases import PHASES, Recorder
+from bpbench.variants.phases import PHASES, Recorder
 
 TOP = 12
 
@@ -32,10 +32,9 @@ def profile_steps(learner, x, y, device, steps: int = 5, trace_file: Path | None
     schedule); the learner is left as it was. Writes the trace to `trace_file` (atomically) when given."""
     # Kineto's start/stop notes on stderr are noise here (a user's own setting wins).
     os.environ.setdefault("KINETO_LOG_LEVEL", "6")
-    import torch
     from torch.profiler import ProfilerActivity, profile, schedule
 
-    from bpbench.harness.timer import synchronize
+    from bpbench.measure.timer import synchronize
     from bpbench.variants.base import rewound
 
     on_cuda = getattr(device, "type", str(device)) == "cuda"
@@ -105,7 +104,7 @@ def export_trace(prof, path: Path) -> Path:
 
 def check_trace_target(path: Path) -> None:
     """Bad input, before any training, when the trace cannot be written where asked."""
-    from bpbench import results
+    from bpbench.results import files as results
     if path.is_symlink() or (path.exists() and not path.is_file()):
         raise BadInput(f"--trace-file {path} exists and is not a regular file; not replacing it")
     results.ensure_writable_dir(path.parent, "--trace-file")

@@ -1,6 +1,6 @@
-"""One run, end to end: config -> experiment's Task -> variant's learner -> harness -> result.
-
-This is the glue between the registry, the harness and the results; the CLI and `compare` call it.
+"""One run in this process, end to end: config -> experiment's Task -> variant's learner -> harness
+-> result. The glue between the registries, the harness and the results; bpbench.api calls it (and
+measure.distributed, in each rank). It reaches experiments and variants through their registries only.
 """
 
 from __future__ import annotations
@@ -8,13 +8,14 @@ from __future__ import annotations
 import math
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from bpbench import config as C
 from bpbench import experiments, variants
 from bpbench.errors import BadInput
-from bpbench.schema import Final, Memory, RunResult, Timing
+from bpbench.results.schema import Final, Memory, RunResult, Timing
+from bpbench.results.timing import StepTimes
 
 
 def resolve(name: str, config_file: str | None, flags: dict[str, Any]):
@@ -63,7 +64,7 @@ def check_memory(info, cfg: dict[str, Any], device) -> None:
     it compares with the total memory, not with what happens to be free."""
     import psutil
 
-    from bpbench.harness.loop import record_bytes
+    from bpbench.measure.loop import record_bytes
 
     fp = info.footprint(cfg)
     steps = cfg.get("updates") or cfg["epochs"] * fp.steps_per_epoch
@@ -145,25 +146,49 @@ def build_session(info, cfg: dict[str, Any], device):
     return task, learner, session
 
 
-def execute(info, cfg: dict[str, Any], *, profile_lines: bool = False, profile_ops: bool = False,
-            trace_file=None, on_log: Callable[[str], None] | None = None,
-            on_epoch: Callable[[int, int, dict | None], None] | None = None) -> dict[str, Any] | None:
-    """Train once and return the result (status "ok" or "diverged").
+@dataclass
+class _Run:
+    """What one run gathers, stage by stage, until it becomes a RunResult."""
+    info: Any
+    cfg: dict[str, Any]
+    t_start: float
+    rss_start: float
+    device: Any = None
+    device_init_s: float = 0.0
+    task: Any = None
+    learner: Any = None
+    session: Any = None
+    setup_s: float = 0.0
+    first_step_s: float | None = None
+    setup_rss_peak: float = 0.0
+    rss_setup: float = 0.0
+    loop: Any = None            # the harness's LoopResult
+    rss: Any = None             # the training phase's peak RSS
+    lines: Any = None           # --profile-lines
+    metrics: dict = field(default_factory=dict)
+    extra: dict = field(default_factory=dict)
+    eval_s: float = 0.0
+    details: dict = field(default_factory=dict)
+    cuda_peaks: tuple = (None, None)
+    profile: dict | None = None
+    flops: dict | None = None
+    peak: dict | None = None
+    analysis_s: float = 0.0
 
-    A distributed variant (ddp, allreduce) trains with N ranks (bpbench.distributed): rank 0's
-    merged result comes back here; under torchrun, ranks other than 0 return None.
-    """
-    if variants.get(cfg["variant"]).distributed:
-        from bpbench import distributed
-        return distributed.execute(info, cfg, profile_lines=profile_lines, on_log=on_log)
-    return execute_in_process(info, cfg, profile_lines=profile_lines, profile_ops=profile_ops,
-                              trace_file=trace_file, on_log=on_log, on_epoch=on_epoch)
+    def sync(self) -> None:
+        from bpbench.measure.timer import synchronize
+        synchronize(self.device)
+
+    @property
+    def stopped(self) -> bool:
+        """Diverged or interrupted: nothing more to evaluate, count or profile."""
+        return self.loop.diverged_at is not None or self.loop.interrupted_at is not None
 
 
 def execute_in_process(info, cfg: dict[str, Any], *, profile_lines: bool = False, profile_ops: bool = False,
                        trace_file=None, on_log: Callable[[str], None] | None = None,
                        on_epoch: Callable[[int, int, dict | None], None] | None = None) -> dict[str, Any]:
-    """Train once under the harness and return the result (status "ok" or "diverged").
+    """Train once under the harness and return the result (status "ok", "diverged" or "interrupted").
 
     After training (never inside the timed loop): one step's FLOPs are counted, the machine's
     peak is looked up (or measured once and cached), and with `profile_ops` a few steps run
@@ -171,133 +196,157 @@ def execute_in_process(info, cfg: dict[str, Any], *, profile_lines: bool = False
     """
     import torch
 
-    from bpbench import envinfo, opprofile, peak
-    from bpbench.flops import count_step, throughput
-    from bpbench.harness import memory, stats
-    from bpbench.harness.loop import LoopConfig, run_loop
-    from bpbench.harness.timer import synchronize
-    from bpbench.variants.base import prime
+    from bpbench.measure import memory
 
-    t_start = time.perf_counter()
+    run = _Run(info, cfg, t_start=time.perf_counter(), rss_start=0.0)
     if cfg.get("threads"):   # before any torch work: set_num_threads is reliable once per process
         torch.set_num_threads(cfg["threads"])
-    rss_start = memory.rss_mib()
-    device = pick_device(cfg["device"])
-    check_memory(info, cfg, device)
-    exp = info.load()
-    variant_info = variants.get(cfg["variant"])
+    run.rss_start = memory.rss_mib()
+    run.device = pick_device(cfg["device"])
+    check_memory(info, cfg, run.device)
+    _init_device(run)
+    _set_up(run)
+    _train(run, profile_lines, on_log, on_epoch)
+    _analyse(run, profile_ops, trace_file)
+    return _result(run).to_dict()
 
-    # The CUDA context is a one-time process cost: pay it before the clock of any phase starts.
+
+def _init_device(run: _Run) -> None:
+    """The CUDA context is a one-time process cost: paid before the clock of any phase starts."""
+    import torch
+
+    from bpbench.measure import memory
     t0 = time.perf_counter()
-    if device.type == "cuda":
-        torch.zeros(1, device=device)
-        synchronize(device)
-        memory.cuda_reset_peaks(device)
-    device_init_s = time.perf_counter() - t0
+    if run.device.type == "cuda":
+        torch.zeros(1, device=run.device)
+        run.sync()
+        memory.cuda_reset_peaks(run.device)
+    run.device_init_s = time.perf_counter() - t0
 
+
+def _set_up(run: _Run) -> None:
+    """Data, model, learner; then priming: real steps on sample batches before the clock, rewound."""
+    from bpbench.measure import memory
+    from bpbench.variants.base import prime
     with memory.PeakRss() as setup_rss:
         t0 = time.perf_counter()
-        task, learner, session = build_session(info, cfg, device)
-        synchronize(device)
-        setup_s = time.perf_counter() - t0
-
-        # Priming: real steps on sample batches before the clock, then rewound in place.
-        sync = lambda: synchronize(device)   # noqa: E731
-        prepare = getattr(learner, "prepare", None)
+        run.task, run.learner, run.session = build_session(run.info, run.cfg, run.device)
+        run.sync()
+        run.setup_s = time.perf_counter() - t0
+        prepare = getattr(run.learner, "prepare", None)
         try:
-            first_step_s = prepare(session.sample_batches(), sync) if prepare else \
-                prime(learner, session.sample_batches()[:1], steps=1, sync=sync)
+            run.first_step_s = prepare(run.session.sample_batches(), run.sync) if prepare else \
+                prime(run.learner, run.session.sample_batches()[:1], steps=1, sync=run.sync)
         except RuntimeError as e:    # a diverging lr can break the model already here; rewound,
             if not _refuses_non_finite(e):   # the timed loop meets it again and reports it (exit 3)
                 raise
-            first_step_s = None
+    run.setup_rss_peak = setup_rss.peak
     # The baseline the model's own training memory is measured from: data, model, optimizer and
     # the primed step's buffers are in; imports and torch's one-time state too.
-    rss_setup = memory.rss_mib()
+    run.rss_setup = memory.rss_mib()
 
+
+def _finite(learner) -> bool:
+    import torch
+    return all(bool(torch.isfinite(p).all()) for p in learner.params().values())
+
+
+def _train(run: _Run, profile_lines: bool, on_log, on_epoch) -> None:
+    """The timed loop, then the final metrics (of a model that did not break)."""
+    from bpbench.measure import memory
+    from bpbench.measure.loop import LoopConfig, run_loop
+    cfg, learner, exp = run.cfg, run.learner, run.info.load()
     with memory.PeakRss() as rss:
-        lines = None
         if profile_lines:
-            lines = memory.LineProfile()
-            targets = getattr(learner, "line_profile_targets", lambda: [(learner, "step")])()
-            for obj, name in targets:
-                lines.attach(obj, name)
-
+            run.lines = memory.LineProfile()
+            for obj, name in getattr(learner, "line_profile_targets", lambda: [(learner, "step")])():
+                run.lines.attach(obj, name)
         loop_cfg = LoopConfig(epochs=cfg["epochs"], warmup_steps=cfg.get("warmup_steps", 0),
                               log_every=cfg.get("log_every", 0), eval_every=cfg.get("eval_every", 0),
                               eval_every_updates=cfg.get("eval_every_updates", 0),
                               max_updates=cfg.get("updates"))
-
-        def finite() -> bool:
-            return all(bool(torch.isfinite(p).all()) for p in learner.params().values())
-
-        res = run_loop(session, loop_cfg, device,
-                       on_log=(lambda entry, n: on_log(exp.log_line(entry, n))) if on_log else None,
-                       on_epoch=on_epoch, diverged_by=lambda e: _refuses_non_finite(e) or not finite())
-        if res.diverged_at is None and res.history and not finite():
+        res = run.loop = run_loop(run.session, loop_cfg, run.device,
+                                  on_log=(lambda entry, n: on_log(exp.log_line(entry, n))) if on_log else None,
+                                  on_epoch=on_epoch,
+                                  diverged_by=lambda e: _refuses_non_finite(e) or not _finite(learner))
+        if res.diverged_at is None and res.history and not _finite(learner):
             # The last update broke the model after its loss was read: still a divergence, and
             # evaluating it would only raise (nn.BCELoss refuses NaN input).
             res.diverged_at, res.diverged_loss, res.diverged_inside = res.history[-1]["epoch"], \
                 res.history[-1]["loss"], True
-
         t0 = time.perf_counter()
-        diverged = res.diverged_at is not None
-        stopped = diverged or res.interrupted_at is not None   # nothing more to evaluate or count
-        metrics = {} if stopped else task.metrics(learner)
-        extra = {} if stopped else task.extra(learner)
-        synchronize(device)
-        eval_s = res.eval_s + time.perf_counter() - t0
+        if not run.stopped:
+            run.metrics, run.extra = run.task.metrics(learner), run.task.extra(learner)
+        run.sync()
+        run.eval_s = res.eval_s + time.perf_counter() - t0
+    run.rss = rss
     # Read now, before the FLOP count and profile below run steps of their own (a compiled
     # variant's "compiled again after prepare" must describe the timed loop alone).
-    details = learner.details() if hasattr(learner, "details") else {}
-    cuda_alloc, cuda_reserved = memory.cuda_peaks_mib(device)
+    run.details = learner.details() if hasattr(learner, "details") else {}
+    run.cuda_peaks = memory.cuda_peaks_mib(run.device)
 
+
+def _analyse(run: _Run, profile_ops: bool, trace_file) -> None:
+    """After training: --profile-ops, one step's FLOPs and the machine's peak (each rewinds)."""
+    from bpbench.measure import peak
+    from bpbench.measure import profile as opprofile
+    from bpbench.measure.flops import count_step
     t0 = time.perf_counter()
-    x1, y1 = session.sample_batches()[0]
-    profile, flops, peak_info = None, None, None
-    if not stopped:   # a broken model has nothing to count or profile (and BCELoss refuses NaN)
-        profile = opprofile.profile_steps(learner, x1, y1, device, trace_file=trace_file) if profile_ops else None
-        if cfg.get("flops") is not False:
-            flops = count_step(learner, x1, y1, sync, cuda_memory=device.type == "cuda")
-            peak_info = peak.get(device, next(iter(learner.params().values())).dtype)
-    analysis_s = time.perf_counter() - t0
+    x1, y1 = run.session.sample_batches()[0]
+    if not run.stopped:   # a broken model has nothing to count or profile (and BCELoss refuses NaN)
+        if profile_ops:
+            run.profile = opprofile.profile_steps(run.learner, x1, y1, run.device, trace_file=trace_file)
+        if run.cfg.get("flops") is not False:
+            run.flops = count_step(run.learner, x1, y1, run.sync, cuda_memory=run.device.type == "cuda")
+            run.peak = peak.get(run.device, next(iter(run.learner.params().values())).dtype)
+    run.analysis_s = time.perf_counter() - t0
 
-    steady = res.steady_step_s
-    steady_total = sum(steady)
-    params = learner.params()
-    compiles = getattr(learner, "compiles", False)
+
+def _result(run: _Run) -> RunResult:
+    from bpbench.measure import env
+    from bpbench.measure.flops import throughput
+    res, cfg = run.loop, run.cfg
+    times = StepTimes.of(res.steady_step_s)
+    params = run.learner.params()
     result = RunResult(
-        experiment=info.name, variant=cfg["variant"], device=device.type, config=cfg, data=task.data,
-        reference_variant=variants.reference_of(variant_info.name, cfg)[0],
+        experiment=run.info.name, variant=cfg["variant"], device=run.device.type, config=cfg, data=run.task.data,
+        reference_variant=variants.reference_of(cfg["variant"], cfg)[0],
         final=Final(loss=res.history[-1]["loss"] if res.history else None, params=small_params(params),
-                    metrics=metrics, param_digest=param_digest(params)),
-        history=res.history,
-        evaluations=res.evaluations,
-        timing=Timing(
-            device_init_s=device_init_s, setup_s=setup_s,
-            compile_s=first_step_s if compiles else None, first_step_s=None if compiles else first_step_s,
-            warmup_s=res.warmup_s, train_s=res.train_s, eval_s=eval_s,
-            total_s=time.perf_counter() - t_start, steps=res.steps, warmup_steps=res.warmup_steps,
-            step_s_median=stats.median(steady), step_s_iqr=stats.iqr(steady),
-            samples_per_s=(res.steady_samples / steady_total) if steady_total > 0 else None,
-            step_s_all=list(steady), analysis_s=analysis_s),
-        memory=Memory(rss_start_mib=rss_start, rss_peak_mib=max(setup_rss.peak, rss.peak),
-                      rss_peak_source=rss.source,
-                      cuda_peak_allocated_mib=cuda_alloc, cuda_peak_reserved_mib=cuda_reserved,
-                      line_profile=lines.table() if lines else None,
-                      rss_setup_mib=rss_setup,
-                      rss_train_above_setup_mib=max(rss.peak - rss_setup, 0.0),
-                      cuda_phase_peak_mib=(flops or {}).pop("cuda_phase_peak_mib", None),
-                      cublas_workspace_mib=(flops or {}).pop("cublas_workspace_mib", None)),
-        env=envinfo.collect(device),
-        variant_details=details,
-        flops=flops,
-        throughput=throughput(flops["per_step"], stats.median(steady), peak_info) if flops else None,
-        profile=profile,
-        warnings=[w for w in [stats.spread_warning(steady)] if w],
-        extra=extra,
-    )
-    if diverged:
+                    metrics=run.metrics, param_digest=param_digest(params)),
+        history=res.history, evaluations=res.evaluations, timing=_timing(run, times), memory=_memory(run),
+        env=env.collect(run.device), variant_details=run.details, flops=run.flops,
+        throughput=throughput(run.flops["per_step"], times.median, run.peak) if run.flops else None,
+        profile=run.profile, warnings=[w for w in [times.warning()] if w], extra=run.extra)
+    _set_status(result, res)
+    return result
+
+
+def _timing(run: _Run, times: StepTimes) -> Timing:
+    res, compiles = run.loop, getattr(run.learner, "compiles", False)
+    steady_total = sum(res.steady_step_s)
+    return Timing(
+        device_init_s=run.device_init_s, setup_s=run.setup_s,
+        compile_s=run.first_step_s if compiles else None, first_step_s=None if compiles else run.first_step_s,
+        warmup_s=res.warmup_s, train_s=res.train_s, eval_s=run.eval_s,
+        total_s=time.perf_counter() - run.t_start, steps=res.steps, warmup_steps=res.warmup_steps,
+        step_s_median=times.median, step_s_iqr=times.iqr,
+        samples_per_s=(res.steady_samples / steady_total) if steady_total > 0 else None,
+        step_s_all=list(res.steady_step_s), analysis_s=run.analysis_s)
+
+
+def _memory(run: _Run) -> Memory:
+    flops = run.flops or {}
+    return Memory(rss_start_mib=run.rss_start, rss_peak_mib=max(run.setup_rss_peak, run.rss.peak),
+                  rss_peak_source=run.rss.source,
+                  cuda_peak_allocated_mib=run.cuda_peaks[0], cuda_peak_reserved_mib=run.cuda_peaks[1],
+                  line_profile=run.lines.table() if run.lines else None, rss_setup_mib=run.rss_setup,
+                  rss_train_above_setup_mib=max(run.rss.peak - run.rss_setup, 0.0),
+                  cuda_phase_peak_mib=flops.pop("cuda_phase_peak_mib", None),
+                  cublas_workspace_mib=flops.pop("cublas_workspace_mib", None))
+
+
+def _set_status(result: RunResult, res) -> None:
+    if res.diverged_at is not None:
         result.status = "diverged"
         what = "the model's values became NaN/inf" if res.diverged_inside else f"loss became {res.diverged_loss}"
         result.error = f"{what} at epoch {res.diverged_at}: the run diverged (try a smaller --lr)"
@@ -305,4 +354,3 @@ def execute_in_process(info, cfg: dict[str, Any], *, profile_lines: bool = False
         result.status = "interrupted"
         result.error = (f"interrupted in epoch {res.interrupted_at}: the {len(res.history)} finished "
                         f"epoch(s) are kept (the parameters as the interrupt left them)")
-    return result.to_dict()

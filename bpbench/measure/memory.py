@@ -9,7 +9,6 @@ since the process started. memory_profiler serves only --profile-lines' line tab
 
 from __future__ import annotations
 
-import contextlib
 import io
 import re
 import sys

@@ -11,7 +11,7 @@ import io
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from bpbench.errors import BadInput
 
@@ -46,6 +46,7 @@ def seconds_axis(axis) -> None:
     A log axis that spans about a decade or less labels minor ticks too: those get the unit as
     well (2 and 5 of each decade only, unless the view is narrow)."""
     import math
+
     from matplotlib.ticker import EngFormatter
 
     class MinorSeconds(EngFormatter):
@@ -122,7 +123,8 @@ def loss_plot(exp: str, cells: list[dict[str, Any]], out_dir: Path) -> Path:
 def _quartiles(c: dict[str, Any]) -> tuple[float, float, float]:
     """(Q1, median, Q3) of the cell's steady steps (from its summary where steps were not kept)."""
     import numpy as np
-    from bpbench.compare import step_samples
+
+    from bpbench.results.noise import step_samples
     samples = step_samples(c["runs"])
     if samples:
         q1, q2, q3 = np.percentile(np.concatenate(samples), [25, 50, 75])
@@ -153,19 +155,17 @@ def step_plot(exp: str, cells: list[dict[str, Any]], out_dir: Path) -> Path | No
     return save(fig, out_dir / f"steps_{exp}.png")
 
 
-def write_all(doc: dict[str, Any], out_dir: Path) -> list[Path]:
-    """Write every plot the comparison has data for; returns the files written."""
-    from bpbench import studies
-
+def write_all(doc: dict[str, Any], out_dir: Path, extra: list[Callable[[Path], list[Path]]] = ()) -> list[Path]:
+    """Write every plot the comparison has data for, and those `extra` draws (the studies'
+    sections, given by the caller: reports know no study); returns the files written."""
     written = []
     for exp, cells in _matrix(doc).items():
         written.append(loss_plot(exp, cells, out_dir))
         steps = step_plot(exp, cells, out_dir)
         if steps:
             written.append(steps)
-    for study in studies.REGISTRY.values():
-        if doc.get(study.section):
-            written += study.load().plot(doc[study.section], out_dir)
+    for draw in extra:
+        written += draw(out_dir)
     written += plot_thread_scaling(doc, out_dir)
     return written
 
@@ -173,7 +173,7 @@ def write_all(doc: dict[str, Any], out_dir: Path) -> list[Path]:
 def save(fig, path: Path) -> Path:
     """Atomically, through a temporary file of its own (parallel writers never share one), into
     a symlink's target; never over something that is not a regular file."""
-    from bpbench import results
+    from bpbench.results import files as results
     plt = pyplot()
     buf = io.BytesIO()
     fig.tight_layout()
@@ -197,7 +197,7 @@ def save(fig, path: Path) -> Path:
 
 def plot_thread_scaling(doc: dict[str, Any], out_dir: Path) -> list[Path]:
     """threads.png for `compare --threads`: step time against CPU threads, one line per cell."""
-    from bpbench.figures import thread_scaling
+    from bpbench.results.figures import thread_scaling
     series = {k: v for k, v in thread_scaling(doc["cells"]).items() if len(v) > 1}
     if not series:
         return []

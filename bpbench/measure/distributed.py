@@ -45,9 +45,9 @@ from torch.distributed.elastic.multiprocessing.errors import record
 
 from bpbench import experiments, variants
 from bpbench.errors import BadInput, RunFailed
-from bpbench.harness import stats
 from bpbench.processes import die_with_parent, set_process_name
-from bpbench.schema import Distributed
+from bpbench.results.schema import Distributed
+from bpbench.results.timing import StepTimes, median
 
 COLLECTIVE_TIMEOUT_S = 300   # a collective's wait for a silent peer; the launcher stops ranks far sooner
 PEER_GRACE_S = 2.0           # a rank whose collective broke waits this long before failing (see train_rank)
@@ -217,7 +217,7 @@ def rank_main(name: str, cfg: dict[str, Any], profile_lines: bool, on_log, threa
 
 def train_rank(name: str, cfg: dict[str, Any], profile_lines: bool, on_log, launcher: str) -> dict[str, Any] | None:
     """Join the process group, train this rank's shards, gather everything on rank 0."""
-    from bpbench import run
+    from bpbench.measure import run
 
     kwargs = {}
     if cfg["device"] == "cuda":   # one GPU per rank: run.pick_device then picks this one
@@ -258,16 +258,16 @@ def merge(result: dict[str, Any], ranks: list[dict[str, Any]], cfg: dict[str, An
     steady_samples = (t["samples_per_s"] or 0.0) * sum(t["step_s_all"])   # all shards together
     steps = [max(s) for s in zip(*(r["step_s_all"] for r in ranks))]
     total = sum(steps)
-    t.update(step_s_all=steps, step_s_median=stats.median(steps), step_s_iqr=stats.iqr(steps),
+    t.update(step_s_all=steps, step_s_median=StepTimes.of(steps).median, step_s_iqr=StepTimes.of(steps).iqr,
              samples_per_s=steady_samples / total if total > 0 else None,
              train_s=max(r["train_s"] for r in ranks))
     comm = [statistics.fmean(c) for c in zip(*(r["comm_s_all"] for r in ranks))]
-    comm_median = stats.median(comm)
+    comm_median = median(comm)
     n_train = result["data"]["n_train"]
     global_batch = n_train if cfg["batch_size"] == "full" else min(cfg["batch_size"], n_train)
     world = len(ranks)
     per_rank = [{**{k: v for k, v in r.items() if not k.endswith("_all")},
-                 "step_s_median": stats.median(r["step_s_all"]), "comm_s_median": stats.median(r["comm_s_all"])}
+                 "step_s_median": median(r["step_s_all"]), "comm_s_median": median(r["comm_s_all"])}
                 for r in ranks]
     result["distributed"] = dataclasses.asdict(Distributed(
         world_size=world, backend=cfg["backend"], global_batch=global_batch,

@@ -1,10 +1,17 @@
-"""Saved comparisons, kept like pytest-benchmark's saved runs: `compare --save NAME` stores the
-document with the commit, a timestamp and the machine under a runs directory; `--baseline NAME`
-or `--baseline last` picks one again (a path to a results.json works as well)."""
+"""Saved results, read back and kept, like pytest-benchmark's storage.
+
+`load` reads any results file people keep, edit and copy between machines (results.json of
+`compare`, a saved run, one `run --output` result), checked against the schema before anything
+uses it, so a damaged file ends in one line naming the first bad field (exit 2) instead of a
+traceback deep in the rendering; every derived figure is then computed again from the runs, never
+trusted from the file. `compare --save NAME` stores a document with the commit, a timestamp and
+the machine under a runs directory; `--baseline NAME` or `--baseline last` picks one again (a path
+to a results.json works as well)."""
 
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import platform
 import re
 import subprocess
@@ -12,11 +19,50 @@ from pathlib import Path
 from typing import Any
 
 import bpbench
-from bpbench import results
 from bpbench.errors import BadInput
+from bpbench.results import files as results
+from bpbench.results import schema
+from bpbench.results.summary import summarize
 
 DEFAULT_DIR = Path(".bpbench") / "runs"
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
+def as_comparison(run: dict[str, Any]) -> dict[str, Any]:
+    """A single `run --output` result as a one-cell comparison, so report/baselines treat both alike."""
+    key = f"matrix:{run['experiment']}/{run['variant']}/{run['device']}"
+    return {"schema": schema.SCHEMA_VERSION, "kind": "comparison", "preset": "single run",
+            "created": None, "notes": [], "planned": [key], "interrupted": False,
+            "cells": [{"key": key, "study": "matrix", "experiment": run["experiment"],
+                       "variant": run["variant"], "device": run["device"], "label": "", "overrides": {},
+                       "status": run["status"], "error": run.get("error"), "runs": [run]}]}
+
+
+def load(path: Path) -> dict[str, Any]:
+    """A comparison from `path`, checked, its summaries computed again from its runs; raises BadInput."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise BadInput(f"comparison file not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise BadInput(f"cannot read {path}: {getattr(e, 'strerror', None) or e}") from None
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise BadInput(f"{path} is not valid JSON: {e}") from None
+    if not isinstance(doc, dict) or ("kind" not in doc and "experiment" not in doc):
+        raise BadInput(f"{path} is not a bpbench comparison (results.json from `bpbench compare`) "
+                       "or run result (`bpbench run --output`)")
+    if doc.get("schema") != schema.SCHEMA_VERSION:
+        raise BadInput(f"{path} has schema {doc.get('schema')!r}; this bpbench reads schema {schema.SCHEMA_VERSION}")
+    if doc.get("kind") is None:
+        schema.check(text, schema.RunResult, str(path), "run result")
+        doc = as_comparison(doc)
+    else:
+        schema.check(text, schema.Comparison, str(path), "comparison")
+    for c in doc["cells"]:
+        c["summary"] = summarize(c["runs"])
+    return doc
 
 
 def check_name(name: str) -> str:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from bpbench.errors import BadInput
-from bpbench.schema import REQUIRED, SCHEMA_VERSION  # noqa: F401  (re-exported for readers)
+from bpbench.results.schema import REQUIRED, SCHEMA_VERSION  # noqa: F401  (re-exported for readers)
 
 
 def missing_keys(result: dict[str, Any]) -> list[str]:

@@ -1,26 +1,64 @@
-"""The result of one run, schema 1: defined once, here. A contract: extend, never rename.
+"""The results, schema 1: defined once, here. A contract: extend, never rename.
 
-`run.execute` fills a `RunResult`; `to_dict()` gives the JSON object that `run --json`,
-`--output` and every compare cell hold. Fields without a default are required of every result
-(`REQUIRED`, which `report` and `--baseline` check); fields with one were added later, so older
-files still load. Torch-free: readers of results never import training code.
+A run fills a `RunResult`; `to_dict()` gives the JSON object that `run --json`, `--output` and
+every compare cell hold. A comparison document (`Comparison`) holds its cells (`CellRecord`), each
+with its runs. Fields without a default are required of every file; fields with one were added
+later, so older files still load. The same classes check what `report` and `--baseline` read
+(`check`: pydantic, strict, over these very dataclasses and typed dicts; no second copy).
+Torch-free: readers of results never import training code.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, Optional, Union
+
+from typing_extensions import (  # pydantic reads TypedDicts from here on 3.11
+    NotRequired,
+    TypedDict,
+)
+
+from bpbench.errors import BadInput
 
 SCHEMA_VERSION = 1
+
+
+Num = Optional[float]      # null: not measured (JSON has no NaN; see files.finite_or_null)
+
+
+class ParamDigest(TypedDict):
+    norm: Num
+    sum: Num
+    head: list[Num]                       # the first values, flattened
+
+
+class HistoryEntry(TypedDict):
+    epoch: int
+    loss: Num
+    updates: int
+    time_s: NotRequired[Num]
+    batch_losses: NotRequired[Optional[list[Num]]]
+
+
+class Evaluation(TypedDict):
+    updates: int
+    time_s: Num
+
+
+class DataInfo(TypedDict):
+    name: str
+    n_train: int
+    n_test: int
 
 
 @dataclass
 class Final:
     loss: float | None                    # the last epoch's training loss, as the sources print it
     params: dict[str, Any] | None         # models under 100 parameters: name -> float / nested lists
-    metrics: dict[str, Any]               # the experiment's final metrics (mse, accuracy, ...)
-    param_digest: dict[str, dict] | None = None   # name -> {norm, sum, head}: for the parity guard
+    metrics: Optional[dict[str, Union[Num, str, bool]]]   # the experiment's final metrics (mse, accuracy, ...)
+    param_digest: dict[str, ParamDigest] | None = None   # for the parity guard
 
 
 @dataclass
@@ -97,18 +135,18 @@ class RunResult:
     variant: str
     device: str                           # "cpu" | "cuda"
     config: dict[str, Any]                # every resolved config value
-    data: dict[str, Any]                  # name, n_train, n_test, description, ...
+    data: DataInfo                        # name, n_train, n_test, description, ...
     final: Final
-    history: list[dict[str, Any]]         # {epoch, loss, updates, ...metrics at evaluation points}
+    history: list[HistoryEntry]           # ...and the metrics at evaluation points
     timing: Timing
     memory: Memory
     env: dict[str, Any]                   # Env's fields and more (see envinfo.collect)
     schema: int = SCHEMA_VERSION
-    status: str = "ok"                    # "ok" | "diverged" | "interrupted" (Ctrl-C, SIGTERM)
+    status: Literal["ok", "diverged", "interrupted"] = "ok"   # interrupted: Ctrl-C, SIGTERM
     error: str | None = None              # what happened, when status is not ok
     reference_variant: str | None = None  # the variant this one's arithmetic must match
     variant_details: dict[str, Any] = field(default_factory=dict)   # e.g. compiled: graph breaks
-    evaluations: list[dict[str, Any]] = field(default_factory=list)  # the grid of --eval-every-updates
+    evaluations: list[Evaluation] = field(default_factory=list)  # the grid of --eval-every-updates
     # {forward, backward, update, per_step, counted_ops, samples, unattributed, note}: one step's
     # matrix-product FLOPs (bpbench.flops)
     flops: dict[str, Any] | None = None
@@ -125,6 +163,72 @@ class RunResult:
         for name in ("final", "timing", "memory"):
             out[name] = dataclasses.asdict(out[name])
         return {**out, **self.extra}
+
+
+class Summary(TypedDict, total=False):
+    """A cell's figures (results.summary): recomputed from its runs whenever a file is read."""
+    step_s_median: Num
+    step_s_iqr: Num
+    noise: Num
+
+
+@dataclass
+class CellRecord:
+    """One cell of a comparison: what ran (results.cells.Cell) and its runs."""
+    key: str
+    study: str
+    experiment: str
+    variant: str
+    device: str
+    label: str
+    overrides: dict[str, Any]
+    status: Literal["ok", "diverged", "failed", "unavailable", "mismatch"]
+    error: Optional[str]
+    runs: list[RunResult]
+    summary: Summary = field(default_factory=dict)   # type: ignore[assignment]
+    reference_key: Optional[str] = None
+
+
+@dataclass
+class Comparison:
+    """A comparison document: results.json of `bpbench compare`."""
+    kind: Literal["comparison"]
+    preset: str
+    notes: list[str]
+    planned: list[str]
+    cells: list[CellRecord]
+    interrupted: bool = False
+    schema: int = SCHEMA_VERSION
+
+
+def _where(loc: tuple) -> str:
+    """('cells', 0, 'runs', 1, 'timing') -> cells[0].runs[1].timing"""
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def check(text: str, cls: type, name: str, what: str) -> None:
+    """Check the JSON `text` of file `name` against `cls` (RunResult or Comparison), strictly: a
+    string is not a number, null is not an object. Raises BadInput naming the first bad field."""
+    from pydantic import (  # only commands that read files pay for it
+        TypeAdapter,
+        ValidationError,
+    )
+    try:
+        TypeAdapter(cls).validate_json(text, strict=True)
+    except ValidationError as e:
+        errs = e.errors()
+        first = errs[0]
+        more = f" (and {len(errs) - 1} more problem(s))" if len(errs) > 1 else ""
+        if first["type"] == "missing":
+            problem = f"missing {_where(first['loc'])}"
+        else:
+            msg = first["msg"].split(" or instance of")[0]   # JSON's names for them: Python's here
+            msg = msg.replace("a valid array", "a valid list").replace("be an object", "be a valid dictionary")
+            problem = f"{_where(first['loc'])}: {msg[0].lower() + msg[1:]}, got {json.dumps(first.get('input'))[:40]}"
+        raise BadInput(f"{name} is not a complete bpbench {what}: {problem}{more}") from None
 
 
 def _required(cls) -> tuple[str, ...]:

@@ -39,7 +39,7 @@ def key(device, dtype, threads: int) -> str:
     import torch
 
     import bpbench
-    from bpbench import envinfo
+    from bpbench.measure import env as envinfo
     if getattr(device, "type", str(device)) == "cuda":
         name = f"cuda:{torch.cuda.get_device_name(device)}"
         tf32 = f"tf32={torch.backends.cuda.matmul.allow_tf32}"
@@ -67,7 +67,7 @@ def lookup(k: str) -> dict[str, Any] | None:
 def store(k: str, entry: dict[str, Any]) -> Path | None:
     """Add `entry` to the cache atomically; None when the cache cannot be written (the figure is
     still used for this run: a read-only home must not stop a measurement)."""
-    from bpbench import results
+    from bpbench.results import files as results
     path = cache_path()
     if path.exists() and not path.is_file():
         return None

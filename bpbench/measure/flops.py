@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bpbench.phases import PHASES, Recorder
+from bpbench.variants.phases import PHASES, Recorder
 
 NOTE = ("matrix products only (FlopCounterMode: 2 per multiply-add); element-wise ops such as "
         "activations, losses, bias adds and the optimizer's update are not counted")

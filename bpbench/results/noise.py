@@ -36,6 +36,11 @@ FAST = 10             # the percentile that stands for "the fast end" of a distr
 Runs = Sequence[Sequence[float]]   # runs, each its steady step times in the order they ran
 
 
+def step_samples(runs: list[dict]) -> list[list[float]]:
+    """Every steady step time of each run (runs written before step_s_all existed have none)."""
+    return [r["timing"]["step_s_all"] for r in runs if r["timing"].get("step_s_all")]
+
+
 @dataclass(frozen=True)
 class Interval:
     value: float          # point estimate: new / old of the pooled statistic

@@ -1,0 +1,227 @@
+"""The public Python surface: `bpbench.run(...)` and `bpbench.compare(...)`, for notebooks and
+scripts. The command line is a thin layer over exactly these two.
+
+    import bpbench
+    r = bpbench.run("linreg", "manual", epochs=200)
+    r.final_loss, r.step_s            # figures
+    r                                 # renders as bpbench's table in Jupyter (and with rich.print)
+    c = bpbench.compare("linreg", variants=["manual", "autograd"], preset="quick")
+    c.plot("plots/")                  # the PNGs `compare --output-dir` writes
+
+Both return objects over the schema's dicts (bpbench.results.schema): `.to_dict()` is exactly what
+`run --json` / results.json hold. Torch is imported only when something trains.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from bpbench.errors import BadInput
+
+__all__ = ["Run", "Comparison", "ComparisonInterrupted", "run", "compare", "resolve", "plan", "execute",
+           "print_run", "run_view"]
+
+
+class ComparisonInterrupted(KeyboardInterrupt):
+    """Ctrl-C (or SIGTERM) stopped a comparison; `.comparison` holds the cells that finished."""
+
+    def __init__(self, comparison: "Comparison"):
+        super().__init__("interrupted")
+        self.comparison = comparison
+
+
+class _Rendered:
+    """Shows itself as bpbench's terminal table: in Jupyter (HTML), with rich.print, and as text."""
+
+    def _print(self, console) -> None:
+        raise NotImplementedError
+
+    def __rich_console__(self, console, options):
+        from rich.console import Console
+        capture = Console(width=options.max_width, record=True, file=io.StringIO(), force_terminal=False)
+        self._print(capture)
+        from rich.text import Text
+        yield Text.from_ansi(capture.export_text(styles=True))
+
+    def _repr_html_(self) -> str:
+        from rich.console import Console
+        console = Console(width=110, record=True, file=io.StringIO())
+        self._print(console)
+        return console.export_html(inline_styles=True, code_format="<pre style='font-size:12px'>{code}</pre>")
+
+    def __str__(self) -> str:
+        from rich.console import Console
+        console = Console(width=100, file=io.StringIO(), force_terminal=False, color_system=None)
+        self._print(console)
+        return console.file.getvalue()
+
+
+class Run(_Rendered):
+    """One run's result (schema: results.schema.RunResult), with its table and its plots."""
+
+    def __init__(self, result: dict[str, Any]):
+        self.result = result
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.result
+
+    def __getitem__(self, key: str) -> Any:
+        return self.result[key]
+
+    @property
+    def status(self) -> str:
+        return self.result["status"]
+
+    @property
+    def final_loss(self) -> float | None:
+        return self.result["final"]["loss"]
+
+    @property
+    def params(self) -> dict[str, Any] | None:
+        return self.result["final"]["params"]
+
+    @property
+    def step_s(self) -> float | None:
+        """The steady-state step time's median, in seconds."""
+        return self.result["timing"]["step_s_median"]
+
+    def _print(self, console) -> None:
+        print_run(self.result, console)
+
+    def plot(self, out_dir: str | Path) -> list[Path]:
+        """The loss curve (and step-time bars) as PNGs in `out_dir`; needs matplotlib."""
+        from bpbench.results.saved import as_comparison
+        return Comparison(as_comparison(self.result)).plot(out_dir)
+
+    def __repr__(self) -> str:
+        r = self.result
+        return (f"<bpbench.Run {r['experiment']}/{r['variant']}/{r['device']} {r['status']}: "
+                f"loss {self.final_loss}, step {self.step_s} s>")
+
+
+class Comparison(_Rendered):
+    """A comparison document (schema: results.schema.Comparison), derived, with tables and plots."""
+
+    def __init__(self, doc: dict[str, Any]):
+        self.doc = doc
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.doc
+
+    @property
+    def cells(self) -> list[dict[str, Any]]:
+        return self.doc["cells"]
+
+    def _print(self, console) -> None:
+        from bpbench.comparison import sections
+        from bpbench.report import print_comparison
+        print_comparison(self.doc, console, sections=sections.blocks(self.doc))
+
+    def markdown(self) -> str:
+        from bpbench.comparison import sections
+        from bpbench.report import comparison_blocks, markdown
+        return markdown(comparison_blocks(self.doc, sections=sections.blocks(self.doc)))
+
+    def plot(self, out_dir: str | Path) -> list[Path]:
+        """Every PNG the comparison has data for, written into `out_dir`; needs matplotlib."""
+        from bpbench.comparison import sections
+        from bpbench.report import plots
+        if not plots.available():
+            raise BadInput(plots.PLOT_HINT)
+        return plots.write_all(self.doc, Path(out_dir), sections.plots(self.doc))
+
+    def __repr__(self) -> str:
+        return f"<bpbench.Comparison preset {self.doc['preset']}: {len(self.cells)} cells>"
+
+
+def run_view(result: dict[str, Any]):
+    """What the run's experiment adds to the report of `result` (its rows, tables, metric names)."""
+    from bpbench import experiments
+    from bpbench.report.run import RunView
+    exp = experiments.get(result["experiment"]).load()
+    return RunView(rows=lambda metrics: exp.run_rows(result, metrics), tables=exp.run_tables(result),
+                   metric_names=exp.metric_names)
+
+
+def print_run(result: dict[str, Any], console=None) -> None:
+    """The run's table, with its experiment's own rows and tables."""
+    from bpbench import report
+    report.print_run(result, console, run_view(result))
+
+
+def execute(info, cfg: dict[str, Any], *, profile_lines: bool = False, profile_ops: bool = False,
+            trace_file=None, on_log: Callable[[str], None] | None = None,
+            on_epoch: Callable[[int, int, dict | None], None] | None = None) -> dict[str, Any] | None:
+    """Train once and return the result dict (status "ok", "diverged" or "interrupted").
+
+    A distributed variant (ddp, allreduce) trains with N ranks (measure.distributed): rank 0's
+    merged result comes back here; under torchrun, ranks other than 0 return None.
+    """
+    from bpbench import variants
+    if variants.get(cfg["variant"]).distributed:
+        from bpbench.measure import distributed
+        return distributed.execute(info, cfg, profile_lines=profile_lines, on_log=on_log)
+    from bpbench.measure.run import execute_in_process
+    return execute_in_process(info, cfg, profile_lines=profile_lines, profile_ops=profile_ops,
+                              trace_file=trace_file, on_log=on_log, on_epoch=on_epoch)
+
+
+def resolve(experiment: str, config: str | Path | None = None, **flags: Any):
+    """(experiment's registry entry, the validated config) of a run; raises BadInput, also for
+    --device cuda where CUDA is missing (before anything trains)."""
+    from bpbench.measure import run as runner
+    info, cfg = runner.resolve(experiment, str(config) if config else None, flags)
+    runner.pick_device(cfg["device"])
+    return info, cfg
+
+
+def run(experiment: str, variant: str | None = None, *, config: str | Path | None = None,
+        profile_lines: bool = False, profile_ops: bool = False, trace_file: str | Path | None = None,
+        on_log: Callable[[str], None] | None = None, on_epoch: Callable | None = None,
+        **settings: Any) -> Run | None:
+    """Train `experiment` once under the harness; `settings` are config keys (epochs=200, lr=0.01,
+    device="cuda", seed=1, ...), checked as `bpbench run`'s flags are. Raises BadInput on bad input."""
+    info, cfg = resolve(experiment, config, **settings, **({"variant": variant} if variant else {}))
+    result = execute(info, cfg, profile_lines=profile_lines, profile_ops=profile_ops or trace_file is not None,
+                     trace_file=Path(trace_file) if trace_file else None,
+                     on_log=on_log if cfg.get("log_every") else None, on_epoch=on_epoch)
+    return None if result is None else Run(result)
+
+
+def plan(targets: Iterable[str] = (), *, devices: Iterable[str] = (), variants: Iterable[str] = (),
+         preset: str | None = None, study_options: dict[str, Any] | None = None,
+         overrides: dict[str, Any] | None = None, threads: list[int] | None = None):
+    """(preset name, cells, devices that cannot run here, notes): what `compare` would run."""
+    from bpbench import comparison as cmp
+    from bpbench.measure.run import cuda_available
+    targets = list(targets)
+    preset = preset or cmp.default_preset(targets)
+    devices_planned, unavailable, notes = cmp.resolve_devices(list(devices), cuda_available())
+    cells = cmp.plan(targets, devices_planned, list(variants), cmp.load_preset(preset),
+                     study_options or {}, overrides or {}, threads)
+    return preset, cells, unavailable, notes
+
+
+def compare(*targets: str, devices: Iterable[str] = (), variants: Iterable[str] = (), preset: str | None = None,
+            repeat: int = 1, output_dir: str | Path | None = None, baseline: dict[str, Any] | None = None,
+            threshold: float | None = None, overrides: dict[str, Any] | None = None,
+            threads: list[int] | None = None, on_cell=None, **study_options: Any) -> Comparison:
+    """Run the experiment matrix or a study (`compare("width", widths=[500, 200000])`), each cell in
+    a fresh process; returns the derived comparison. Ctrl-C raises KeyboardInterrupt after the
+    finished cells are kept (in `output_dir`, when given)."""
+    from bpbench import comparison as cmp
+    from bpbench.measure import env
+    from bpbench.results.noise import MIN_CHANGE
+    if repeat <= 0:
+        raise BadInput(f"repeat must be a positive integer, got {repeat}")
+    preset, cells, unavailable, notes = plan(targets, devices=devices, variants=variants, preset=preset,
+                                             study_options=study_options, overrides=overrides, threads=threads)
+    out = Path(output_dir) if output_dir is not None else None
+    comparison = cmp.Comparison(preset, cells, notes, out, baseline, env.collect(), threshold or MIN_CHANGE)
+    try:
+        cmp.execute(comparison, set(unavailable), repeat, on_cell)
+    except KeyboardInterrupt:
+        raise ComparisonInterrupted(Comparison(comparison.doc)) from None
+    return Comparison(comparison.doc)

@@ -1,0 +1,137 @@
+"""What a comparison derives from its finished cells: summaries, parity, ratios, baseline changes, the
+studies' sections. Idempotent: `report` derives again from a saved document.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from bpbench import experiments, studies
+from bpbench import variants as V
+from bpbench.results import figures, noise, parity
+from bpbench.results.cells import cell_key
+from bpbench.results.noise import step_samples
+from bpbench.results.summary import summarize
+
+CSV_COLUMNS = ["key", "study", "experiment", "variant", "device", "label", "status", "repeats",
+               "setup_s", "step_s_median", "step_s_iqr", "noise", "train_s", "samples_per_s", "rss_peak_mib",
+               "cuda_peak_allocated_mib", "final_loss", "accuracy", "steps", "speed_vs_manual",
+               "cuda_speedup", "compile_s", "break_even_steps", "baseline_change", "baseline_fast_change",
+               "baseline_significant", "baseline_regression", "error"] + figures.CSV_COLUMNS
+
+
+# Statuses that make `compare` exit non-zero (unless --keep-going).
+FAILED = ("failed", "diverged", "mismatch")
+
+
+def _config(cell: dict[str, Any]) -> str | None:
+    """The run's full resolved config, canonical: what a baseline cell must match."""
+    return json.dumps(cell["runs"][-1]["config"], sort_keys=True) if cell.get("runs") else None
+
+
+def _parity(c: dict[str, Any], by_key: dict[str, dict]) -> list[str]:
+    """Why this cell's runs do not match its reference variant's (empty: they match)."""
+    ref_variant = c["runs"][0]["reference_variant"]
+    ref = by_key.get(c.get("reference_key") or   # documents written before cells named it: same label
+                     cell_key(c["study"], c["experiment"], ref_variant, c["device"], c["label"]))
+    if ref is None or not ref.get("runs"):
+        return [f"not checkable: no {ref_variant} cell " + ("finished" if ref else "ran") + " to compare with"]
+    if ref["status"] not in ("ok", "mismatch"):
+        return [f"not checkable: the reference {ref_variant} cell {ref['status']}"]
+    return [r for run in c["runs"] for r in parity.check(run, ref["runs"][0])]
+
+
+def derive(cells: list[dict[str, Any]], baseline: dict[str, Any] | None = None,
+           threshold: float = noise.MIN_CHANGE) -> list[str]:
+    """Fill every cell's derived figures in place: parity status, speed vs the manual variant,
+    CUDA speedup, compile break-even, change vs a baseline. Returns notes about the baseline.
+    Idempotent: `report` runs it again on a saved document."""
+    by_key = {c["key"]: c for c in cells}
+    for c in cells:   # parity first: a mismatching cell gets no ratio below
+        if c["status"] in ("ok", "mismatch") and c.get("runs") and c["runs"][0].get("reference_variant"):
+            reasons = _parity(c, by_key)
+            c["status"], c["error"] = ("mismatch", "; ".join(dict.fromkeys(reasons))) if reasons else ("ok", None)
+            c.setdefault("summary", {})["parity_reference"] = c["runs"][0]["reference_variant"]
+    ok = {k: c for k, c in by_key.items() if c["status"] == "ok" and (c.get("summary") or {}).get("step_s_median")}
+    base_cells = [b for b in (baseline or {}).get("cells", []) if b.get("runs") and b["status"] == "ok"]
+    base = {(b["experiment"], b["variant"], b["device"], _config(b)): b for b in base_cells}
+    notes: list[str] = []
+    for c in cells:
+        s = c.setdefault("summary", {})
+        for k in [k for k in s if k.startswith("baseline_") or k in ("speed_vs_manual", "speed_baseline", "cuda_speedup", "break_even_steps")]:
+            del s[k]
+        step = s.get("step_s_median")
+        if c["key"] not in ok:
+            continue
+        base_variant = V.speed_baseline(experiments.REGISTRY[c["experiment"]].variants) \
+            if c["experiment"] in experiments.REGISTRY else None
+        ref = ok.get(cell_key(c["study"], c["experiment"], base_variant, c["device"], c["label"]))
+        s["speed_vs_manual"] = ref["summary"]["step_s_median"] / step if ref else None   # the key predates other baselines
+        s["speed_baseline"] = base_variant if ref else None
+        cpu = ok.get(cell_key(c["study"], c["experiment"], c["variant"], "cpu", c["label"]))
+        s["cuda_speedup"] = cpu["summary"]["step_s_median"] / step if c["device"] == "cuda" and cpu else None
+        if s.get("compile_s") is not None and s.get("parity_reference"):
+            ref = ok.get(cell_key(c["study"], c["experiment"], s["parity_reference"], c["device"], c["label"]))
+            gain = ref["summary"]["step_s_median"] - step if ref else None
+            s["break_even_steps"] = None if gain is None else ("never" if gain <= 0 else s["compile_s"] / gain)
+        if baseline is not None:
+            notes += _against_baseline(c, base, base_cells, threshold)
+    return notes
+
+
+def _against_baseline(c: dict[str, Any], base: dict, base_cells: list[dict], threshold: float) -> list[str]:
+    s = c["summary"]
+    b = base.get((c["experiment"], c["variant"], c["device"], _config(c)))
+    if b is None:
+        same = [x for x in base_cells if (x["experiment"], x["variant"], x["device"]) ==
+                (c["experiment"], c["variant"], c["device"])]
+        if not same:
+            return []
+        mine, theirs = c["runs"][-1]["config"], same[0]["runs"][-1]["config"]
+        diff = ", ".join(f"{k} {theirs.get(k)!r} there, {mine.get(k)!r} here" for k in sorted(set(mine) | set(theirs))
+                         if mine.get(k) != theirs.get(k))
+        return [f"{c['key']}: not compared with the baseline, whose config differs ({diff})"]
+    old = b["summary"].get("step_s_median") if b.get("summary") else None
+    old = old or summarize(b["runs"]).get("step_s_median")
+    r = noise.ratio(step_samples(c["runs"]), step_samples(b["runs"]))
+    s.update(baseline_key=b["key"], baseline_step_s=old)
+    if r is None:   # too few steps (or a baseline from before step times were kept): no verdict
+        s.update(baseline_change=s["step_s_median"] / old - 1 if old else None, baseline_ci=None,
+                 baseline_fast_change=None, baseline_significant=False, baseline_regression=False)
+        return [f"{c['key']}: too few recorded step times to tell a change from noise"]
+    s.update(baseline_change=r.change, baseline_ci=[r.median.low - 1, r.median.high - 1],
+             baseline_fast_change=r.fast.value - 1, baseline_significant=r.significant(threshold),
+             baseline_regression=r.slower_beyond(threshold))
+    return []
+
+
+def regressions(doc: dict[str, Any]) -> list[str]:
+    """One line per cell slower than its baseline beyond the threshold and the noise."""
+    out = []
+    for c in doc["cells"]:
+        s = c.get("summary") or {}
+        if s.get("baseline_regression"):
+            lo, hi = s["baseline_ci"]
+            out.append(f"{c['key']} is {s['baseline_change']:+.1%} slower than its baseline "
+                       f"(95% interval {lo:+.1%} to {hi:+.1%}; fast end {s['baseline_fast_change']:+.1%})")
+    return out
+
+
+def failures(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    return [c for c in doc["cells"] if c["status"] in FAILED]
+
+
+def refresh(doc: dict[str, Any], baseline: dict[str, Any] | None, threshold: float = noise.MIN_CHANGE) -> None:
+    """Every derived part of a comparison, from its cells: ratios, baseline changes, study sections."""
+    notes = derive(doc["cells"], baseline, threshold)
+    if baseline is not None:
+        doc["baseline"] = {"source": baseline.get("source"), "created": baseline.get("created"),
+                           "saved": baseline.get("saved"), "threshold": threshold, "notes": notes}
+    for study in studies.REGISTRY.values():
+        doc[study.section] = study.load().derive([c for c in doc["cells"] if c["study"] == study.name])
+
+
+def csv_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    return [{**{k: c.get(k) for k in ("key", "study", "experiment", "variant", "device", "label",
+                                      "status", "error")}, **c.get("summary", {})} for c in doc["cells"]]

@@ -1,0 +1,45 @@
+"""A comparison cell's figures from its runs: what every table, file and baseline reads.
+
+Pure and torch-free: `compare` fills it as each cell finishes, `report` computes it again from a
+saved file's runs (derived figures are never trusted from the file).
+"""
+
+from __future__ import annotations
+
+import statistics
+from typing import Any, Callable
+
+from bpbench.results import figures, noise
+from bpbench.results.noise import step_samples
+from bpbench.results.timing import StepTimes
+
+
+def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The cell's figures: step time from every steady step of every repeat, the rest medians
+    over repeats; `noise` is the relative half-width of the step median's 95 % interval."""
+    if not runs:
+        return {}
+
+    def med(get: Callable[[dict], Any]):
+        vals = [v for v in (get(r) for r in runs) if v is not None]
+        return statistics.median(vals) if vals else None
+
+    samples = step_samples(runs)
+    times = StepTimes(tuple(map(tuple, samples)))
+    metrics = runs[-1]["final"].get("metrics") or {}
+    return {
+        "repeats": len(runs),
+        "setup_s": med(lambda r: r["timing"]["setup_s"]),
+        "step_s_median": times.median if noise.usable(samples) else med(lambda r: r["timing"]["step_s_median"]),
+        "step_s_iqr": med(lambda r: r["timing"]["step_s_iqr"]),
+        "noise": noise.relative_noise(samples),
+        "train_s": med(lambda r: r["timing"]["train_s"]),
+        "samples_per_s": med(lambda r: r["timing"]["samples_per_s"]),
+        "rss_peak_mib": med(lambda r: r["memory"]["rss_peak_mib"]),
+        "cuda_peak_allocated_mib": med(lambda r: r["memory"]["cuda_peak_allocated_mib"]),
+        "compile_s": med(lambda r: r["timing"].get("compile_s")),
+        "final_loss": runs[-1]["final"]["loss"],
+        "accuracy": metrics.get("test_accuracy", metrics.get("accuracy")),
+        "steps": runs[-1]["timing"]["steps"],
+        **figures.cell_figures(runs),
+    }
