@@ -72,7 +72,7 @@ class GradCheckCase:
 class Experiment:
     info: ExperimentInfo
     # What a final metric is, where its bare name would mislead (the run table's row labels).
-    metric_names: dict[str, str] = {}
+    metric_names: dict[str, str] = {"train_loss": "loss after training"}
 
     def run_rows(self, result: dict[str, Any], metrics: dict[str, Any]) -> list[tuple[str, str]]:
         """Rows the run table shows instead of "final loss" (bce: before and after the step); pops

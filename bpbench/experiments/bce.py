@@ -117,7 +117,7 @@ def trace_step(hand_written: bool, params: dict[str, Tensor], x: Tensor, y: Tens
 
 class BCE(Experiment):
     info = REGISTRY["bce"]
-    metric_names = {"output": "output after training (first sample)", "train_loss": "loss after training"}
+    metric_names = {**Experiment.metric_names, "output": "output after training (first sample)"}
 
     def run_rows(self, result, metrics) -> list[tuple[str, str]]:
         """On seed 002's sample: the output before and after training, each beside its own loss

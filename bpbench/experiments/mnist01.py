@@ -200,10 +200,73 @@ class SourceFigures(SupervisedSession):
         return dict(self._figures)
 
 
+class Scorer:
+    """Loss, accuracy and confusion matrices of a learner on both splits (resident on the device)."""
+
+    def __init__(self, is_binary: bool, xtr: Tensor, ytr: Tensor, xte: Tensor, yte: Tensor):
+        self.is_binary, self.xtr, self.ytr, self.xte, self.yte = is_binary, xtr, ytr, xte, yte
+
+    def scores(self, learner, x: Tensor, y: Tensor) -> tuple[float, float, Tensor]:
+        with torch.no_grad():
+            out = learner.predict(x)
+            if self.is_binary:
+                p = out.view(-1)
+                loss = nn.functional.binary_cross_entropy(p, y.float())
+                pred = (p > 0.5).long()
+            else:
+                prob = out.softmax(1)
+                loss = nn.functional.nll_loss(prob.clamp_min(1e-30).log(), y)
+                pred = prob.argmax(1)
+            return float(loss), float((pred == y).float().mean()), pred
+
+    def evaluate(self, learner) -> dict[str, float]:
+        tr_loss, tr_acc, _ = self.scores(learner, self.xtr, self.ytr)
+        out = {"train_loss": tr_loss, "train_accuracy": tr_acc}
+        if len(self.xte):
+            te_loss, te_acc, _ = self.scores(learner, self.xte, self.yte)
+            out.update(test_loss=te_loss, test_accuracy=te_acc)
+        return out
+
+    def confusion(self, learner) -> dict:
+        k = 2 if self.is_binary else 10
+        out = {}
+        for split, (x, y) in (("train", (self.xtr, self.ytr)), ("test", (self.xte, self.yte))):
+            if len(x):
+                pred = self.scores(learner, x, y)[2]
+                out[split] = torch.bincount(y * k + pred, minlength=k * k).view(k, k).cpu().tolist()
+        return {"confusion": out}
+
+
+class SourceWay:
+    """The figures as the sources printed them, beside bpbench's own final metrics."""
+
+    def __init__(self, is_binary: bool, total: int, gd: bool):
+        self.is_binary, self.total, self.gd = is_binary, total, gd
+        self.sessions: list[SourceFigures] = []
+
+    def session(self, learner, batches, samples, evaluate) -> SourceFigures:
+        if self.is_binary:
+            # Seed 004 prints GD's accuracy from yhat of the loop's last forward pass, i.e. with
+            # the parameters before the final update; its mini-batch figure is net(X) after the loop.
+            s = SourceFigures(learner, batches, samples, evaluate, {self.total - 1} if self.gd else set(),
+                              ("train_accuracy",), in_history=False)
+        else:
+            # Seed 001 prints at `i % iter_per_epoch == 0`: after the first update of every epoch.
+            s = SourceFigures(learner, batches, samples, evaluate, set(range(1, self.total + 1, batches.steps_per_epoch)),
+                              ("train_accuracy", "test_accuracy"), in_history=True)
+        self.sessions.append(s)
+        return s
+
+    def metrics(self, final: dict[str, float]) -> dict[str, float]:
+        if self.is_binary and not self.gd:
+            return {**final, "source_train_accuracy": final["train_accuracy"], "source_updates": self.total}
+        return {**final, **self.sessions[-1].source_figures()}
+
+
 class MNIST01(Experiment):
     info = REGISTRY["mnist01"]
     # seed 004 printed the accuracy of `yhat` from its loop's last forward pass
-    metric_names = {"source_updates": "updates before the source's last forward pass",
+    metric_names = {**Experiment.metric_names, "source_updates": "updates before the source's last forward pass",
                     "source_train_accuracy": "train accuracy the source's way (that forward pass)"}
 
     def run_tables(self, result) -> list:
@@ -225,73 +288,20 @@ class MNIST01(Experiment):
         model = Model(module=module, loss_fn=nn.BCELoss() if is_binary else nn.CrossEntropyLoss(),
                       optimizer=("SGD", {"lr": cfg["lr"]}), params=linear_param_names,
                       manual=lambda: manual_net({k: v.clone() for k, v in initial.items()}, is_binary))
-        to_prob = (lambda p: p) if is_binary else (lambda z: z.softmax(1))
         # Resident: the data moves to the device once, here in setup.
-        xtr_d, ytr_d = xtr.to(device), targets(ytr, is_binary).to(device)
-        xte_d, yte_d = xte.to(device), yte.to(device)
-        ytr_labels = ytr.to(device)           # class labels for accuracy, moved once
+        scorer = Scorer(is_binary, xtr.to(device), ytr.to(device), xte.to(device), yte.to(device))
         order = dict(shuffle=cfg["shuffle"], replacement=cfg["replacement"])
         if cfg["loader"] == "resident":
-            batches = make_batches("resident", xtr_d, ytr_d, cfg["batch_size"], cfg["seed"], **order)
+            batches = make_batches("resident", scorer.xtr, targets(ytr, is_binary).to(device), cfg["batch_size"],
+                                   cfg["seed"], **order)
         else:   # seed 004's way: a DataLoader over host tensors, each batch moved to the device
             batches = make_batches("dataloader", xtr, targets(ytr, is_binary), cfg["batch_size"], cfg["seed"],
                                    device, **order)
-
-        def scores(learner, x: Tensor, y: Tensor) -> tuple[float, float, Tensor]:
-            with torch.no_grad():
-                prob = to_prob(learner.predict(x))
-                if is_binary:
-                    p = prob.view(-1)
-                    loss = nn.functional.binary_cross_entropy(p, y.float())
-                    pred = (p > 0.5).long()
-                else:
-                    loss = nn.functional.nll_loss(prob.clamp_min(1e-30).log(), y)
-                    pred = prob.argmax(1)
-                return float(loss), float((pred == y).float().mean()), pred
-
-        def evaluate(learner) -> dict[str, float]:
-            tr_loss, tr_acc, _ = scores(learner, xtr_d, ytr_labels)
-            out = {"train_loss": tr_loss, "train_accuracy": tr_acc}
-            if len(xte_d):
-                te_loss, te_acc, _ = scores(learner, xte_d, yte_d)
-                out.update(test_loss=te_loss, test_accuracy=te_acc)
-            return out
-
-        def confusion(learner) -> dict:
-            k = 2 if is_binary else 10
-            out = {}
-            for split, (x, y) in (("train", (xtr_d, ytr_labels)), ("test", (xte_d, yte_d))):
-                if len(x):
-                    pred = scores(learner, x, y)[2]
-                    out[split] = torch.bincount(y * k + pred, minlength=k * k).view(k, k).cpu().tolist()
-            return {"confusion": out}
-
-        total = cfg.get("updates") or cfg["epochs"] * batches.steps_per_epoch
-        gd = batches.steps_per_epoch == 1
-        sessions: list[SourceFigures] = []
-
-        def session(learner, batches, samples, evaluate) -> SourceFigures:
-            if is_binary:
-                # Seed 004 prints GD's accuracy from yhat of the loop's last forward pass, i.e. with
-                # the parameters before the final update; its mini-batch figure is net(X) after the loop.
-                s = SourceFigures(learner, batches, samples, evaluate, {total - 1} if gd else set(),
-                                  ("train_accuracy",), in_history=False)
-            else:
-                # Seed 001 prints at `i % iter_per_epoch == 0`: after the first update of every epoch.
-                spe = batches.steps_per_epoch
-                s = SourceFigures(learner, batches, samples, evaluate, set(range(1, total + 1, spe)),
-                                  ("train_accuracy", "test_accuracy"), in_history=True)
-            sessions.append(s)
-            return s
-
-        def metrics(learner) -> dict[str, float]:
-            out = evaluate(learner)
-            if is_binary and not gd:
-                return {**out, "source_train_accuracy": out["train_accuracy"], "source_updates": total}
-            return {**out, **sessions[-1].source_figures()}
-
-        return Task(model, batches, len(xtr), desc, evaluate=evaluate, metrics=metrics, extra=confusion,
-                    session=session)
+        figures = SourceWay(is_binary, cfg.get("updates") or cfg["epochs"] * batches.steps_per_epoch,
+                            batches.steps_per_epoch == 1)
+        return Task(model, batches, len(xtr), desc, evaluate=scorer.evaluate,
+                    metrics=lambda learner: figures.metrics(scorer.evaluate(learner)),
+                    extra=scorer.confusion, session=figures.session)
 
     def log_line(self, entry, epochs) -> str:
         if "source_test_accuracy" in entry:   # seed 001's own line, for the update it printed at
