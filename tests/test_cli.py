@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from bpbench import experiments
 from bpbench.results import files as results
 
 BAD_INPUT = [
@@ -103,7 +104,7 @@ def test_json_schema(cli):
     assert d["env"]["torch"] and d["env"]["threads"] >= 1
 
 
-@pytest.mark.parametrize("name", ["linreg", "bce", "mnist01", "width"])
+@pytest.mark.parametrize("name", list(experiments.REGISTRY))
 def test_every_experiment_fills_the_schema(cli, name):
     d = cli.json("run", name, "--epochs", "3")
     assert results.missing_keys(d) == [], name
@@ -180,7 +181,7 @@ def test_profile_lines_shows_memory_profiler_table(cli):
 def test_list_and_version(cli):
     r = cli("list", "--json")
     names = [e["name"] for e in json.loads(r.stdout)]
-    assert names == ["linreg", "bce", "mnist01", "width"]
+    assert names == list(experiments.REGISTRY)
     assert "seed 002" in cli("list").stdout
     assert cli("--version").stdout.strip().startswith("bpbench 0.")
 

@@ -17,10 +17,13 @@ def train(experiment, **flags):
 
 def test_list_shows_each_experiments_variants_from_the_registry(cli, monkeypatch):
     rows = {r["name"]: r for r in json.loads(cli("list", "--json").stdout)}
-    assert rows["linreg"]["variants"] == ["manual", "autograd", "nn", "compiled", "graphed", "ddp", "allreduce"]
-    assert rows["bce"]["variants"] == ["manual", "autograd", "compiled", "graphed", "ddp", "allreduce"]
-    assert rows["mnist01"]["variants"] == ["autograd", "manual", "compiled", "graphed", "ddp", "allreduce"]
-    assert rows["width"]["variants"] == ["autograd", "compiled", "graphed", "ddp"]
+    for name, info in experiments.REGISTRY.items():     # the default first, then registry order
+        offered = [v for v, vi in variants.REGISTRY.items() if vi.needs in info.offers]
+        assert rows[name]["variants"] == [info.default_variant, *[v for v in offered if v != info.default_variant]]
+    # What a model offers decides: width has no hand-written backward, linreg alone an nn twin.
+    assert {"manual", "allreduce"}.isdisjoint(rows["width"]["variants"])
+    assert "nn" in rows["linreg"]["variants"] and "nn" not in rows["bce"]["variants"]
+    assert rows["mnist01"]["variants"][:2] == ["autograd", "manual"]
     # A variant registered for what a model offers shows up with no other change.
     monkeypatch.setitem(variants.REGISTRY, "probe", variants.VariantInfo("probe", "a test variant", needs="manual"))
     rows = {r["name"]: r for r in json.loads(cli("list", "--json").stdout)}
