@@ -157,7 +157,7 @@ COMMON_KEYS: dict[str, Key] = {
     "lr": Key(positive_float, "Learning rate.", metavar="X"),
     "seed": Key(seed, "Seed for every random choice (default: the config's).", metavar="N"),
     "warmup_steps": Key(non_negative_int, "Updates timed apart as warm-up.", metavar="N"),
-    "data": Key(text, "Data set (per experiment; see README).", "Data", metavar="NAME"),
+    "data": Key(text, "Data set (per experiment; see docs/data.md).", "Data", metavar="NAME"),
     "log_every": Key(non_negative_int, "Print a progress line every N epochs.", "Output", metavar="N"),
     "eval_every": Key(non_negative_int, "Evaluate every N epochs (history).", "Output", metavar="N"),
     "eval_every_updates": Key(non_negative_int, "Evaluate every N updates (a grid in updates, the same "

@@ -17,11 +17,12 @@ def train(experiment, **flags):
 
 def test_list_shows_each_experiments_variants_from_the_registry(cli, monkeypatch):
     rows = {r["name"]: r for r in json.loads(cli("list", "--json").stdout)}
-    for name, info in experiments.REGISTRY.items():   # what each model offers decides its variants
-        offers = set(info.variants)
-        assert rows[name]["variants"] == list(info.variants)
-        assert all(variants.REGISTRY[v].needs in info.offers for v in offers)
-        assert all(v.name in offers for v in variants.REGISTRY.values() if v.needs in info.offers)
+    for name, info in experiments.REGISTRY.items():     # the default first, then registry order
+        offered = [v for v, vi in variants.REGISTRY.items() if vi.needs in info.offers]
+        assert rows[name]["variants"] == [info.default_variant, *[v for v in offered if v != info.default_variant]]
+    # What a model offers decides: linreg alone has an nn twin.
+    assert "nn" in rows["linreg"]["variants"] and "nn" not in rows["bce"]["variants"]
+    assert rows["mnist01"]["variants"][:2] == ["autograd", "manual"]
     # A variant registered for what a model offers shows up with no other change.
     monkeypatch.setitem(variants.REGISTRY, "probe", variants.VariantInfo("probe", "a test variant", needs="manual"))
     rows = {r["name"]: r for r in json.loads(cli("list", "--json").stdout)}

@@ -31,7 +31,7 @@ def _config_params() -> list[inspect.Parameter]:
     out = []
     for name, key in keys.items():
         if not isinstance(key, C.Key):     # a bare validator: still a flag, with generic help
-            key = C.Key(key, f"config key {name} (see README).")
+            key = C.Key(key, f"config key {name} (see docs/commands.md).")
         option = typer.Option(None, key.flag(name), help=key.help, rich_help_panel=key.panel,
                               metavar=None if key.boolean else key.metavar)
         out.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option,

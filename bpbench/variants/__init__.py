@@ -12,7 +12,7 @@ A `distributed` variant trains with N processes on torch.distributed (bpbench.di
 launches them with torchrun's launcher); each rank computes the gradient of its shard of every
 global batch and the ranks sum the shares.
 
-Adding a variant is one module here plus one entry below (see README, "Adding a variant").
+Adding a variant is one module here plus one entry below (see CONTRIBUTING.md, "A variant").
 """
 
 from __future__ import annotations
