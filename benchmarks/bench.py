@@ -12,11 +12,10 @@ rounds measure other work); whole-run ratios (2, 3) take the median over rounds.
     time per step (harness: train_s / steps, all bookkeeping included).
  2. CLI overhead: wall time of `bpbench run linreg --manual --no-flops` divided by seed 000's
     script without its profiler, both as fresh processes.                             goal <= 1.2
-    Also shown: the default run, whose analysis after training (the FLOP count, issue #12)
+    Also shown: the default run, whose analysis after training (the FLOP count)
     enters FlopCounterMode, and any TorchDispatchMode imports torch._dynamo (~1.2 s here).
  3. mnist01 batching on CPU: DataLoader epoch time / resident epoch time at batch 32.  info
     Also shown: the same ratio for producing an epoch of batches alone, without the model.
-    (The earlier goal of >= 5 is retired: the model step, not the batching, dominates an epoch.)
  4. mnist01 GD: the same three ratios against a bare loop of seed 004's own code on the same
     data.                                                                              goal <= 1.10
  5. (CUDA only) the width study: CUDA speedup over CPU at H = 500 and H = 200,000.

@@ -267,7 +267,8 @@ class MNIST01(Experiment):
     info = REGISTRY["mnist01"]
     # seed 004 printed the accuracy of `yhat` from its loop's last forward pass
     metric_names = {**Experiment.metric_names, "source_updates": "updates before the source's last forward pass",
-                    "source_train_accuracy": "train accuracy the source's way (that forward pass)"}
+                    "source_train_accuracy": "train accuracy the source's way (that forward pass)",
+                    "source_test_accuracy": "held-out accuracy the source's way"}
 
     def run_tables(self, result) -> list:
         """The confusion matrices: rows the true class, columns the predicted one."""

@@ -114,7 +114,7 @@ FIGURES: list[tuple[str, Callable[[dict[str, Any]], str], bool]] = [
 
 
 # What a narrow terminal leaves out first (wide extras are not shown there at all).
-# The work done (GFLOP/s, % of peak) is what #12 asked the table to explain, so it goes last.
+# The work done (GFLOP/s, % of peak) explains the step time, so it goes last.
 SPARE = ["IQR", "peak\nRSS", "acc.", "GFLOP/s\n(% peak)"]
 
 

@@ -11,7 +11,7 @@ A variant module defines `VARIANT`, an object with `info` (its VariantInfo) and
     details() -> dict      optional: what the variant wants recorded (e.g. graph breaks)
     eager_step(x, y)       optional: the eager step whose FLOPs equal step's (compiled, graphed)
 
-A step marks its parts with `bpbench.phases.phase("forward" | "backward" | "update")`: no-ops
+A step marks its parts with `bpbench.variants.phases.phase("forward" | "backward" | "update")`: no-ops
 in the timed loop, named ranges for the FLOP count and `--profile-ops`.
 
 `prime()` runs real steps before any timed step and then rewinds (`rewound()`) every parameter
