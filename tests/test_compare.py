@@ -141,7 +141,7 @@ def test_keep_going_exits_0_with_failed_cells(cli, tmp_path):
                                       (["compare", "--device", "tpu"], "unknown device"),
                                       (["compare", "width", "--widths", "10,-1"], "--widths"),
                                       (["compare", "bce", "--set", "init=zeros"], "init"),
-                                      # issue 13 #11: checked once, up front, as `run` checks them
+                                      # checked once, up front, as `run` checks them
                                       (["compare", "--set", "lr=-1"], "lr must be a positive finite number"),
                                       (["compare", "bce", "--set", "epochs=0"], "epochs must be a positive"),
                                       (["compare", "--set", "seed=many"], "seed must be an integer"),
@@ -149,7 +149,7 @@ def test_keep_going_exits_0_with_failed_cells(cli, tmp_path):
                                       (["compare", "--set", "device=cuda"], "use --device"),
                                       (["compare", "width", "--set", "width=10"], "use --widths"),
                                       (["compare", "gd-sgd", "--set", "batch_size=8"], "use --batch-sizes"),
-                                      # issue 13 #15: a flag that does not apply is bad input
+                                      # a flag that does not apply is bad input
                                       (["compare", "linreg", "--widths", "500"], "--widths applies only to the width study"),
                                       (["compare", "width", "--batch-sizes", "32"], "--batch-sizes applies only to the gd-sgd"),
                                       (["compare", "bce", "--steps", "5"], "--steps applies only"),
@@ -198,7 +198,7 @@ RUN = run_result("bce")
     ({**GOOD_DOC, "cells": {}}, "cells: input should be a valid list"),
     ({**GOOD_DOC, "kind": "zzz"}, "kind: input should be 'comparison'"),
     ([1, 2], "is not a bpbench comparison"),
-    # issue 13 #12: the right keys with the wrong types
+    # the right keys with the wrong types
     ({**GOOD_DOC, "notes": 5}, "notes: input should be a valid list, got 5"),
     ({**GOOD_DOC, "cells": [{**CELL, "runs": [], "summary": None}]}, "cells[0].summary: input should be a valid dictionary"),
     ({**GOOD_DOC, "cells": [{**CELL, "runs": [{**RUN, "timing": {**RUN["timing"], "step_s_median": "1e-4"}}]}]},
@@ -293,8 +293,8 @@ def test_without_matplotlib_says_how_to_get_plots(cli, tmp_path, monkeypatch):
 @pytest.mark.parametrize("sig", [signal.SIGTERM])
 def test_interrupt_keeps_finished_cells(tmp_path, sig):
     """SIGTERM (bpbench turns it into Ctrl-C's KeyboardInterrupt, tested with both signals on
-    `run` in test_hardening.py): exit 130, finished cells kept, `interrupted: true`, and the cell
-    that was running does not outlive compare (issue 13 #7)."""
+    `run` in test_bad_input_and_signals.py): exit 130, finished cells kept, `interrupted: true`, and the cell
+    that was running does not outlive compare."""
     import psutil
     out = tmp_path / "c"
     proc = subprocess.Popen([sys.executable, "-m", "bpbench", "compare", "linreg", "bce", "mnist01",

@@ -80,7 +80,7 @@ def test_graphed_matches_autograd(experiment, flags):
     assert fast["timing"]["compile_s"] > 0 and fast["variant_details"]["cuda_graphs"] >= 1
 
 
-# ---------------------------------------------------------------- issue 12 on the GPU
+# ---------------------------------------------------------------- FLOPs, peak and profiles on the GPU
 
 def test_cuda_flops_phase_peaks_and_env():
     r = train("mnist01", device="cuda", epochs=5)

@@ -1,4 +1,4 @@
-"""Data parallelism (issue 15): the ddp and allreduce variants on 2 gloo ranks, their launcher,
+"""Data parallelism: the ddp and allreduce variants on 2 gloo ranks, their launcher,
 failures, the torchrun form, and the scaling study.
 
 Ranks are forked from the process that launches them (pytest here, in-process CliRunner runs), so

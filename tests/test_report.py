@@ -296,7 +296,7 @@ def test_study_plots(tmp_path):
 
 
 def test_plot_writers_never_share_a_temporary_file(tmp_path, monkeypatch):
-    """Issue 13 #14: parallel `report --plot-dir` runs collided on one fixed temporary name."""
+    """Parallel `report --plot-dir` runs collided on one fixed temporary name."""
     plt = plots.pyplot()
     moves = []
     real = os.replace

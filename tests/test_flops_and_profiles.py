@@ -1,5 +1,5 @@
 """Explaining the numbers: FLOPs per phase, the measured peak, op profiles, memory above setup,
-and the measurement-validity fixes (issue 12)."""
+and what keeps the measurements valid."""
 
 import json
 import math

@@ -1,5 +1,5 @@
-"""Issue 13: bad inputs and faults. One validation layer (config.py), one file writer
-(results.py), one signal policy (cli.py), divergence at the harness/run level."""
+"""Bad inputs and faults: one validation layer (config.py), one file writer (results/files.py),
+one signal policy (cli/common.py), divergence at the harness/run level."""
 
 import io
 import json
