@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
+from bpbench.measure.records import BATCH_LOSSES_MAX, FOLD_EVERY, HistoryPlan, StepRecord
 from bpbench.measure.timer import step_timer, synchronize
 
 
@@ -26,18 +27,6 @@ class Trainable(Protocol):
     def begin_epoch(self, epoch: int) -> None: ...     # e.g. reshuffle mini-batches
     def step(self): ...                                # one update; returns the batch loss (0-d tensor)
     def evaluate(self) -> dict[str, float]: ...        # metrics of the current parameters
-
-
-# Host memory the loop keeps per epoch (a history entry, evaluation metrics aside) and per update
-# (its step time). Measured here on CPU: 348 bytes per gradient-descent epoch (one update each,
-# linreg, 10,000 vs 400,000 epochs) and 143 per extra mini-batch update (mnist01, batch 1).
-RECORD_BYTES_PER_EPOCH = 400
-RECORD_BYTES_PER_STEP = 200
-
-
-def record_bytes(epochs: int, steps: int) -> int:
-    """What run_loop's history and step times will hold for a run of `epochs` and `steps`."""
-    return RECORD_BYTES_PER_EPOCH * epochs + RECORD_BYTES_PER_STEP * steps
 
 
 @dataclass
@@ -59,7 +48,10 @@ class LoopResult:
     train_s: float = 0.0
     eval_s: float = 0.0
     steps: int = 0
-    steady_step_s: list[float] = field(default_factory=list)
+    steady_step_s: list[float] = field(default_factory=list)   # the kept sample (measure.records)
+    steady_stride: int = 1            # steady_step_s holds every steady_stride-th steady step
+    steady_steps: int = 0             # steady steps, all of them
+    steady_total_s: float = 0.0       # their seconds, all of them
     steady_samples: int = 0
     evaluations: list[dict] = field(default_factory=list)   # the eval_every_updates grid
     diverged_at: int | None = None
@@ -105,8 +97,11 @@ class _Loop:
         self.epochs = math.ceil(self.total_steps / t.steps_per_epoch)
         self.warm = self.out.warmup_steps = min(cfg.warmup_steps, max(self.total_steps - 1, 0))
         self.on_cpu = getattr(device, "type", str(device)) != "cuda"
-        self.timer = step_timer(device)
+        self.timer = step_timer(device, StepRecord(skip=self.warm))
         self.pending: list[tuple[dict, object]] = []    # history entries whose loss is still a tensor
+        self.keeps = HistoryPlan(self.epochs, cfg.log_every, cfg.eval_every).keeps
+        self.update_losses = self.total_steps <= BATCH_LOSSES_MAX   # each update's loss, where few
+        self.latest_only = False      # is history[-1] kept only for being the latest entry?
         self.steady_start = time.perf_counter() if self.warm == 0 else None
         self.paused = 0.0     # evaluation/logging time inside the steady state (excluded from train_s)
         self.step = 0
@@ -143,6 +138,8 @@ class _Loop:
                 return False
             raise
         self.pending.append(({"epoch": epoch, "loss": None, "updates": self.step}, epoch_loss))
+        if self.timer.times.pending() >= FOLD_EVERY:    # between steps: the record stays bounded
+            self.timer.times.fold()
         cfg = self.cfg
         log_now = cfg.log_every and (epoch % cfg.log_every == 0 or epoch == self.epochs)
         eval_now = log_now or (cfg.eval_every and (epoch % cfg.eval_every == 0 or epoch == self.epochs))
@@ -227,7 +224,7 @@ class _Loop:
             return False
         if self.flush() and entry is None:       # earlier epochs first: one may have diverged already
             entry = {"epoch": epoch, "loss": math.nan, "updates": self.step}
-            self.out.history.append(entry)
+            self.record(entry)
         out = self.out
         if out.diverged_at is None:
             out.diverged_at, out.diverged_loss, out.diverged_inside = epoch, entry["loss"], True
@@ -241,10 +238,11 @@ class _Loop:
         if len(pending) == 1:   # the CPU path: one epoch at a time, no stack needed
             entry, loss = pending.pop()
             if loss.dim():      # a mini-batch epoch: every update's loss, and their mean
-                entry["batch_losses"] = loss.tolist()
+                if self.update_losses:
+                    entry["batch_losses"] = loss.tolist()
                 loss = loss.mean()
             entry["loss"] = v = loss.item()
-            out.history.append(entry)
+            self.record(entry)
             if v - v != 0:       # NaN or inf, without a function call on the hot path
                 out.diverged_at, out.diverged_loss = entry["epoch"], v
                 return False
@@ -255,13 +253,21 @@ class _Loop:
         values = torch.stack([l if not l.dim() else l.mean() for _, l in items]).tolist()
         for (entry, l), v in zip(items, values):
             entry["loss"] = v
-            if l.dim():
+            if l.dim() and self.update_losses:
                 entry["batch_losses"] = l.tolist()
-            out.history.append(entry)
+            self.record(entry)
             if not math.isfinite(v):
                 out.diverged_at, out.diverged_loss = entry["epoch"], v
                 return False
         return True
+
+    def record(self, entry: dict) -> None:
+        """Append `entry` to the history, dropping the previous one unless the plan keeps it."""
+        history = self.out.history
+        if self.latest_only:
+            history.pop()
+        history.append(entry)
+        self.latest_only = not self.keeps(entry["epoch"])
 
     def finish(self) -> LoopResult:
         synchronize(self.device)
@@ -269,10 +275,11 @@ class _Loop:
         out = self.out
         out.steps = self.step
         out.train_s = (end - self.steady_start - self.paused) if self.steady_start is not None else 0.0
-        step_s = self.timer.seconds()
-        out.warmup_s = sum(step_s[:self.warm])
-        out.steady_step_s = step_s[self.warm:]
-        out.steady_samples = round(len(out.steady_step_s) * self.t.samples_per_epoch / self.t.steps_per_epoch)
+        times = self.timer.finish()
+        out.warmup_s = times.warmup_s
+        out.steady_step_s, out.steady_stride = times.sample(), times.stride
+        out.steady_steps, out.steady_total_s = times.count, times.total_s
+        out.steady_samples = round(times.count * self.t.samples_per_epoch / self.t.steps_per_epoch)
         return out
 
 

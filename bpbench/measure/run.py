@@ -60,17 +60,19 @@ def _refuses_non_finite(error: Exception) -> bool:
 def check_memory(info, cfg: dict[str, Any], device) -> None:
     """Refuse, before anything is allocated, a run whose estimated memory exceeds what its device
     has: the experiment's Footprint (data, model, optimizer state, activations) plus the
-    harness's records of every epoch and update. An estimate, so it errs only on the impossible:
-    it compares with the total memory, not with what happens to be free."""
+    harness's records (bounded: measure.records; the log and evaluation points asked for grow
+    with the run). An estimate, so it errs only on the impossible: it compares with the total
+    memory, not with what happens to be free."""
     import psutil
 
-    from bpbench.measure.loop import record_bytes
+    from bpbench.measure.records import record_bytes
 
     fp = info.footprint(cfg)
     steps = cfg.get("updates") or cfg["epochs"] * fp.steps_per_epoch
-    records = record_bytes(math.ceil(steps / fp.steps_per_epoch), steps)
+    records = record_bytes(math.ceil(steps / fp.steps_per_epoch), steps,
+                           cfg.get("log_every", 0), cfg.get("eval_every", 0), cfg.get("eval_every_updates", 0))
     ram = psutil.virtual_memory().total
-    parts = [("data, model and activations", fp.device_bytes), (f"history of {steps:,} updates", records)]
+    parts = [("data, model and activations", fp.device_bytes), (f"records of {steps:,} updates", records)]
     if device.type == "cuda":
         import torch
         _refuse_beyond(info.name, parts[:1], torch.cuda.get_device_properties(device).total_memory, "the GPU")

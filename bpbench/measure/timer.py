@@ -8,33 +8,45 @@ synchronisation happens in the loop except, when the ring wraps, a wait on the e
 `ring` blocks earlier (long finished in any realistic run). `split()` closes the open block: the
 loop calls it where the steps stop being consecutive (the end of warm-up, evaluation and loss
 read-back pauses), so a block never spans work that is not a training step.
+
+Both clocks write each step's seconds into a `StepRecord` (bpbench.measure.records), which holds
+them in memory that does not grow with the run; `seconds()` returns what it kept.
 """
 
 from __future__ import annotations
 
 import time
+from itertools import repeat
+
+from bpbench.measure.records import StepRecord
 
 
 class CpuStepTimer:
-    def __init__(self):
+    def __init__(self, times: StepRecord | None = None):
         self._t0 = 0.0
-        self._samples: list[float] = []
+        self.times = times if times is not None else StepRecord()
+        self._add = self.times.append
 
     def start(self) -> None:
         self._t0 = time.perf_counter()
 
     def stop(self) -> None:
-        self._samples.append(time.perf_counter() - self._t0)
+        self._add(time.perf_counter() - self._t0)
 
     def split(self) -> None:
         """Every CPU step is timed on its own: nothing to close."""
 
+    def finish(self) -> StepRecord:
+        """Every step so far, folded into the record."""
+        self.times.fold()
+        return self.times
+
     def seconds(self) -> list[float]:
-        return self._samples
+        return self.finish().sample()
 
 
 class CudaBlockTimer:
-    def __init__(self, device, block: int = 32, ring: int = 64, event=None):
+    def __init__(self, device, block: int = 32, ring: int = 64, event=None, times: StepRecord | None = None):
         if event is None:
             import torch
             event = lambda: torch.cuda.Event(enable_timing=True)   # noqa: E731
@@ -43,7 +55,7 @@ class CudaBlockTimer:
         self._events = [(event(), event()) for _ in range(ring)]   # allocated once, reused
         self._slot = 0             # the next pair to record into
         self._pending: dict[int, int] = {}   # slot -> steps in its block, not yet read back
-        self._blocks: list[tuple[float, int]] = []   # (seconds, steps), in order
+        self.times = times if times is not None else StepRecord()   # each step: its block's mean
         self._open = False
         self._n = 0
 
@@ -71,17 +83,25 @@ class CudaBlockTimer:
     def _read(self, slot: int) -> None:
         a, b = self._events[slot]
         b.synchronize()
-        self._blocks.append((a.elapsed_time(b) / 1000.0, self._pending.pop(slot)))
+        n = self._pending.pop(slot)
+        self.times.extend(repeat(a.elapsed_time(b) / 1000.0 / n, n))
 
-    def seconds(self) -> list[float]:
+    def finish(self) -> StepRecord:
+        """Every block read back (oldest first: blocks stay in step order) and folded."""
         self.split()
         for slot in sorted(self._pending, key=lambda s: (s - self._slot) % len(self._events)):
-            self._read(slot)   # oldest first: blocks stay in step order
-        return [t / n for t, n in self._blocks for _ in range(n)]
+            self._read(slot)
+        self.times.fold()
+        return self.times
+
+    def seconds(self) -> list[float]:
+        return self.finish().sample()
 
 
-def step_timer(device):
-    return CudaBlockTimer(device) if getattr(device, "type", str(device)) == "cuda" else CpuStepTimer()
+def step_timer(device, times: StepRecord | None = None):
+    if getattr(device, "type", str(device)) == "cuda":
+        return CudaBlockTimer(device, times=times)
+    return CpuStepTimer(times)
 
 
 def synchronize(device) -> None:
