@@ -5,6 +5,8 @@ bmm, convolutions, attention) at 2 FLOPs per multiply-add and nothing else: elem
 (activations, losses, bias adds, the optimizer's update) are not counted, so `update` is 0 for
 SGD and Adam. One representative step (the first full batch) runs under the counter after the
 timed loop, with phase marks on, and is rewound in place, so the trajectory stays the run's.
+`counted_step` reads the counts from the per-shape cache (measure.countcache) where a run of the
+same model counted them before: the counter's first use costs more than a small run.
 """
 
 from __future__ import annotations
@@ -50,6 +52,18 @@ def count_step(learner, x, y, sync=lambda: None, cuda_memory: bool = False) -> d
         out["cuda_phase_peak_mib"] = {p: rec.peak_bytes[p] / 2**20 for p in PHASES if p in rec.peak_bytes}
         out["cublas_workspace_mib"] = cublas_workspace_mib(x.device)
     return out
+
+
+def counted_step(experiment: str, cfg: dict[str, Any], learner, x, y, sync=lambda: None,
+                 cuda_memory: bool = False) -> dict[str, Any]:
+    """count_step's figures plus their `source`: the cache's, or counted now (and cached)."""
+    if cuda_memory:   # each phase's CUDA peak is measured with the count: every run measures it
+        return {**count_step(learner, x, y, sync, cuda_memory=True), "source": "counted now"}
+    from bpbench.measure import countcache
+    tensors = {"x": x, "y": y, **{f"param {name}": p for name, p in learner.params().items()}}
+    key = countcache.step_key("flops", experiment, cfg, x.device.type, tensors)
+    counts, source = countcache.cached(key, lambda: count_step(learner, x, y, sync))
+    return {**counts, "source": source}
 
 
 def cublas_workspace_mib(device) -> float | None:
