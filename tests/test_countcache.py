@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from bpbench import experiments, variants
-from bpbench import run as runner
-from bpbench.flops import count_step, counted_step
+from bpbench.measure import run as runner
+from bpbench.measure.flops import count_step, counted_step
 from bpbench.measure import countcache
 
 CPU = torch.device("cpu")

@@ -46,7 +46,7 @@ class Cache:
 
     def store(self, key: str, entry: dict[str, Any]) -> Path | None:
         """Add `entry` under `key`; None when the cache cannot be written."""
-        from bpbench import results
+        from bpbench.results import files as results
         path = self.path
         if path.exists() and not path.is_file():
             return None

@@ -10,28 +10,20 @@ runs measure it at most once; `bpbench peak --remeasure` measures again.
 from __future__ import annotations
 
 import datetime as _dt
-import json
-import os
 from pathlib import Path
 from typing import Any
 
 from bpbench.errors import BadInput
+from bpbench.measure.cache import Cache
 
 CACHE_FILE = "peak.json"
 CPU_SIZES = (256, 512, 1024)        # a 2-core CPU reaches its plateau by 1024; ~1-2 s in all
 CUDA_SIZES = (2048, 4096, 8192)
-
-
-def cache_dir() -> Path:
-    env = os.environ.get("BPBENCH_CACHE")
-    if env:
-        return Path(env)
-    import platformdirs
-    return Path(platformdirs.user_cache_dir("bpbench"))
+CACHE = Cache(CACHE_FILE, "bpbench-peak-cache")
 
 
 def cache_path() -> Path:
-    return cache_dir() / CACHE_FILE
+    return CACHE.path
 
 
 def key(device, dtype, threads: int) -> str:
@@ -49,35 +41,15 @@ def key(device, dtype, threads: int) -> str:
                      f"torch={torch.__version__}", f"bpbench={bpbench.__version__}"])
 
 
-def _read(path: Path) -> dict[str, Any]:
-    """The cache's entries; an unreadable or foreign file counts as empty (it is rewritten)."""
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return {}
-    entries = doc.get("entries") if isinstance(doc, dict) else None
-    return entries if isinstance(entries, dict) else {}
-
-
 def lookup(k: str) -> dict[str, Any] | None:
-    entry = _read(cache_path()).get(k)
-    return entry if isinstance(entry, dict) and isinstance(entry.get("gflops"), (int, float)) else None
+    entry = CACHE.lookup(k)
+    return entry if entry is not None and isinstance(entry.get("gflops"), (int, float)) else None
 
 
 def store(k: str, entry: dict[str, Any]) -> Path | None:
-    """Add `entry` to the cache atomically; None when the cache cannot be written (the figure is
-    still used for this run: a read-only home must not stop a measurement)."""
-    from bpbench.results import files as results
-    path = cache_path()
-    if path.exists() and not path.is_file():
-        return None
-    entries = _read(path)
-    entries[k] = entry
-    try:
-        results.write_json(path, {"kind": "bpbench-peak-cache", "entries": entries})
-    except OSError:
-        return None
-    return path
+    """Add `entry` to the cache; None when it cannot be written (the figure is still used for
+    this run: a read-only home must not stop a measurement)."""
+    return CACHE.store(k, entry)
 
 
 def measure(device, dtype, threads: int, sizes: tuple[int, ...] | None = None,
