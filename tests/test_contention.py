@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from bpbench.measure import contention
-from bpbench.measure.contention import Probe, judge, read_psi, read_threads
+from bpbench.measure.contention import Probe, read_psi, read_threads
+from bpbench.results import contention
+from bpbench.results.contention import judge
 
 PSI = "some avg10={a10} avg60=1.00 avg300=0.50 total={total}\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=0\n"
 
@@ -94,7 +95,8 @@ def test_judgement_falls_back_to_what_exists():
 
 INDUCED = """
 import json, os, subprocess, sys, time
-from bpbench.measure.contention import Probe, judge
+from bpbench.measure.contention import Probe
+from bpbench.results.contention import judge
 cpu = min(os.sched_getaffinity(0))
 os.sched_setaffinity(0, {cpu})
 spin = "import os, sys; os.sched_setaffinity(0, {%d}); print(1, flush=True)\\nwhile True: pass" % cpu

@@ -12,9 +12,9 @@ So each timed loop is bracketed by two readings of what the kernel counts anyway
 - the 1-minute load average against the CPUs this process may use.
 
 `Probe` takes the readings; `figures()` turns two of them into the raw figures a result keeps
-(`timing.contention`); the judgement of those figures is `judge`. Readers of /proc that fail (no
-such file, another OS) give None, never an error: the judgement then falls back to what exists.
-Torch-free.
+(`timing.contention`); the judgement of those figures is results.contention's. Readers of /proc
+that fail (no such file, another OS) give None, never an error: the judgement then falls back to
+what exists. Torch-free.
 """
 
 from __future__ import annotations
@@ -159,45 +159,3 @@ def figures(start: Reading, end: Reading, steps: int, threads: int, load: float 
         "threads": threads,
         "load_per_cpu": load / cpus if load is not None and cpus else None,
     }
-
-
-# ---------------------------------------------------------------- the judgement (torch-free)
-
-# A CPU-bound step whose threads waited a share w of the time they were runnable took about
-# 1 / (1 - w) of its own time: at w = 10 % about 11 % longer, the size of change compare calls a
-# change (noise.MIN_CHANGE). Waiting alone could then make the verdict, so the cell is not compared.
-WAIT_SHARE_LIMIT = 0.10
-# Without per-thread counts: the share of the loop's wall time during which some task of the
-# machine waited for a CPU (PSI some). It counts other tasks' waits too, so it can only err busy.
-PSI_SOME_LIMIT = 0.10
-# Without either (no Linux /proc): more runnable tasks than CPUs over the last minute, confirmed
-# by this process being preempted often now (a lone task is preempted a few times a second at
-# most; one sharing its CPU with a spinning rival, 65-95 times a second here).
-LOAD_PER_CPU_LIMIT = 1.25
-SWITCHES_PER_S_LIMIT = 20.0
-
-
-def judge(c: dict[str, Any] | None) -> str | None:
-    """Why the figures of `timing.contention` say the machine was busy; None when they do not
-    (or say nothing). The first signal present decides: run-queue wait, PSI, load average."""
-    if not c:
-        return None
-    share = c.get("wait_share")
-    if share is not None:
-        return (f"its threads waited for a CPU {share:.0%} of the time they were runnable "
-                f"(over {WAIT_SHARE_LIMIT:.0%})") if share > WAIT_SHARE_LIMIT else None
-    psi = c.get("psi_some_share")
-    if psi is not None:
-        return (f"tasks waited for a CPU during {psi:.0%} of the loop (CPU pressure; over "
-                f"{PSI_SOME_LIMIT:.0%})") if psi > PSI_SOME_LIMIT else None
-    load, rate = c.get("load_per_cpu"), c.get("involuntary_switches_per_s")
-    if load is not None and rate is not None and load > LOAD_PER_CPU_LIMIT and rate > SWITCHES_PER_S_LIMIT:
-        return (f"load average {load:.1f} per CPU (over {LOAD_PER_CPU_LIMIT}) and {rate:.0f} "
-                f"preemptions a second (over {SWITCHES_PER_S_LIMIT:.0f})")
-    return None
-
-
-def warning(reason: str) -> str:
-    """The one line `run` prints for a contended measurement."""
-    return (f"measured on a busy machine: {reason}; step times are inflated by the wait, not "
-            "comparable with other runs: rerun on a quieter machine")

@@ -46,6 +46,7 @@ from torch.distributed.elastic.multiprocessing.errors import record
 from bpbench import experiments, variants
 from bpbench.errors import BadInput, RunFailed
 from bpbench.processes import die_with_parent, set_process_name
+from bpbench.results import contention
 from bpbench.results.schema import Distributed
 from bpbench.results.timing import StepTimes, median
 
@@ -249,7 +250,8 @@ def rank_summary(result: dict[str, Any], rank: int) -> dict[str, Any]:
     return {"rank": rank, "host": socket.gethostname(), "pid": os.getpid(), "status": result["status"],
             "step_s_all": t["step_s_all"], "comm_s_all": comm, "setup_s": t["setup_s"],
             "first_step_s": t["first_step_s"], "train_s": t["train_s"],
-            "rss_peak_mib": result["memory"]["rss_peak_mib"], "threads": result["env"]["threads"]}
+            "rss_peak_mib": result["memory"]["rss_peak_mib"], "threads": result["env"]["threads"],
+            "contended": t.get("contended", False), "contention_reason": (t.get("contention") or {}).get("reason")}
 
 
 def merge(result: dict[str, Any], ranks: list[dict[str, Any]], cfg: dict[str, Any], launcher: str) -> dict[str, Any]:
@@ -261,6 +263,7 @@ def merge(result: dict[str, Any], ranks: list[dict[str, Any]], cfg: dict[str, An
     t.update(step_s_all=steps, step_s_median=StepTimes.of(steps).median, step_s_iqr=StepTimes.of(steps).iqr,
              samples_per_s=steady_samples / total if total > 0 else None,
              train_s=max(r["train_s"] for r in ranks))
+    _merge_contention(result, ranks)
     comm = [statistics.fmean(c) for c in zip(*(r["comm_s_all"] for r in ranks))]
     comm_median = median(comm)
     n_train = result["data"]["n_train"]
@@ -275,3 +278,11 @@ def merge(result: dict[str, Any], ranks: list[dict[str, Any]], cfg: dict[str, An
         comm_share=comm_median / t["step_s_median"] if comm_median is not None and t["step_s_median"] else None,
         nodes=int(os.environ.get("GROUP_WORLD_SIZE", 1)), launcher=launcher))
     return result
+
+
+def _merge_contention(result: dict[str, Any], ranks: list[dict[str, Any]]) -> None:
+    """The world's steps are its slowest rank's: one rank on a busy CPU makes them all suspect."""
+    busy = [r for r in ranks if r["contended"]]
+    if busy and not result["timing"].get("contended"):
+        result["timing"]["contended"] = True
+        result["warnings"].insert(0, contention.warning(f"rank {busy[0]['rank']}: {busy[0]['contention_reason']}"))

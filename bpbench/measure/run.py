@@ -14,6 +14,7 @@ from typing import Any, Callable
 from bpbench import config as C
 from bpbench import experiments, variants
 from bpbench.errors import BadInput
+from bpbench.results import contention
 from bpbench.results.schema import Final, Memory, RunResult, Timing
 from bpbench.results.timing import StepTimes
 
@@ -176,6 +177,7 @@ class _Run:
     flops: dict | None = None
     peak: dict | None = None
     analysis_s: float = 0.0
+    contention: dict | None = None   # the timed loop's figures (measure.contention)
 
     def sync(self) -> None:
         from bpbench.measure.timer import synchronize
@@ -255,7 +257,10 @@ def _finite(learner) -> bool:
 
 def _train(run: _Run, profile_lines: bool, on_log, on_epoch) -> None:
     """The timed loop, then the final metrics (of a model that did not break)."""
+    import torch
+
     from bpbench.measure import memory
+    from bpbench.measure.contention import Probe
     from bpbench.measure.loop import LoopConfig, run_loop
     cfg, learner, exp = run.cfg, run.learner, run.info.load()
     with memory.PeakRss() as rss:
@@ -267,10 +272,12 @@ def _train(run: _Run, profile_lines: bool, on_log, on_epoch) -> None:
                               log_every=cfg.get("log_every", 0), eval_every=cfg.get("eval_every", 0),
                               eval_every_updates=cfg.get("eval_every_updates", 0),
                               max_updates=cfg.get("updates"))
-        res = run.loop = run_loop(run.session, loop_cfg, run.device,
-                                  on_log=(lambda entry, n: on_log(exp.log_line(entry, n))) if on_log else None,
-                                  on_epoch=on_epoch,
-                                  diverged_by=lambda e: _refuses_non_finite(e) or not _finite(learner))
+        with Probe() as busy:    # did the loop's threads wait for a CPU? (a busy machine)
+            res = run.loop = run_loop(run.session, loop_cfg, run.device,
+                                      on_log=(lambda entry, n: on_log(exp.log_line(entry, n))) if on_log else None,
+                                      on_epoch=on_epoch,
+                                      diverged_by=lambda e: _refuses_non_finite(e) or not _finite(learner))
+        run.contention = busy.figures(res.steps, torch.get_num_threads())
         if res.diverged_at is None and res.history and not _finite(learner):
             # The last update broke the model after its loss was read: still a divergence, and
             # evaluating it would only raise (nn.BCELoss refuses NaN input).
@@ -292,14 +299,15 @@ def _analyse(run: _Run, profile_ops: bool, trace_file) -> None:
     """After training: --profile-ops, one step's FLOPs and the machine's peak (each rewinds)."""
     from bpbench.measure import peak
     from bpbench.measure import profile as opprofile
-    from bpbench.measure.flops import count_step
+    from bpbench.measure.flops import counted_step
     t0 = time.perf_counter()
     x1, y1 = run.session.sample_batches()[0]
     if not run.stopped:   # a broken model has nothing to count or profile (and BCELoss refuses NaN)
         if profile_ops:
             run.profile = opprofile.profile_steps(run.learner, x1, y1, run.device, trace_file=trace_file)
         if run.cfg.get("flops") is not False:
-            run.flops = count_step(run.learner, x1, y1, run.sync, cuda_memory=run.device.type == "cuda")
+            run.flops = counted_step(run.info.name, run.cfg, run.learner, x1, y1, run.sync,
+                                     cuda_memory=run.device.type == "cuda")
             run.peak = peak.get(run.device, next(iter(run.learner.params().values())).dtype)
     run.analysis_s = time.perf_counter() - t0
 
@@ -318,14 +326,21 @@ def _result(run: _Run) -> RunResult:
         history=res.history, evaluations=res.evaluations, timing=_timing(run, times), memory=_memory(run),
         env=env.collect(run.device), variant_details=run.details, flops=run.flops,
         throughput=throughput(run.flops["per_step"], times.median, run.peak) if run.flops else None,
-        profile=run.profile, warnings=[w for w in [times.warning()] if w], extra=run.extra)
+        profile=run.profile, warnings=_warnings(run, times), extra=run.extra)
     _set_status(result, res)
     return result
 
 
+def _warnings(run: _Run, times: StepTimes) -> list[str]:
+    """A busy machine first (it explains the rest), then noisy step times."""
+    busy = contention.judge(run.contention)
+    return [w for w in [contention.warning(busy) if busy else None, times.warning()] if w]
+
+
 def _timing(run: _Run, times: StepTimes) -> Timing:
     res, compiles = run.loop, getattr(run.learner, "compiles", False)
-    steady_total = sum(res.steady_step_s)
+    steady_total = res.steady_total_s
+    busy = contention.judge(run.contention)
     return Timing(
         device_init_s=run.device_init_s, setup_s=run.setup_s,
         compile_s=run.first_step_s if compiles else None, first_step_s=None if compiles else run.first_step_s,
@@ -333,7 +348,8 @@ def _timing(run: _Run, times: StepTimes) -> Timing:
         total_s=time.perf_counter() - run.t_start, steps=res.steps, warmup_steps=res.warmup_steps,
         step_s_median=times.median, step_s_iqr=times.iqr,
         samples_per_s=(res.steady_samples / steady_total) if steady_total > 0 else None,
-        step_s_all=list(res.steady_step_s), analysis_s=run.analysis_s)
+        step_s_all=list(res.steady_step_s), step_s_all_stride=res.steady_stride, analysis_s=run.analysis_s,
+        contended=busy is not None, contention={**run.contention, "reason": busy} if run.contention else None)
 
 
 def _memory(run: _Run) -> Memory:
@@ -354,5 +370,5 @@ def _set_status(result: RunResult, res) -> None:
         result.error = f"{what} at epoch {res.diverged_at}: the run diverged (try a smaller --lr)"
     elif res.interrupted_at is not None:
         result.status = "interrupted"
-        result.error = (f"interrupted in epoch {res.interrupted_at}: the {len(res.history)} finished "
+        result.error = (f"interrupted in epoch {res.interrupted_at}: the {res.interrupted_at - 1:,} finished "
                         f"epoch(s) are kept (the parameters as the interrupt left them)")

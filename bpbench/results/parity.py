@@ -34,8 +34,9 @@ def _close(a: Any, b: Any, rtol: float, scale: float = 0.0, atol: float = 0.0) -
     return abs(a - b) <= rtol * max(abs(a), abs(b), scale) + atol
 
 
-def _losses(result: dict[str, Any]) -> list[Any]:
-    return [h.get("loss") for h in result.get("history") or []]
+def _losses(result: dict[str, Any]) -> list[tuple[Any, Any]]:
+    """(epoch, loss) of every kept history entry (a long run keeps some epochs: measure.records)."""
+    return [(h.get("epoch"), h.get("loss")) for h in result.get("history") or []]
 
 
 def check(result: dict[str, Any], reference: dict[str, Any], rtol: float = RTOL,
@@ -50,11 +51,13 @@ def check(result: dict[str, Any], reference: dict[str, Any], rtol: float = RTOL,
     mine, ref = _losses(result), _losses(reference)
     if len(mine) != len(ref):
         reasons.append(f"{len(mine)} epochs of loss history against the reference's {len(ref)}")
+    elif [e for e, _ in mine] != [e for e, _ in ref]:
+        reasons.append("the loss history holds other epochs than the reference's")
     else:
-        bad = [i for i, (a, b) in enumerate(zip(mine, ref)) if not _close(a, b, rtol, atol=atol)]
+        bad = [(e, a, b) for (e, a), (_, b) in zip(mine, ref) if not _close(a, b, rtol, atol=atol)]
         if bad:
-            i = bad[0]
-            reasons.append(f"loss differs at epoch {i + 1}: {mine[i]!r} vs {ref[i]!r} "
+            e, a, b = bad[0]
+            reasons.append(f"loss differs at epoch {e}: {a!r} vs {b!r} "
                            f"({len(bad)} of {len(mine)} epochs beyond rtol {rtol:g})")
     dm = (result.get("final") or {}).get("param_digest")
     dr = (reference.get("final") or {}).get("param_digest")

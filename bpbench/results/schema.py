@@ -76,8 +76,11 @@ class Timing:
     first_step_s: float | None = None     # the priming steps before the clock (rewound)
     eval_s: float = 0.0
     warmup_steps: int = 0
-    step_s_all: list[float] | None = None  # every steady-state step, for distributions
+    step_s_all: list[float] | None = None  # the steady-state steps in order (every one, or see stride)
     analysis_s: float | None = None       # after training: FLOP count, peak lookup, --profile-ops
+    step_s_all_stride: int = 1            # step_s_all holds every k-th steady step (beyond 131,072 steps)
+    contended: bool = False               # measured on a busy machine (results.contention.judge)
+    contention: dict[str, Any] | None = None   # the timed loop's raw figures (measure.contention) and `reason`
 
 
 @dataclass
