@@ -111,3 +111,12 @@ class InProcessCell:
 def in_process_cells(monkeypatch):
     from bpbench import processes
     monkeypatch.setattr(processes, "start_child", lambda argv, **kwargs: InProcessCell(argv))
+
+
+@pytest.fixture
+def quiet_machine(monkeypatch):
+    """Runs in this process judged as measured on a quiet machine, whatever this one is doing: for
+    tests of what follows from step times (ratios, baselines), not of the busy-machine judgement
+    (tests/test_contention.py), which would otherwise make them pass or fail with the load."""
+    from bpbench.results import contention
+    monkeypatch.setattr(contention, "judge", lambda figures: None)

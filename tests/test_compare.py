@@ -34,10 +34,15 @@ def test_quick_preset_end_to_end(tmp_path):
     assert all(c["status"] == "ok" for c in doc["cells"]) and len(rows) == len(doc["cells"])
     assert doc["isolation"].startswith("fresh process per cell")
     linreg = {c["variant"]: c["summary"] for c in doc["cells"] if c["experiment"] == "linreg"}
-    assert linreg["manual"]["speed_vs_manual"] == 1.0
-    assert linreg["autograd"]["speed_vs_manual"] == pytest.approx(
-        linreg["manual"]["step_s_median"] / linreg["autograd"]["step_s_median"])
-    assert "manual" in r.stdout and "linreg on cpu: fastest per step is" in r.stdout
+    if not (linreg["manual"]["contended"] or linreg["autograd"]["contended"]):
+        assert linreg["manual"]["speed_vs_manual"] == 1.0
+        assert linreg["autograd"]["speed_vs_manual"] == pytest.approx(
+            linreg["manual"]["step_s_median"] / linreg["autograd"]["step_s_median"])
+    else:   # a machine this busy: the cells measured the queue, and no ratio is drawn from them
+        assert linreg["autograd"].get("speed_vs_manual") is None
+        assert "not comparable: measured on a busy machine" in r.stdout
+    assert "manual" in r.stdout and "linreg on cpu: " in r.stdout
+    assert all(row["contended"] in ("True", "False") for row in rows)
     assert all(len(run["timing"]["step_s_all"]) == run["timing"]["steps"] - run["timing"]["warmup_steps"]
                for c in doc["cells"] for run in c["runs"])
     if plots.available():

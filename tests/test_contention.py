@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -125,3 +126,67 @@ def test_induced_contention_is_seen():
     got = json.loads(out.stdout)
     assert got["figures"]["wait_share"] > 0.25 and "waited for a CPU" in got["reason"], got
     assert got["figures"]["involuntary_switches"] > 0
+
+
+# ------------------------------------------------------------ run says it; compare keeps it out
+
+BUSY = "its threads waited for a CPU 61% of their runnable time, over 10%"
+
+
+def test_run_records_the_figures_and_warns_once(cli, monkeypatch):
+    monkeypatch.setattr(contention, "judge", lambda figures: BUSY if figures["wall_s"] > 0 else None)
+    d = cli.json("run", "linreg", "--epochs", "50")
+    t = d["timing"]
+    assert t["contended"] is True and t["contention"]["reason"] == BUSY
+    assert {"wait_share", "psi_some_share", "involuntary_switches", "load_avg_1m", "cpus"} <= set(t["contention"])
+    out = " ".join(cli("run", "linreg", "--epochs", "50").stdout.split())   # rich wraps at 80 columns
+    assert out.count("warning: measured on a busy machine") == 1 and BUSY in out
+
+
+def test_a_quiet_run_is_not_flagged(cli, quiet_machine):
+    d = cli.json("run", "linreg", "--epochs", "50")
+    assert d["timing"]["contended"] is False and d["timing"]["contention"]["reason"] is None
+    assert not any("busy machine" in w for w in d["warnings"])
+
+
+def busy(run, reason=BUSY):
+    run["timing"].update(contended=True, contention={"wait_share": 0.61, "reason": reason})
+    return run
+
+
+def issue_doc():
+    """What a busy machine made of bce: manual alone at 120 µs a step; autograd, while two other
+    jobs held the cores, at 31.9 ms (alone the same step takes about 120 µs too)."""
+    from synthetic import cell, document, run_result
+    return document([cell(run_result("bce", "manual", steps=[120e-6] * 40)),
+                     cell(busy(run_result("bce", "autograd", steps=[31.9e-3] * 40)))])
+
+
+def test_compare_keeps_a_busy_cell_out_of_ratios_and_verdicts(cli, tmp_path):
+    from synthetic import write
+    r = cli("report", write(tmp_path / "busy.json", issue_doc()), "--json")
+    cells = {c["variant"]: c["summary"] for c in json.loads(r.stdout)["cells"]}
+    assert cells["autograd"]["contended"] and cells["autograd"]["contention"] == BUSY
+    assert cells["autograd"].get("speed_vs_manual") is None and cells["manual"]["speed_vs_manual"] == 1.0
+    shown = cli("report", tmp_path / "busy.json").stdout
+    assert "bce on cpu: autograd not comparable: measured on a busy machine" in shown
+    assert not re.search(r"x slower|clearly faster|fastest per step", shown) and "265.8x" not in shown
+    assert "busy" in shown and "warning: 1 of 2 cells not comparable" in shown
+
+
+@pytest.mark.parametrize("side", ["new", "baseline"])
+def test_a_busy_side_gets_no_regression_verdict(cli, tmp_path, side):
+    """The recorded A/A runs, the new one doctored 50 % slower: a regression at 10 %, unless either
+    side was measured on a busy machine, when it is not comparable (never 'slower' or 'faster')."""
+    from synthetic import aa_doc, write
+    old, new = aa_doc(0), aa_doc(1, scale=1.5)
+    for c in (new if side == "new" else old)["cells"]:
+        busy(c["runs"][0])
+    old_f, new_f = write(tmp_path / "old.json", old), write(tmp_path / "new.json", new)
+    r = cli("report", new_f, "--baseline", old_f, "--fail-on-regression", "10")
+    assert r.exit_code == 0 and "regression" not in r.stderr, r.stderr
+    assert not re.search(r"% (slower|faster)", r.stdout) and "not comparable" in r.stdout   # the column says it
+    summaries = [c["summary"] for c in json.loads(cli("report", new_f, "--baseline", old_f, "--json").stdout)["cells"]]
+    assert all(s["baseline_regression"] is False and s["baseline_change"] is None for s in summaries)
+    assert all("busy machine" in s["baseline_not_comparable"] or BUSY in s["baseline_not_comparable"]
+               for s in summaries)

@@ -135,7 +135,7 @@ def test_markdown_report_is_a_table_to_paste(cli, tmp_path):
     assert "[" not in md.replace("[1/", "")          # no rich markup left
 
 
-def test_report_reads_a_single_run_file(cli, tmp_path):
+def test_report_reads_a_single_run_file(cli, tmp_path, quiet_machine):
     out = tmp_path / "run.json"
     assert cli("run", "linreg", "--epochs", "30", "--output", out).exit_code == 0
     r = cli("report", out)

@@ -9,7 +9,7 @@ from typing import Any
 
 from bpbench import experiments, studies
 from bpbench import variants as V
-from bpbench.results import figures, noise, parity
+from bpbench.results import contention, figures, noise, parity
 from bpbench.results.cells import cell_key
 from bpbench.results.noise import step_samples
 from bpbench.results.summary import summarize
@@ -18,7 +18,7 @@ CSV_COLUMNS = ["key", "study", "experiment", "variant", "device", "label", "stat
                "setup_s", "step_s_median", "step_s_iqr", "noise", "train_s", "samples_per_s", "rss_peak_mib",
                "cuda_peak_allocated_mib", "final_loss", "accuracy", "steps", "speed_vs_manual",
                "cuda_speedup", "compile_s", "break_even_steps", "baseline_change", "baseline_fast_change",
-               "baseline_significant", "baseline_regression", "error"] + figures.CSV_COLUMNS
+               "baseline_significant", "baseline_regression", "contended", "error"] + figures.CSV_COLUMNS
 
 
 # Statuses that make `compare` exit non-zero (unless --keep-going).
@@ -53,7 +53,9 @@ def derive(cells: list[dict[str, Any]], baseline: dict[str, Any] | None = None,
             reasons = _parity(c, by_key)
             c["status"], c["error"] = ("mismatch", "; ".join(dict.fromkeys(reasons))) if reasons else ("ok", None)
             c.setdefault("summary", {})["parity_reference"] = c["runs"][0]["reference_variant"]
-    ok = {k: c for k, c in by_key.items() if c["status"] == "ok" and (c.get("summary") or {}).get("step_s_median")}
+    # Cells a ratio may be drawn from: finished, matching, and not measured on a busy machine.
+    ok = {k: c for k, c in by_key.items() if c["status"] == "ok" and (c.get("summary") or {}).get("step_s_median")
+          and not c["summary"].get("contended")}
     base_cells = [b for b in (baseline or {}).get("cells", []) if b.get("runs") and b["status"] == "ok"]
     base = {(b["experiment"], b["variant"], b["device"], _config(b)): b for b in base_cells}
     notes: list[str] = []
@@ -62,6 +64,8 @@ def derive(cells: list[dict[str, Any]], baseline: dict[str, Any] | None = None,
         for k in [k for k in s if k.startswith("baseline_") or k in ("speed_vs_manual", "speed_baseline", "cuda_speedup", "break_even_steps")]:
             del s[k]
         step = s.get("step_s_median")
+        if s.get("contended") and c["status"] == "ok" and baseline is not None:
+            notes += _busy_against_baseline(c, base, s["contention"])
         if c["key"] not in ok:
             continue
         base_variant = V.speed_baseline(experiments.REGISTRY[c["experiment"]].variants) \
@@ -94,6 +98,9 @@ def _against_baseline(c: dict[str, Any], base: dict, base_cells: list[dict], thr
         return [f"{c['key']}: not compared with the baseline, whose config differs ({diff})"]
     old = b["summary"].get("step_s_median") if b.get("summary") else None
     old = old or summarize(b["runs"]).get("step_s_median")
+    busy = contention.reason(b["runs"])
+    if busy:
+        return _busy_against_baseline(c, base, f"the baseline's: {busy}")
     r = noise.ratio(step_samples(c["runs"]), step_samples(b["runs"]))
     s.update(baseline_key=b["key"], baseline_step_s=old)
     if r is None:   # too few steps (or a baseline from before step times were kept): no verdict
@@ -104,6 +111,16 @@ def _against_baseline(c: dict[str, Any], base: dict, base_cells: list[dict], thr
              baseline_fast_change=r.fast.value - 1, baseline_significant=r.significant(threshold),
              baseline_regression=r.slower_beyond(threshold))
     return []
+
+
+def _busy_against_baseline(c: dict[str, Any], base: dict, why: str) -> list[str]:
+    """No change, significant or not, where either side was measured on a busy machine."""
+    b = base.get((c["experiment"], c["variant"], c["device"], _config(c)))
+    if b is None:
+        return []
+    c["summary"].update(baseline_key=b["key"], baseline_change=None, baseline_ci=None, baseline_fast_change=None,
+                        baseline_significant=False, baseline_regression=False, baseline_not_comparable=why)
+    return [f"{c['key']}: {contention.NOT_COMPARABLE} ({why})"]
 
 
 def regressions(doc: dict[str, Any]) -> list[str]:

@@ -22,6 +22,7 @@ from bpbench.report.format import (
     fmt_s,
 )
 from bpbench.results.cells import cell_key
+from bpbench.results.contention import NOT_COMPARABLE
 from bpbench.results.figures import table_columns
 from bpbench.results.timing import NOISY_IQR_SHARE, is_noisy
 
@@ -78,6 +79,8 @@ def markdown(blocks: list[Block]) -> str:
 
 
 def _change(s: dict[str, Any]) -> str:
+    if s.get("baseline_not_comparable"):
+        return "[yellow]not comparable[/]"
     ch = s.get("baseline_change")
     if ch is None:
         return "-"
@@ -148,8 +151,9 @@ def group_table(study: str, experiment: str, cells: list[dict[str, Any]], device
         row = ([f"[dim]{c['label']}[/]" if c["label"] != last else ""] if len(labels) > 1 else [])
         last = c["label"]
         row += [c["variant"]] + ([c["device"]] if devices > 1 else [])
-        row.append("" if c["status"] == "ok" else f"[yellow]{c['status']}[/]")
         s = c.get("summary") or {}
+        row.append(("[yellow]busy[/]" if s.get("contended") else "") if c["status"] == "ok"
+                   else f"[yellow]{c['status']}[/]")
         row += [get(s) for _, get in figures]
         tab.rows.append(row)
     return tab.drop_empty(keep=1 if len(labels) == 1 else 2)
@@ -178,7 +182,7 @@ def comparison_blocks(doc: dict[str, Any], wide: bool = False, sections: list[Bl
     for c in cells:
         if c["status"] not in ("ok", "unavailable"):
             blocks.append(f"[yellow]{c['key']}: {c['status']}: {c.get('error')}[/]")
-    blocks += noise_warning(cells)
+    blocks += busy_warning(cells) + noise_warning(cells)
     blocks += [f"[dim]note: {note}[/]" for note in doc.get("notes", [])]
     missing = len(doc.get("planned", [])) - len(cells)
     if doc.get("interrupted") and missing > 0:
@@ -196,6 +200,22 @@ def noise_warning(cells: list[dict[str, Any]], limit: float = NOISY_IQR_SHARE) -
     names = ", ".join(c["key"].split(":", 1)[1] for c in noisy[:4]) + (", ..." if len(noisy) > 4 else "")
     return [f"[yellow]warning: step times are noisy in {len(noisy)} of {len(ran)} cells (IQR over "
             f"{limit:.0%} of the median: {names}); rerun on a quieter machine or with --repeat[/]"]
+
+
+def _busy(c: dict[str, Any]) -> bool:
+    return c["status"] == "ok" and bool((c.get("summary") or {}).get("contended"))
+
+
+def busy_warning(cells: list[dict[str, Any]]) -> list[str]:
+    """One line naming the cells measured on a busy machine: no ratio, verdict or baseline change
+    is drawn from them."""
+    busy = [c for c in cells if _busy(c)]
+    if not busy:
+        return []
+    names = ", ".join(c["key"].split(":", 1)[1] for c in busy[:4]) + (", ..." if len(busy) > 4 else "")
+    ran = sum(c["status"] == "ok" for c in cells)
+    return [f"[yellow]warning: {len(busy)} of {ran} cells {NOT_COMPARABLE} ({names}; "
+            f"{busy[0]['summary']['contention']}): no ratio or verdict is drawn from them; rerun on a quieter machine[/]"]
 
 
 def print_comparison(doc: dict[str, Any], console: Console | None = None, wide: bool = False,
@@ -221,11 +241,15 @@ def verdicts(cells: list[dict[str, Any]]) -> list[str]:
             groups.setdefault((c["experiment"], c["label"], c["device"]), []).append(c)
     lines = []
     for (exp, label, device), group in groups.items():
+        where = f"[bold]{exp}{f' ({label})' if label else ''} on {device}[/]"
+        busy = [c["variant"] for c in group if _busy(c)]
+        if busy and len(group) > 1:   # kept out of every verdict: its time measured the queue
+            lines.append(f"{where}: {', '.join(busy)} {NOT_COMPARABLE}")
+        group = [c for c in group if not _busy(c)]
         if len(group) < 2:
             continue
         group = sorted(group, key=lambda c: c["summary"]["step_s_median"])
         best = group[0]["summary"]["step_s_median"]
-        where = f"[bold]{exp}{f' ({label})' if label else ''} on {device}[/]"
         slower = {c["variant"]: _clearly_slower(c, group[0]) for c in group[1:]}
         if not any(slower.values()):
             times = ", ".join(f"{c['variant']} {fmt_s(c['summary']['step_s_median'])}" for c in group)
@@ -250,7 +274,9 @@ def compile_lines(cells: list[dict[str, Any]]) -> list[str]:
         ref_step = (ref.get("summary") or {}).get("step_s_median") if ref else None
         n = s.get("break_even_steps")
         pays = "it never pays off (not faster per step)" if n == "never" else \
-            f"it pays off after {n:,.0f} steps" if n is not None else "no reference step time to weigh it against"
+            f"it pays off after {n:,.0f} steps" if n is not None else \
+            f"break-even {NOT_COMPARABLE}" if _busy(c) or (ref and _busy(ref)) else \
+            "no reference step time to weigh it against"
         where = c["experiment"] + (f" ({c['label']})" if c["label"] else "")
         lines.append(f"[bold]{where} on {c['device']}[/]: {c['variant']} compiles in {fmt_s(s['compile_s'])}, then {fmt_s(s.get('step_s_median'))} a step"
                      + (f" against {ref_name}'s {fmt_s(ref_step)}" if ref_step else "") + f": {pays}")

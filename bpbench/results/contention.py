@@ -55,3 +55,11 @@ NOT_COMPARABLE = "not comparable: measured on a busy machine"
 def contended(result: dict[str, Any]) -> bool:
     """Was this run result measured on a busy machine? (Results from before the flag: no.)"""
     return bool((result.get("timing") or {}).get("contended"))
+
+
+def reason(runs: list[dict[str, Any]]) -> str | None:
+    """Why the first contended run of `runs` was judged busy; None when none was."""
+    for r in runs:
+        if contended(r):
+            return (r["timing"].get("contention") or {}).get("reason") or "judged busy when it ran"
+    return None

@@ -9,7 +9,7 @@ from __future__ import annotations
 import statistics
 from typing import Any, Callable
 
-from bpbench.results import figures, noise
+from bpbench.results import contention, figures, noise
 from bpbench.results.noise import step_samples
 from bpbench.results.timing import StepTimes
 
@@ -41,5 +41,8 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "final_loss": runs[-1]["final"]["loss"],
         "accuracy": metrics.get("test_accuracy", metrics.get("accuracy")),
         "steps": runs[-1]["timing"]["steps"],
+        # measured on a busy machine (any repeat): no ratio, verdict or baseline change is drawn
+        "contended": any(contention.contended(r) for r in runs),
+        "contention": contention.reason(runs),
         **figures.cell_figures(runs),
     }

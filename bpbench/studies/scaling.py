@@ -24,6 +24,7 @@ from typing import Any
 from bpbench import experiments
 from bpbench import variants as V
 from bpbench.errors import BadInput
+from bpbench.results.contention import NOT_COMPARABLE
 
 STUDY = "scaling"
 MODES = ("strong", "weak")
@@ -87,14 +88,15 @@ def derive(cells: list[dict[str, Any]]) -> dict[str, Any] | None:
                      "step_s": step, "samples_per_s": batch / step if batch and step else None,
                      "comm_s": _median(c["runs"], "comm_s_median"),
                      "comm_share": _median(c["runs"], "comm_share"),
-                     "cpu_count": run["env"].get("cpu_count"), "threads": run["env"].get("threads")})
+                     "cpu_count": run["env"].get("cpu_count"), "threads": run["env"].get("threads"),
+                     "contended": bool(s.get("contended"))})   # measured on a busy machine: no speedup
     if not rows:
         return None
     rows.sort(key=lambda r: (r["device"], MODES.index(r["mode"]), r["nproc"]))
     for r in rows:
         one = next((o for o in rows if (o["device"], o["mode"], o["nproc"]) == (r["device"], r["mode"], 1)), None)
         r["speedup"] = r["efficiency"] = None
-        if not (one and one["step_s"] and r["step_s"]):
+        if not (one and one["step_s"] and r["step_s"]) or r["contended"] or one["contended"]:
             continue
         if r["mode"] == "strong":
             r["speedup"] = one["step_s"] / r["step_s"]
@@ -132,6 +134,9 @@ def render(t: dict[str, Any]) -> list:
             "-" if r["efficiency"] is None else f"{r['efficiency']:.0%}"])
     out = [f"[bold]scaling study[/]: {rows[0]['variant']}, data-parallel ranks" + (f" on {devices[0]}" if one else ""),
            tab, f"[dim]{t['note']}[/]"]
+    busy = [f"{r['mode']} N = {r['nproc']}" for r in rows if r.get("contended")]
+    if busy:
+        out.append(f"[yellow]{', '.join(busy)}: {NOT_COMPARABLE} (no speedup drawn from it)[/]")
     cpu = [r for r in rows if r["device"] == "cpu"]
     if cpu and cpu[0]["cpu_count"]:
         most = max(r["nproc"] for r in cpu)

@@ -14,6 +14,7 @@ from bpbench import experiments
 from bpbench import variants as V
 from bpbench.results import figures
 from bpbench.results.cells import Cell, make_cell
+from bpbench.results.contention import NOT_COMPARABLE
 
 # Seed 004, `t2 - t1` around 1000 Adam steps (time.time()), per step: its own CPU and GPU.
 SEED_STEPS = 1000
@@ -67,6 +68,7 @@ def derive(cells: list[dict[str, Any]]) -> dict[str, Any] | None:
             r = rows.setdefault((name, w), {"series": name, "variant": c["variant"], "width": w})
             r[f"{c['device']}_step_s"] = s.get("step_s_median")
             r[f"{c['device']}_percent_of_peak"] = s.get("percent_of_peak")   # achieved % of the measured peak
+            r["contended"] = r.get("contended", False) or bool(s.get("contended"))   # no speedup drawn
         steps.add(c["overrides"].get("epochs"))
         if c.get("runs"):
             env = c["runs"][-1]["env"]
@@ -81,7 +83,7 @@ def derive(cells: list[dict[str, Any]]) -> dict[str, Any] | None:
         for w in widths:
             r = rows[name, w]
             cpu, gpu = r.get("cpu_step_s"), r.get("cuda_step_s")
-            r["cuda_speedup"] = cpu / gpu if cpu and gpu else None
+            r["cuda_speedup"] = cpu / gpu if cpu and gpu and not r["contended"] else None
             if crossover is None and r["cuda_speedup"] and r["cuda_speedup"] > 1:
                 crossover = w
             out.append(r)
@@ -130,6 +132,10 @@ def render(w: dict[str, Any]) -> list:
                  for s in series]
     if not any(r.get("cuda_step_s") for r in w["rows"]):
         crossings = ["crossover: n/a (no CUDA cells ran)"]   # once, not once per series
+    busy = sorted({r["width"] for r in w["rows"] if r.get("contended")})
+    if busy:
+        crossings.append(f"[yellow]H = {', '.join(f'{h:,}' for h in busy)}: {NOT_COMPARABLE} "
+                         "(no speedup or crossover drawn there)[/]")
     seed = "; ".join(f"H = {h:,}: CPU {fmt_s(SEED_STEP_S['cpu'][h])}, GPU {fmt_s(SEED_STEP_S['cuda'][h])}"
                      for h in SEED_STEP_S["cpu"])
     return [f"[bold]width study[/] (seed 004): 1-H-1 MLP, Adam, {steps} steps per width",
