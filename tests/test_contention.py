@@ -190,3 +190,16 @@ def test_a_busy_side_gets_no_regression_verdict(cli, tmp_path, side):
     assert all(s["baseline_regression"] is False and s["baseline_change"] is None for s in summaries)
     assert all("busy machine" in s["baseline_not_comparable"] or BUSY in s["baseline_not_comparable"]
                for s in summaries)
+
+
+def test_a_world_is_busy_when_any_rank_was():
+    """A data-parallel step lasts as long as its slowest rank's: one rank on a busy CPU spoils it."""
+    from bpbench.measure.distributed import _merge_contention
+    result = {"timing": {"contended": False}, "warnings": []}
+    ranks = [{"rank": 0, "contended": False, "contention_reason": None},
+             {"rank": 1, "contended": True, "contention_reason": BUSY}]
+    _merge_contention(result, ranks)
+    assert result["timing"]["contended"] is True and f"rank 1: {BUSY}" in result["warnings"][0]
+    quiet = {"timing": {"contended": False}, "warnings": []}
+    _merge_contention(quiet, [ranks[0]])
+    assert quiet == {"timing": {"contended": False}, "warnings": []}

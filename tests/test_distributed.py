@@ -255,7 +255,7 @@ def test_scaling_set_must_not_override_what_it_varies(cli):
     assert r.exit_code == 2 and "trains with a distributed variant (ddp, allreduce)" in r.stderr
 
 
-def test_compare_scaling(cli, tmp_path, in_process_cells):
+def test_compare_scaling(cli, tmp_path, in_process_cells, quiet_machine):
     out = tmp_path / "s"
     r = cli("compare", "scaling", "--nprocs", "1,2", "--updates", "8", "--output-dir", out)
     assert r.exit_code == 0, r.stderr

@@ -98,6 +98,7 @@ class _Loop:
         self.warm = self.out.warmup_steps = min(cfg.warmup_steps, max(self.total_steps - 1, 0))
         self.on_cpu = getattr(device, "type", str(device)) != "cuda"
         self.timer = step_timer(device, StepRecord(skip=self.warm))
+        self.steps_pending = self.timer.times.pending
         self.pending: list[tuple[dict, object]] = []    # history entries whose loss is still a tensor
         self.keeps = HistoryPlan(self.epochs, cfg.log_every, cfg.eval_every).keeps
         self.update_losses = self.total_steps <= BATCH_LOSSES_MAX   # each update's loss, where few
@@ -138,7 +139,7 @@ class _Loop:
                 return False
             raise
         self.pending.append(({"epoch": epoch, "loss": None, "updates": self.step}, epoch_loss))
-        if self.timer.times.pending() >= FOLD_EVERY:    # between steps: the record stays bounded
+        if self.steps_pending() >= FOLD_EVERY:    # between steps: the record stays bounded
             self.timer.times.fold()
         cfg = self.cfg
         log_now = cfg.log_every and (epoch % cfg.log_every == 0 or epoch == self.epochs)

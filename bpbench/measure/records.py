@@ -95,9 +95,16 @@ class HistoryPlan:
         self.epochs = epochs
         self.spacing = max(1, math.ceil(epochs / (points or HISTORY_POINTS)))
         self.every = tuple(n for n in (self.spacing, log_every, eval_every) if n)
+        if self.spacing == 1:          # a run this short keeps every epoch: nothing to decide
+            self.keeps = lambda epoch: True
 
     def keeps(self, epoch: int) -> bool:
-        return epoch == self.epochs or any(epoch % n == 0 for n in self.every)
+        if epoch == self.epochs:
+            return True
+        for n in self.every:           # called once an epoch, between steps: no generator
+            if epoch % n == 0:
+                return True
+        return False
 
     def kept_entries(self) -> int:
         """How many entries the run keeps at most (an upper bound: points may coincide)."""
