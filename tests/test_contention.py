@@ -154,7 +154,7 @@ def busy(run, reason=BUSY):
     return run
 
 
-def issue_doc():
+def busy_bce_doc():
     """What a busy machine made of bce: manual alone at 120 µs a step; autograd, while two other
     jobs held the cores, at 31.9 ms (alone the same step takes about 120 µs too)."""
     from synthetic import cell, document, run_result
@@ -164,7 +164,7 @@ def issue_doc():
 
 def test_compare_keeps_a_busy_cell_out_of_ratios_and_verdicts(cli, tmp_path):
     from synthetic import write
-    r = cli("report", write(tmp_path / "busy.json", issue_doc()), "--json")
+    r = cli("report", write(tmp_path / "busy.json", busy_bce_doc()), "--json")
     cells = {c["variant"]: c["summary"] for c in json.loads(r.stdout)["cells"]}
     assert cells["autograd"]["contended"] and cells["autograd"]["contention"] == BUSY
     assert cells["autograd"].get("speed_vs_manual") is None and cells["manual"]["speed_vs_manual"] == 1.0
