@@ -423,15 +423,15 @@ def test_gradcheck_ten_digits_from_the_command_line(cli, mnist_dir):
 
 
 def test_unenterable_data_dir_is_one_line(cli, tmp_path, monkeypatch):
-    from pathlib import Path
-    real = Path.is_file
+    import os
+    real = os.stat
 
-    def no_entry(self):   # what a chmod 000 directory does to a non-root user
-        if str(self).startswith(str(tmp_path)):
+    def no_entry(path, *a, **k):   # what a chmod 000 directory does to a non-root user
+        if str(path).startswith(str(tmp_path)):
             raise PermissionError(13, "Permission denied")
-        return real(self)
+        return real(path, *a, **k)
 
-    monkeypatch.setattr(Path, "is_file", no_entry)
+    monkeypatch.setattr(os, "stat", no_entry)
     for args in (["--data-dir", tmp_path], ["--data", tmp_path / "x.npz"]):
         r = cli("run", "mnist01", "--epochs", "1", *args)
         assert r.exit_code == 2 and "Permission denied" in r.stderr, r.stderr

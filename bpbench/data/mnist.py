@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import gzip
 import os
-import shutil
 import struct
 import tempfile
 import zipfile
@@ -20,6 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bpbench.config import DATA_LIMIT, open_input, too_large
+from bpbench.data import default_data_dir  # noqa: F401  (where full MNIST lives; torch-free)
 from bpbench.errors import BadInput
 
 RAW_FILES = {
@@ -38,22 +39,16 @@ def offline_path() -> Path:
     return Path(str(resources.files("bpbench.data").joinpath("mnist01.npz")))
 
 
-def default_data_dir() -> Path:
-    """Where full MNIST lives unless --data-dir says otherwise: $BPBENCH_DATA, else the platform's
-    user cache directory (~/.cache/bpbench on Linux)."""
-    env = os.environ.get("BPBENCH_DATA")
-    if env:
-        return Path(env)
-    import platformdirs
-    return Path(platformdirs.user_cache_dir("bpbench"))
-
-
-def is_file(path: Path) -> bool:
-    """Path.is_file(), with a directory we may not enter as bad input rather than a traceback."""
+def present(path: Path) -> bool:
+    """Whether anything is at `path`: a file, or what the reader then refuses by name (a
+    directory, a FIFO); a directory we may not enter is bad input rather than a traceback."""
     try:
-        return path.is_file()
-    except OSError as e:
-        raise BadInput(f"cannot read {path}: {e.strerror or e}") from None
+        os.stat(path)
+        return True
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    except (OSError, ValueError) as e:
+        raise BadInput(f"cannot read {path}: {getattr(e, 'strerror', None) or e}") from None
 
 
 # ---------------------------------------------------------------- .npz archives
@@ -61,25 +56,44 @@ def is_file(path: Path) -> bool:
 def load_npz(path: Path) -> dict[str, Split]:
     """{"train": ..., "test": ...} from an archive with train_images, train_labels, test_images,
     test_labels (the shipped mnist01.npz), or {"all": ...} from one with images, labels."""
-    if not is_file(path):
-        raise BadInput(f"MNIST data file not found: {path}")
-    try:
-        z = np.load(path)   # allow_pickle stays False: an archive of objects is refused, not run
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
-        raise BadInput(f"MNIST data file {path} is truncated or corrupt ({type(e).__name__})") from None
-    if not isinstance(z, np.lib.npyio.NpzFile):   # a .npy holds one bare array, not images and labels
-        raise BadInput(f"MNIST data file {path} is a single array (.npy), not a .npz archive of images and labels")
-    split_names = ("train", "test") if "train_images" in z.files else ("all",)
-    try:
+    with open_input(path, "MNIST data file", DATA_LIMIT) as f:   # a regular file, bounded
+        try:
+            z = np.load(f)  # allow_pickle stays False: an archive of objects is refused, not run
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+            raise BadInput(f"MNIST data file {path} is truncated or corrupt ({type(e).__name__})") from None
+        if not isinstance(z, np.lib.npyio.NpzFile):   # a .npy holds one bare array, not images and labels
+            raise BadInput(f"MNIST data file {path} is a single array (.npy), not a .npz archive of images and labels")
         with z:
-            arrays = {s: (z["images" if s == "all" else f"{s}_images"], z["labels" if s == "all" else f"{s}_labels"])
-                      for s in split_names}
-    except KeyError as e:
-        raise BadInput(f"MNIST data file {path} has no array {e} (expected images and labels, or "
-                       "train_images, train_labels, test_images, test_labels)") from None
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
-        raise BadInput(f"MNIST data file {path} is truncated or corrupt ({type(e).__name__})") from None
+            split_names = ("train", "test") if "train_images" in z.files else ("all",)
+            names = {s: ("images", "labels") if s == "all" else (f"{s}_images", f"{s}_labels") for s in split_names}
+            try:
+                _check_members(z, path, [n for pair in names.values() for n in pair])
+                arrays = {s: (z[i], z[lab]) for s, (i, lab) in names.items()}
+            except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+                raise BadInput(f"MNIST data file {path} is truncated or corrupt ({type(e).__name__})") from None
     return {s: _checked_arrays(path, images, labels) for s, (images, labels) in arrays.items()}
+
+
+def _check_members(z, path: Path, names: list[str]) -> None:
+    """Each array's .npy header, read before its data: there, an array of Python objects (which
+    only unpickling could load) is refused by name, and one larger than bpbench reads is
+    refused before it is unpacked."""
+    lacking = [n for n in names if n not in z.files]
+    if lacking:
+        raise BadInput(f"MNIST data file {path} has no array {lacking[0]!r} (expected images and labels, or "
+                       "train_images, train_labels, test_images, test_labels)")
+    fmt = np.lib.format
+    for name in names:
+        with z.zip.open(f"{name}.npy") as fp:
+            version = fmt.read_magic(fp)
+            read_header = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+            shape, _, dtype = read_header(fp)
+        if dtype.hasobject:
+            raise BadInput(f"MNIST data file {path}: array {name!r} contains pickled Python objects, "
+                           "refused (bpbench never unpickles a data file)")
+        nbytes = int(np.prod(shape, dtype=object)) * dtype.itemsize
+        if nbytes > DATA_LIMIT:
+            raise too_large(f"MNIST data file {path}: array {name!r} of", shape, nbytes, DATA_LIMIT)
 
 
 def _checked_arrays(path: Path, images: np.ndarray, labels: np.ndarray) -> Split:
@@ -101,14 +115,25 @@ def _checked_arrays(path: Path, images: np.ndarray, labels: np.ndarray) -> Split
 
 # ---------------------------------------------------------------- torchvision's layout
 
+def _lacking(raw: Path) -> list[str]:
+    return [n for n in RAW_FILES.values() if not present(raw / n) and not present(raw / f"{n}.gz")]
+
+
 def raw_dir(root: Path) -> Path:
+    """Where root's four MNIST files are: root itself when it holds them directly (as MNIST is
+    distributed: the four .gz files in one folder), else torchvision's layout root/MNIST/raw."""
+    tv, here = torchvision_dir(root), len(_lacking(root))
+    return root if here < len(RAW_FILES) and here <= len(_lacking(tv)) else tv
+
+
+def torchvision_dir(root: Path) -> Path:
+    """Where torchvision keeps (and --download puts) MNIST below root."""
     return root / "MNIST" / "raw"
 
 
 def missing(root: Path) -> list[str]:
-    """The files of both splits that root/MNIST/raw lacks (plain or gzipped)."""
-    raw = raw_dir(root)
-    return [n for n in RAW_FILES.values() if not is_file(raw / n) and not is_file(raw / f"{n}.gz")]
+    """The files of both splits that root's MNIST folder (see raw_dir) lacks (plain or gzipped)."""
+    return _lacking(raw_dir(root))
 
 
 def download(root: Path) -> None:
@@ -120,7 +145,7 @@ def download(root: Path) -> None:
     from bpbench.results import files as results
     try:   # a place that cannot be written is not "no network"
         # the deepest of the folders torchvision writes into that exists already
-        results.ensure_writable_dir(next((d for d in (raw_dir(root), root / "MNIST") if d.is_dir()), root), "MNIST")
+        results.ensure_writable_dir(next((d for d in (torchvision_dir(root), root / "MNIST") if d.is_dir()), root), "MNIST")
     except BadInput as e:
         raise BadInput(f"cannot download MNIST into {root}: {str(e).rsplit(': ', 1)[-1]}") from None
     try:
@@ -130,12 +155,12 @@ def download(root: Path) -> None:
         raise BadInput(f"could not download MNIST into {root} (no network?): {first}") from None
 
 
-def _check_idx_header(path: Path, shown: Path, kind: str) -> None:
-    """MNIST's IDX header: two zero bytes, type code 0x08 (unsigned byte), the number of
-    dimensions, one big-endian uint32 per dimension, then exactly that many bytes of data."""
+def _idx_size(head: bytes, shown: Path, kind: str) -> int:
+    """The size in bytes MNIST's IDX header promises: two zero bytes, type code 0x08 (unsigned
+    byte), the number of dimensions, one big-endian uint32 per dimension, then exactly that many
+    bytes of data. Refused when the promise is beyond what bpbench reads (a decompression bomb:
+    a small .gz whose header claims 10^9 images), before any of the data is unpacked."""
     ndim = IDX_DIMS[kind]
-    with path.open("rb") as f:
-        head = f.read(4 + 4 * ndim)
     if len(head) < 4 + 4 * ndim:
         raise BadInput(f"MNIST file {shown} is truncated (no complete IDX header)")
     if head[:2] != b"\0\0" or head[3] != ndim:
@@ -146,29 +171,54 @@ def _check_idx_header(path: Path, shown: Path, kind: str) -> None:
     dims = struct.unpack(f">{ndim}I", head[4:])
     if kind == "images" and dims[1:] != (28, 28):
         raise BadInput(f"MNIST file {shown} holds {dims[1]}x{dims[2]} images, not 28x28")
-    want = len(head) + int(np.prod(dims))
-    size = path.stat().st_size
-    if size != want:
-        raise BadInput(f"MNIST file {shown} is {'truncated' if size < want else 'too long'}: "
-                       f"{size} bytes, its header promises {want}")
+    want = len(head) + int(np.prod(dims, dtype=object))
+    if want > DATA_LIMIT:
+        raise too_large("MNIST file", shown, want, DATA_LIMIT)
+    return want
 
 
-def _read(reader, path: Path, kind: str, root: Path) -> torch.Tensor:
+def _size_mismatch(shown: Path, size: int, want: int) -> BadInput:
+    return BadInput(f"MNIST file {shown} is {'truncated' if size < want else 'too long'}: "
+                    f"{size}{'+' if size > want else ''} bytes, its header promises {want}")
+
+
+def _unpack(stream, head: bytes, want: int, plain: Path, shown: Path) -> None:
+    """Copy the rest of a .gz's data after its header into `plain`: the promised bytes and one
+    more, to find a file too long without unpacking all of it."""
+    got = len(head)
+    with plain.open("wb") as g:
+        g.write(head)
+        while got <= want:
+            chunk = stream.read(min(1 << 20, want + 1 - got))
+            if not chunk:
+                break
+            g.write(chunk)
+            got += len(chunk)
+    if got != want:
+        raise _size_mismatch(shown, got, want)
+
+
+def _read(reader, path: Path, kind: str) -> torch.Tensor:
     """Read one IDX file with torchvision's reader after checking its header; a .gz beside a
-    missing file is unpacked first (into a temporary directory: the user's directory is never
-    written to)."""
+    missing file is unpacked first, as it streams and only as far as its header promises (into a
+    temporary directory: the user's directory is never written to)."""
     gz = path.with_name(path.name + ".gz")
-    if not is_file(path) and not is_file(gz):
+    if not present(path) and not present(gz):
         raise BadInput(f"MNIST file not found: {path} (nor {gz.name})")
-    source = path if is_file(path) else gz
+    source = path if present(path) else gz
+    head_size = 4 + 4 * IDX_DIMS[kind]
     try:
-        with tempfile.TemporaryDirectory() as tmp:
-            plain = path
+        with open_input(source, "MNIST file", DATA_LIMIT) as f, tempfile.TemporaryDirectory() as tmp:
             if source is gz:
+                stream = gzip.GzipFile(fileobj=f, mode="rb")
+                head = stream.read(head_size)
                 plain = Path(tmp) / path.name
-                with gzip.open(gz, "rb") as f, plain.open("wb") as g:
-                    shutil.copyfileobj(f, g)
-            _check_idx_header(plain, source, kind)
+                _unpack(stream, head, _idx_size(head, source, kind), plain, source)
+            else:
+                head, plain = f.read(head_size), path
+                want, size = _idx_size(head, source, kind), os.fstat(f.fileno()).st_size
+                if size != want:
+                    raise _size_mismatch(source, size, want)
             return reader(str(plain))
     except BadInput:
         raise
@@ -183,7 +233,7 @@ def load_torchvision(root: Path, split: str) -> Split:
     from torchvision.datasets.mnist import read_image_file, read_label_file
 
     raw = raw_dir(root)
-    images, labels = (_read(reader, raw / RAW_FILES[(split, kind)], kind, root)
+    images, labels = (_read(reader, raw / RAW_FILES[(split, kind)], kind)
                       for kind, reader in (("images", read_image_file), ("labels", read_label_file)))
     if len(images) != len(labels):
         raise BadInput(f"MNIST files in {raw} do not match: {len(images)} images, {len(labels)} labels")

@@ -56,8 +56,26 @@ def _bce_footprint(cfg: dict[str, Any]) -> Footprint:
     return Footprint(1024 * n, _steps(n, cfg["batch_size"]))
 
 
+def _data_file(cfg: dict[str, Any]) -> list[str]:
+    """The input files a run's config names: `data` when it is a file (not a built-in set)."""
+    data = cfg.get("data")
+    return [data] if isinstance(data, str) and data.endswith((".csv", ".npz")) else []
+
+
+def _reads_full_mnist(cfg: dict[str, Any]) -> bool:
+    return bool(cfg.get("data_dir")) or cfg["data"] == "mnist"
+
+
+def _mnist01_inputs(cfg: dict[str, Any]) -> list[str]:
+    """Full MNIST's folder (--data-dir, else the default data dir), or the data file."""
+    if _reads_full_mnist(cfg):
+        from bpbench.data import default_data_dir
+        return [cfg.get("data_dir") or str(default_data_dir())]
+    return _data_file(cfg)
+
+
 def _mnist01_footprint(cfg: dict[str, Any]) -> Footprint:
-    if cfg.get("data_dir") or cfg["data"] == "mnist":
+    if _reads_full_mnist(cfg):
         n = 60_000                                     # MNIST's training split
     elif cfg["data"] == "offline":
         n = 12_665 + 2_115                             # the shipped 0s and 1s, both splits
@@ -86,6 +104,8 @@ class ExperimentInfo:
     options: dict[str, C.Key] = field(default_factory=dict)  # keys beyond config.COMMON_KEYS
     has_trace: bool = False
     footprint: Callable[[dict[str, Any]], Footprint] = _no_footprint   # memory estimate (see Footprint)
+    # the files and folders a run reads, from its config: no output may replace them
+    inputs: Callable[[dict[str, Any]], list[str]] = _data_file
 
     @property
     def variants(self) -> tuple[str, ...]:
@@ -154,6 +174,7 @@ REGISTRY: dict[str, ExperimentInfo] = {
                                     "Data", boolean=True),
             },
             footprint=_mnist01_footprint,
+            inputs=_mnist01_inputs,
         ),
         ExperimentInfo(
             name="width",

@@ -63,7 +63,8 @@ def load_splits(cfg) -> tuple[dict[str, tuple[Tensor, Tensor]], dict]:
             raise BadInput(f"{need}, and {mnist.raw_dir(root)} {lacks}: "
                            f"run `{_fetch_command(cfg, root)}` "
                            "once (torchvision fetches the four files, about 12 MB; offline afterwards), "
-                           "or pass --data-dir DIR with torchvision's layout DIR/MNIST/raw/")
+                           "or pass --data-dir DIR: a folder holding MNIST's four files (.gz or "
+                           "unpacked), or torchvision's layout DIR/MNIST/raw/")
         splits = {s: mnist.load_torchvision(root, s) for s in ("train", "test")}
         desc = {"name": "mnist", "source": f"torchvision MNIST in {root}",
                 "split": "MNIST's training split trains, its test split is held out"}

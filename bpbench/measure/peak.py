@@ -10,8 +10,9 @@ runs measure it at most once; `bpbench peak --remeasure` measures again.
 from __future__ import annotations
 
 import datetime as _dt
+import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from bpbench.errors import BadInput
 from bpbench.measure.cache import Cache
@@ -41,9 +42,45 @@ def key(device, dtype, threads: int) -> str:
                      f"torch={torch.__version__}", f"bpbench={bpbench.__version__}"])
 
 
-def lookup(k: str) -> dict[str, Any] | None:
-    entry = CACHE.lookup(k)
-    return entry if entry is not None and isinstance(entry.get("gflops"), (int, float)) else None
+def _number(lo: float, hi: float, integer: bool = False) -> Callable[[Any], bool]:
+    """A plain finite number in (lo, hi]: never a bool, NaN or a string of digits."""
+    kinds = int if integer else (int, float)
+    return lambda v: isinstance(v, kinds) and not isinstance(v, bool) and math.isfinite(v) and lo < v <= hi
+
+
+def _text(v: Any) -> bool:
+    return isinstance(v, str) and 0 < len(v) <= 100
+
+
+# What each field of a cached entry may hold: a cache file can be edited or damaged (NaN, inf, 0,
+# -5, true and 1e308 are no peak). A field that fails is dropped, as if it had not been cached.
+FIELDS: dict[str, Callable[[Any], bool]] = {
+    "gflops": _number(0, 1e7),              # 10 PFLOP/s: beyond any single device today
+    "bandwidth_gbs": _number(0, 1e5),       # 100 TB/s
+    "op_overhead_us": _number(0, 1e6),      # a second per op
+    "size": _number(0, 1e6, integer=True),
+    "threads": _number(0, 1e6, integer=True),
+    "sizes": lambda v: isinstance(v, list) and 0 < len(v) <= 64 and all(map(_number(0, 1e6, True), v)),
+    "dtype": _text,
+    "measured": _text,
+}
+MATMUL = ("gflops", "size", "sizes", "dtype", "threads", "measured")   # what `measure` caches
+KEEP_HIGHER_WITHIN = 4.0   # --remeasure keeps a higher cached figure only up to 4x the new one
+
+
+def clean(entry: Any) -> dict[str, Any]:
+    """A cached entry with every field that fails its check in FIELDS dropped (and nothing at all
+    for anything but an object)."""
+    if not isinstance(entry, dict):
+        return {}
+    return {k: v for k, v in entry.items() if k not in FIELDS or FIELDS[k](v)}
+
+
+def lookup(k: str, fields: tuple[str, ...] = MATMUL) -> dict[str, Any] | None:
+    """The cached entry for key `k`, its insane fields dropped; None (not cached) unless every
+    one of `fields` is there and sane."""
+    entry = clean(CACHE.lookup(k))
+    return entry if all(f in entry for f in fields) else None
 
 
 def store(k: str, entry: dict[str, Any]) -> Path | None:
@@ -83,7 +120,9 @@ def get(device, dtype=None, threads: int | None = None, remeasure: bool = False)
     """The peak for this device, dtype and thread count: cached, or measured now and cached.
 
     `remeasure` measures again and keeps the higher of the new and the cached figure: other work
-    on the machine can only slow a measurement down, never speed it up. Returns the entry plus
+    on the machine can only slow a measurement down, never speed it up; but not a cached figure
+    more than KEEP_HIGHER_WITHIN times the new one (no quieter moment is that much faster: the
+    cache was wrong), nor one that fails validation (see FIELDS), which is not cached. Returns the entry plus
     `key`, `source`, `cache` (the file, None if it could not be written) and, when a measurement
     ran, `measured_now_gflops`.
     """
@@ -96,7 +135,8 @@ def get(device, dtype=None, threads: int | None = None, remeasure: bool = False)
         return {**cached, "key": k, "source": f"cache (measured {cached.get('measured', '?')})",
                 "cache": str(cache_path()), "measured_now_gflops": None}
     fresh = measure(device, dtype, threads)
-    kept = cached if cached is not None and cached["gflops"] > fresh["gflops"] else fresh
+    kept = cached if cached is not None and fresh["gflops"] < cached["gflops"] <= \
+        KEEP_HIGHER_WITHIN * fresh["gflops"] else fresh
     where = store(k, kept)
     source = "measured now" if kept is fresh else \
         f"cache (measured {cached.get('measured', '?')}; higher than this remeasurement)"

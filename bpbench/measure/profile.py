@@ -52,10 +52,21 @@ def profile_steps(learner, x, y, device, steps: int = 5, trace_file: Path | None
         sync()
         wall = time.perf_counter() - t0
     out = summarize(prof.key_averages(), steps, wall, on_cuda)
-    out["trace_file"] = None
-    if trace_file is not None:
-        out["trace_file"] = str(export_trace(prof, Path(trace_file)))
+    out.update(write_trace(prof, trace_file))
     return out
+
+
+def write_trace(prof, trace_file: Path | None) -> dict[str, Any]:
+    """{trace_file: where the trace went, or None}, and a trace_error saying why when it could
+    not be written (a full disk, say): the run's result is kept, and the CLI says so after it."""
+    if trace_file is None:
+        return {"trace_file": None}
+    try:
+        return {"trace_file": str(export_trace(prof, Path(trace_file)))}
+    except BadInput as e:
+        return {"trace_file": None, "trace_error": str(e)}
+    except OSError as e:
+        return {"trace_file": None, "trace_error": f"cannot write --trace-file {trace_file}: {e.strerror or e}"}
 
 
 def summarize(events, steps: int, wall_s: float, on_cuda: bool) -> dict[str, Any]:
@@ -89,25 +100,19 @@ def summarize(events, steps: int, wall_s: float, on_cuda: bool) -> dict[str, Any
 
 
 def export_trace(prof, path: Path) -> Path:
-    """Write the Chrome/Perfetto trace beside its final name, then rename: never half a file,
-    never over something that is not a regular file."""
-    check_trace_target(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        prof.export_chrome_trace(str(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    """Write the Chrome/Perfetto trace through bpbench's one writer (results.write_with): under
+    a unique temporary name beside its final one, then renamed; never half a file, never over
+    something that is not a regular file or not bpbench's."""
+    from bpbench.results import files as results
+    results.write_with(path, lambda tmp: prof.export_chrome_trace(str(tmp)), "--trace-file")
     return path
 
 
 def check_trace_target(path: Path) -> None:
-    """Bad input, before any training, when the trace cannot be written where asked."""
+    """Bad input, before any training, when the trace cannot be written where asked (the same
+    rule as --output's: through a link to its target, a regular file only)."""
     from bpbench.results import files as results
-    if path.is_symlink() or (path.exists() and not path.is_file()):
-        raise BadInput(f"--trace-file {path} exists and is not a regular file; not replacing it")
-    results.ensure_writable_dir(path.parent, "--trace-file")
+    results.check_output_file(path, "--trace-file")
 
 
 def default_trace_file(output: Path | None) -> Path | None:

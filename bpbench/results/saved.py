@@ -11,7 +11,6 @@ to a results.json works as well)."""
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import platform
 import re
 import subprocess
@@ -19,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import bpbench
-from bpbench.errors import BadInput
+from bpbench import config
+from bpbench.errors import BadInput, cut, quoted
 from bpbench.results import files as results
 from bpbench.results import schema
 from bpbench.results.summary import summarize
@@ -40,21 +40,14 @@ def as_comparison(run: dict[str, Any]) -> dict[str, Any]:
 
 def load(path: Path) -> dict[str, Any]:
     """A comparison from `path`, checked, its summaries computed again from its runs; raises BadInput."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise BadInput(f"comparison file not found: {path}") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise BadInput(f"cannot read {path}: {getattr(e, 'strerror', None) or e}") from None
-    try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise BadInput(f"{path} is not valid JSON: {e}") from None
+    # regular, bounded, strict JSON, nested at most config.MAX_DEPTH deep
+    text = config.read_text_file(path, "comparison file", config.DOCUMENT_LIMIT)
+    doc = config.parse_json(text, f"comparison file {path}")
     if not isinstance(doc, dict) or ("kind" not in doc and "experiment" not in doc):
         raise BadInput(f"{path} is not a bpbench comparison (results.json from `bpbench compare`) "
                        "or run result (`bpbench run --output`)")
     if doc.get("schema") != schema.SCHEMA_VERSION:
-        raise BadInput(f"{path} has schema {doc.get('schema')!r}; this bpbench reads schema {schema.SCHEMA_VERSION}")
+        raise BadInput(f"{path} has schema {quoted(doc.get('schema'))}; this bpbench reads schema {schema.SCHEMA_VERSION}")
     if doc.get("kind") is None:
         schema.check(text, schema.RunResult, str(path), "run result")
         doc = as_comparison(doc)
@@ -67,7 +60,7 @@ def load(path: Path) -> dict[str, Any]:
 
 def check_name(name: str) -> str:
     if not NAME.fullmatch(name) or name == "last" or name.endswith(".json"):
-        raise BadInput(f"--save {name!r}: a name is 1-100 letters, digits, '.', '_' or '-' "
+        raise BadInput(f"--save {quoted(name)}: a name is 1-100 letters, digits, '.', '_' or '-' "
                        "(not 'last', no '.json'), e.g. --save main")
     return name
 
@@ -98,12 +91,8 @@ def save(doc: dict[str, Any], name: str, runs_dir: Path) -> Path:
     doc["saved"] = {"name": name, **commit(), "saved_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                     "machine": machine(doc.get("env") or {})}
     path = runs_dir / f"{name}.json"
-    results.write_json(path, doc)
+    results.write_json(path, doc, "--save")
     return path
-
-
-def names(runs_dir: Path) -> list[str]:
-    return sorted(p.stem for p in runs_dir.glob("*.json")) if runs_dir.is_dir() else []
 
 
 def _is_file(p: Path) -> bool:
@@ -113,10 +102,22 @@ def _is_file(p: Path) -> bool:
         return False
 
 
+def _saved(runs_dir: Path) -> list[Path]:
+    """The saved comparisons: regular *.json files only (a FIFO or a directory so named is none)."""
+    try:
+        return [p for p in runs_dir.glob("*.json") if _is_file(p)] if runs_dir.is_dir() else []
+    except OSError:
+        return []
+
+
+def names(runs_dir: Path) -> list[str]:
+    return sorted(p.stem for p in _saved(runs_dir))
+
+
 def resolve(spec: str, runs_dir: Path) -> Path:
     """`last` (the newest saved comparison), a saved NAME, or a path to a results.json."""
     if spec == "last":
-        files = list(runs_dir.glob("*.json")) if runs_dir.is_dir() else []
+        files = _saved(runs_dir)
         if not files:
             raise BadInput(f"--baseline last: no saved comparison in {runs_dir} (save one with --save NAME)")
         return max(files, key=lambda p: p.stat().st_mtime)
@@ -125,6 +126,6 @@ def resolve(spec: str, runs_dir: Path) -> Path:
     path = runs_dir / f"{spec}.json"
     if not _is_file(path):
         have = names(runs_dir)
-        raise BadInput(f"--baseline {spec}: no such file, and no comparison saved as {spec!r} in {runs_dir}"
+        raise BadInput(f"--baseline {cut(spec)}: no such file, and no comparison saved as {quoted(spec)} in {runs_dir}"
                        + (f" (saved: {', '.join(have)})" if have else ""))
     return path
