@@ -205,7 +205,7 @@ def test_csv_errors_name_the_line(cli, tmp_path):
 def test_output_through_a_symlink_updates_its_target(cli, tmp_path):
     target = tmp_path / "store" / "r.json"
     target.parent.mkdir()
-    target.write_text("{}")
+    target.write_text('{"schema": 1, "experiment": "linreg"}')    # an earlier result
     target.chmod(0o640)
     link = tmp_path / "r.json"
     link.symlink_to(target)
@@ -306,18 +306,16 @@ def test_output_to_a_fifo_is_written_in_place_never_replaced(cli, tmp_path):
 
 def test_a_failing_device_write_keeps_the_node_and_says_so(tmp_path, monkeypatch):
     # /dev/full (as root the old writer replaced it with a regular file): a char device that
-    # refuses every write. Simulated on a FIFO whose write fails, so no test touches /dev.
+    # refuses every write. A FIFO stands in for it, opened as /dev/full, so no test writes /dev.
     fifo = tmp_path / "full"
     os.mkfifo(fifo)
-    real_open = open
+    real_open = os.open
 
-    def full_open(path, *a, **k):
-        if str(path) == str(fifo):
-            raise OSError(28, "No space left on device")
-        return real_open(path, *a, **k)
-    monkeypatch.setattr("builtins.open", full_open)
+    def full_open(path, flags, *a):
+        return real_open("/dev/full", os.O_WRONLY) if str(path) == str(fifo) else real_open(path, flags, *a)
+    monkeypatch.setattr(os, "open", full_open)
     with pytest.raises(OSError, match="No space"):
-        results.write_json(fifo, {"a": 1})
+        results.write_json(fifo, {"a": 1}, streams=True)
     assert stat.S_ISFIFO(fifo.stat().st_mode)
 
 

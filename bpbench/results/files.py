@@ -144,13 +144,25 @@ def _package_dir() -> Path:
     return Path(__file__).resolve().parents[1]      # bpbench/results/files.py -> bpbench/
 
 
+def _configs_dir() -> Path | None:
+    """Where the built-in configs are: inside the package once installed, the repository's
+    configs/ in a development checkout."""
+    from importlib import resources
+    try:
+        return Path(str(resources.files("bpbench.configs"))).resolve()
+    except (ImportError, TypeError, OSError):
+        return None
+
+
 def protected_places(inputs: Iterable[str | Path | None] = ()) -> list[tuple[Path, str]]:
     """(place, what it is): where no output replaces an existing file that is not one of bpbench's
     own outputs, --force or not: bpbench's package (its shipped data, built-in configs and
     code), the Python running it (interpreter, standard library, environment), $BPBENCH_DATA,
     and the directories among this run's `inputs` (a --data-dir)."""
     import sysconfig
-    places = [(_package_dir(), "part of bpbench itself")]
+    configs = _configs_dir()      # first: installed, it is inside the package
+    places = [(configs, "one of bpbench's built-in configs")] if configs else []
+    places.append((_package_dir(), "part of bpbench itself"))
     python = "part of the Python installation running bpbench"
     if sys.executable:
         places.append((Path(os.path.realpath(sys.executable)), "the Python interpreter running bpbench"))
