@@ -311,8 +311,8 @@ def test_a_failing_device_write_keeps_the_node_and_says_so(tmp_path, monkeypatch
     os.mkfifo(fifo)
     real_open = os.open
 
-    def full_open(path, flags, *a):
-        return real_open("/dev/full", os.O_WRONLY) if str(path) == str(fifo) else real_open(path, flags, *a)
+    def full_open(path, flags, *a, **k):
+        return real_open("/dev/full", os.O_WRONLY) if str(path) == str(fifo) else real_open(path, flags, *a, **k)
     monkeypatch.setattr(os, "open", full_open)
     with pytest.raises(OSError, match="No space"):
         results.write_json(fifo, {"a": 1}, streams=True)
