@@ -336,6 +336,13 @@ def test_a_damaged_cache_is_rewritten_not_refused(cache):
     assert peak.store("k", GOOD) == cache and peak.lookup("k") == GOOD
 
 
+def test_a_cache_linked_to_a_file_bpbench_did_not_write_leaves_it_alone(cache, tmp_path):
+    other = tmp_path / "notes.txt"
+    other.write_text("mine")
+    cache.symlink_to(other)
+    assert peak.store("k", GOOD) is None and other.read_text() == "mine"
+
+
 # ------------------------------------------------------------ the repository
 
 def test_saved_runs_are_ignored_by_git():
