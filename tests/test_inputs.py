@@ -12,7 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bpbench import config, document, peak, saved
+from bpbench import config
+from bpbench.measure import peak
+from bpbench.results import saved
 from bpbench.data import mnist
 from bpbench.errors import BadInput, quoted
 from conftest import write_idx
@@ -83,7 +85,7 @@ def test_non_finite_numbers_in_a_result_file_are_refused(tmp_path):
         f = tmp_path / "r.json"
         f.write_text('{"schema": 1, "kind": "comparison", "x": %s}' % bad)
         with pytest.raises(BadInput, match="not valid JSON"):
-            document.load(f)
+            saved.load(f)
 
 
 # ------------------------------------------------------------ not a regular file: refused, never blocks
@@ -315,7 +317,7 @@ def test_a_fifo_as_the_peak_cache_is_not_read_and_never_blocks(cache):
 def test_concurrent_writers_keep_every_entry(cache, monkeypatch):
     """Two writers, each made slow between reading the cache and replacing it: without the lock
     and the merge under it, one of them drops the other's entry."""
-    from bpbench import results
+    from bpbench.results import files as results
     real_write = results.write_json
 
     def slow_write(*a, **k):
