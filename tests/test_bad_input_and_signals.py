@@ -103,8 +103,8 @@ HOSTILE = [
     (["run", "linreg", "--epochs", str(10**12), "--log-every", "1"], "GiB"),
     (["run", "mnist01", "--batch-size", "1", "--epochs", str(10**9), "--eval-every", "1"], "GiB"),
     # item 13: --output targets that cannot take a file, found before any training
-    (["run", "linreg", "--output", "{tmp}"], "Is a directory"),
-    (["run", "linreg", "--output", ""], "Is a directory"),
+    (["run", "linreg", "--output", "{tmp}"], "is a directory"),
+    (["run", "linreg", "--output", ""], "is a directory"),
     (["run", "linreg", "--output", f"{{tmp}}/{LONG}.json"], "File name too long"),
     (["run", "linreg", "--output", "{tmp}/seed_big.toml/r.json"], "Not a directory"),
     (["run", "linreg", "--output", "{tmp}/sock"], "not a regular file"),

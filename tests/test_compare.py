@@ -165,7 +165,7 @@ def test_keep_going_exits_0_with_failed_cells(cli, tmp_path):
                                       (["compare", "--baseline", "x.json", "--fail-on-regression", "-5"], "positive"),
                                       (["compare", "--baseline", "nosuch"], "no comparison saved as 'nosuch'"),
                                       (["compare", "--baseline", "a" * 300], "File name too long"),
-                                      (["compare", "--baseline", "/"], "Is a directory"),
+                                      (["compare", "--baseline", "/"], "is a directory"),
                                       (["compare", "--format", "xml"], "unknown --format"),
                                       (["report", "/no/such/results.json"], "not found")])
 def test_compare_bad_input(cli, args, msg, tmp_path, monkeypatch):

@@ -22,6 +22,7 @@ from bpbench.errors import (
     EXIT_INTERRUPTED,
     BadInput,
     RunFailed,
+    cut,
 )
 
 try:  # Typer >= 0.20 vendors click; older releases depend on it.
@@ -33,8 +34,11 @@ except ImportError:  # pragma: no cover
 _NoArgsIsHelp = getattr(click.exceptions, "NoArgsIsHelpError", ())
 
 
+MESSAGE_LIMIT = 3000    # characters: what a message quotes is cut (errors.quoted); this is the backstop
+
+
 def fail(message: str, code: int = EXIT_BAD_INPUT) -> None:
-    sys.stderr.write(f"bpbench: error: {' '.join(message.split())}\n")
+    sys.stderr.write(f"bpbench: error: {cut(' '.join(message.split()), MESSAGE_LIMIT)}\n")
     sys.stderr.flush()
     raise SystemExit(code)
 

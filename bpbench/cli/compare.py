@@ -117,6 +117,8 @@ def compare(
     wide: bool = typer.Option(False, "--wide", help="All columns (setup, train time, throughput, ...), however wide."),
     fmt: Optional[str] = typer.Option(None, "--format", help="table (default), markdown or json."),
     as_json: bool = typer.Option(False, "--json", help="Print the comparison document as JSON (--format json)."),
+    force: bool = typer.Option(False, "--force", help="Let --output-dir and --save replace files that are not "
+                                                      "bpbench's (never bpbench's own files or the Python running it)."),
     **study_options: Any,
 ) -> None:
     """Run the experiment matrix (experiment x variant x device x batching) and show one table per experiment."""
@@ -129,7 +131,7 @@ def compare(
         raise BadInput(f"--repeat must be a positive integer, got {repeat}")
     opts = _study_values(study_options)
     threshold, base = _checked_baseline(fail_on_regression, baseline, runs_dir, save)
-    _check_dirs(output_dir, save, runs_dir)
+    _check_outputs(output_dir, save, runs_dir, force)
     progress = CellProgress()
     interrupted = None
     with _sigterm_as_interrupt():
@@ -178,12 +180,19 @@ def _checked_baseline(fail_on_regression, baseline, runs_dir: Path, save):
     return threshold, _baseline(baseline, runs_dir)
 
 
-def _check_dirs(output_dir: Optional[Path], save: Optional[str], runs_dir: Path) -> None:
+def _check_outputs(output_dir: Optional[Path], save: Optional[str], runs_dir: Path, force: bool) -> None:
+    """Before any cell runs: every file compare will write can be written and replaces nothing
+    bpbench did not write (a FIFO or a directory named results.csv, another program's width.png)
+    unless --force."""
     from bpbench.results import files as results
     if save is not None:
         results.ensure_writable_dir(runs_dir, "--save")
+        results.check_output_file(runs_dir / f"{save}.json", "--save", force=force)
     if output_dir is not None:
         results.ensure_writable_dir(output_dir, "--output-dir")
+        plots = sorted(output_dir.glob("*.png")) if force else []   # which ones it draws depends on the cells
+        for path in [output_dir / "results.json", output_dir / "results.csv", *plots]:
+            results.check_output_file(path, "--output-dir file", force=force)
 
 
 @contextlib.contextmanager

@@ -70,13 +70,17 @@ def _run_signature() -> inspect.Signature:
           default=_opt("--trace-file", "Write --profile-ops' Chrome/Perfetto trace here (implies "
                                        "--profile-ops; default with --output: beside it, NAME.trace.json).",
                        "Output")),
+        P("force", P.KEYWORD_ONLY, annotation=bool,
+          default=_opt("--force", "Let --output and --trace-file replace a file that is not a bpbench result "
+                                  "(never an input of the run, bpbench's own files or the Python running it).",
+                       "Output", False)),
     ]
     return inspect.Signature(head + _config_params() + tail)
 
 
 def run(*, experiment: str, config: Optional[Path], set_: List[str], trace: bool, as_json: bool,
         output: Optional[Path], profile_lines: bool, profile_ops: bool, trace_file: Optional[Path],
-        **flags: Any) -> None:
+        force: bool, **flags: Any) -> None:
     """Train one experiment under the harness and report loss, parameters, time and memory."""
     from bpbench import api
     from bpbench import config as C
@@ -86,7 +90,8 @@ def run(*, experiment: str, config: Optional[Path], set_: List[str], trace: bool
     flags.update(C.parse_set(set_, flags))
     info, cfg = api.resolve(experiment, config, **flags)   # fails fast on --device cuda without CUDA
     profile_ops = profile_ops or trace_file is not None
-    trace_file = _check_outputs(cfg, config, output, trace_file if profile_ops else None, profile_ops)
+    inputs = [config, *info.inputs(cfg)]     # what the run reads: no output may replace it
+    trace_file = _check_outputs(inputs, output, trace_file if profile_ops else None, profile_ops, force)
     log = Printer("stderr" if as_json else "stdout")
     progress = None if as_json or not sys.stdout.isatty() else _LazyProgress(f"{experiment} {cfg['variant']}")
     try:
@@ -103,6 +108,8 @@ def run(*, experiment: str, config: Optional[Path], set_: List[str], trace: bool
         fail(result["error"], EXIT_INTERRUPTED)
     if result["status"] == "diverged":
         fail(result["error"], EXIT_DIVERGED)
+    if (result.get("profile") or {}).get("trace_error"):   # the result is kept: shown and written first
+        fail(result["profile"]["trace_error"])
 
 
 def _chosen(experiment: str, flags: dict[str, Any], trace: bool):
@@ -123,23 +130,22 @@ def _chosen(experiment: str, flags: dict[str, Any], trace: bool):
     return info
 
 
-def _check_outputs(cfg: dict[str, Any], config: Optional[Path], output: Optional[Path],
-                   trace_file: Optional[Path], profile_ops: bool) -> Optional[Path]:
-    """Refuse, before training, outputs that cannot be written or would replace an input; returns
-    where the profile's trace goes (None: nowhere)."""
+def _check_outputs(inputs: list, output: Optional[Path], trace_file: Optional[Path], profile_ops: bool,
+                   force: bool) -> Optional[Path]:
+    """Refuse, before training, outputs that cannot be written or would replace an input (one
+    rule for both: results.check_output_file); returns where the profile's trace goes (None:
+    nowhere). --output may also be a stream (/dev/stdout, a pipe); the trace is a file."""
     from bpbench.results import files as results
-    data_file = cfg["data"] if cfg["data"].endswith((".csv", ".npz")) else None   # else a built-in set
     if output is not None:
-        results.check_output_file(output, "--output", inputs=[config, data_file])
+        results.check_output_file(output, "--output", inputs, force, streams=True)
     if not profile_ops:
         return None
     from bpbench.measure import profile as opprofile
     trace_file = trace_file or opprofile.default_trace_file(output)
     if trace_file is not None:
-        opprofile.check_trace_target(trace_file)
         if output is not None and results.same_file(trace_file, output):
             raise BadInput(f"--trace-file {trace_file} is also --output: one would overwrite the other")
-        results.check_output_file(trace_file, "--trace-file", inputs=[config, data_file])
+        results.check_output_file(trace_file, "--trace-file", inputs, force)
     return trace_file
 
 
@@ -169,7 +175,7 @@ def _emit(result: dict[str, Any], as_json: bool, output: Optional[Path], trace: 
         return   # --json --output /dev/stdout: one JSON object on stdout, not the same one twice
     if output is not None:
         try:
-            results.write_json(output, result)
+            results.write_json(output, result, "--output", streams=True)
         except OSError as e:
             raise BadInput(f"cannot write --output {output}: {e.strerror or e}") from None
         if not as_json:

@@ -9,12 +9,13 @@ from typing import Any
 
 from bpbench import experiments, studies
 from bpbench import variants as V
-from bpbench.results import contention, figures, noise, parity
+from bpbench.results import contention, figures, files, noise, parity
 from bpbench.results.cells import cell_key
 from bpbench.results.noise import step_samples
 from bpbench.results.summary import summarize
 
-CSV_COLUMNS = ["key", "study", "experiment", "variant", "device", "label", "status", "repeats",
+# results.csv: its first columns are how a file bpbench may replace is recognised (files.CSV_HEAD)
+CSV_COLUMNS = [*files.CSV_HEAD, "repeats",
                "setup_s", "step_s_median", "step_s_iqr", "noise", "train_s", "samples_per_s", "rss_peak_mib",
                "cuda_peak_allocated_mib", "final_loss", "accuracy", "steps", "speed_vs_manual",
                "cuda_speedup", "compile_s", "break_even_steps", "baseline_change", "baseline_fast_change",

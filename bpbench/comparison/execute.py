@@ -15,16 +15,16 @@ interrupted comparison keeps every finished cell.
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
 
-from bpbench import processes
+from bpbench import config, processes
 from bpbench import variants as V
 from bpbench.comparison.derive import CSV_COLUMNS, csv_rows, refresh, summarize
+from bpbench.errors import BadInput
 from bpbench.results import files as results
 from bpbench.results import noise
 from bpbench.results.cells import Cell
@@ -68,8 +68,8 @@ def run_cell(cell: Cell, repeat: int, unavailable: str | None) -> dict[str, Any]
         last = (err.strip().splitlines() or [f"exit code {proc.returncode}"])[-1]
         if proc.returncode in (0, 3) and out.strip():
             try:
-                rec["runs"].append(json.loads(out))
-            except json.JSONDecodeError:
+                rec["runs"].append(config.parse_json(out, "the cell's result"))
+            except BadInput:
                 rec.update(status="failed", error="the cell printed no valid JSON result")
                 break
         if proc.returncode != 0:
@@ -108,8 +108,13 @@ class Comparison:
     def save(self) -> None:
         if self.output_dir is None:
             return
-        results.write_json(self.output_dir / "results.json", self.doc)
-        results.write_csv(self.output_dir / "results.csv", csv_rows(self.doc), CSV_COLUMNS)
+        for name, write in (("results.json", lambda p: results.write_json(p, self.doc, "--output-dir file")),
+                            ("results.csv", lambda p: results.write_csv(p, csv_rows(self.doc), CSV_COLUMNS,
+                                                                         "--output-dir file"))):
+            try:
+                write(self.output_dir / name)
+            except OSError as e:       # a full disk, say: name the file
+                raise BadInput(f"cannot write {self.output_dir / name}: {e.strerror or e}") from None
 
 
 def execute(cmp: Comparison, unavailable: set[str], repeat: int,

@@ -162,8 +162,8 @@ REGISTRY: dict[str, ExperimentInfo] = {
                 "loader": _key(C.one_of("resident", "dataloader"), "mnist01: 'resident' or 'dataloader'.", "Data",
                                  metavar="resident|dataloader"),
                 "digits": _key(C.one_of("0,1", "0-9"), "mnist01: '0,1' or '0-9'.", "Data", metavar="0,1|0-9"),
-                "data_dir": _key(C.text, "mnist01: torchvision MNIST root (default: $BPBENCH_DATA, else the user "
-                                           "cache dir).", "Data", metavar="DIR"),
+                "data_dir": _key(C.text, "mnist01: a folder of MNIST's four files, or a torchvision MNIST root "
+                                           "(default: $BPBENCH_DATA, else the user cache dir).", "Data", metavar="DIR"),
                 "download": _key(C.boolean, "mnist01: let torchvision fetch MNIST once into --data-dir or the default data dir.",
                                  "Data",
                                  boolean=True),

@@ -108,13 +108,6 @@ def export_trace(prof, path: Path) -> Path:
     return path
 
 
-def check_trace_target(path: Path) -> None:
-    """Bad input, before any training, when the trace cannot be written where asked (the same
-    rule as --output's: through a link to its target, a regular file only)."""
-    from bpbench.results import files as results
-    results.check_output_file(path, "--trace-file")
-
-
 def default_trace_file(output: Path | None) -> Path | None:
     """Beside --output: results/run.json -> results/run.trace.json."""
     return output.with_name(f"{output.stem}.trace.json") if output is not None else None

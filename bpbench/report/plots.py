@@ -8,8 +8,6 @@ cell (median with its interquartile range). Each study draws its own plot (bpben
 from __future__ import annotations
 
 import io
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
@@ -171,27 +169,18 @@ def write_all(doc: dict[str, Any], out_dir: Path, extra: list[Callable[[Path], l
 
 
 def save(fig, path: Path) -> Path:
-    """Atomically, through a temporary file of its own (parallel writers never share one), into
-    a symlink's target; never over something that is not a regular file."""
+    """Through bpbench's one writer (results.files): atomically, into a symlink's target; never
+    over something that is not a regular file, nor over a PNG another program wrote."""
     from bpbench.results import files as results
     plt = pyplot()
     buf = io.BytesIO()
     fig.tight_layout()
     fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
-    target = path.resolve() if path.is_symlink() else path
-    if target.exists() and not target.is_file():
-        raise BadInput(f"cannot write plot {path}: it exists and is not a regular file")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
-        os.fchmod(fd, 0o666 & ~results._umask())    # mkstemp makes 0600; plots are ordinary files
-        with os.fdopen(fd, "wb") as f:
-            f.write(buf.getvalue())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        results.write_bytes(path, buf.getvalue(), "plot")
+    except OSError as e:
+        raise BadInput(f"cannot write plot {path}: {e.strerror or e}") from None
     return path
 
 

@@ -124,6 +124,8 @@ def print_profile(p: dict[str, Any], console: Console, timed_step_s: float | Non
                   + (f" · host {fmt_s(sp['host_s'])} vs kernels {fmt_s(sp['kernel_s'])}" if "kernel_s" in sp else ""))
     if p.get("trace_file"):
         console.print(f"trace: {p['trace_file']} (open in ui.perfetto.dev or chrome://tracing)")
+    elif p.get("trace_error"):
+        console.print(f"no trace written: {p['trace_error']}", markup=False, highlight=False)
     else:   # without --output there is no default place for it, and silence reads as "no trace exists"
         console.print("[dim]no trace written: --trace-file PATH (or --output, which puts it beside the "
                       "result) writes a Perfetto trace of these steps[/]")

@@ -101,7 +101,7 @@ def _target(path: str | Path, streams: bool = False) -> tuple[Path | int, bool]:
     if stat.S_ISREG(mode):
         return Path(os.path.realpath(path)), True
     if stat.S_ISDIR(mode):
-        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR))
+        raise IsADirectoryError(errno.EISDIR, "it is a directory, not a regular file")
     if streams and (stat.S_ISCHR(mode) or stat.S_ISFIFO(mode)):
         return path, False
     kind = "a FIFO" if stat.S_ISFIFO(mode) else "a device or socket"
