@@ -16,7 +16,7 @@ from bpbench.measure import profile as opprofile
 from bpbench.results import files as results
 from bpbench.data import mnist
 from bpbench.errors import BadInput
-from test_inputs import within
+from test_inputs import one_line, within
 
 RESULT = {"schema": 1, "experiment": "linreg", "status": "ok"}
 
@@ -227,3 +227,78 @@ def test_the_data_dir_of_a_run_is_among_its_inputs():
     assert mnist01.inputs({"data": "mnist"}) == [str(mnist.default_data_dir())]
     assert mnist01.inputs({"data": "x.npz"}) == ["x.npz"] and mnist01.inputs({"data": "offline"}) == []
     assert REGISTRY["linreg"].inputs({"data": "d.csv"}) == ["d.csv"]
+
+
+# ------------------------------------------------------------ the CLI: up front, one line, exit 2
+
+@pytest.fixture
+def no_training(monkeypatch):
+    from bpbench.measure import loop
+    monkeypatch.setattr(loop, "run_loop", lambda *a, **k: pytest.fail("training started"))
+
+
+def test_run_refuses_an_output_that_is_no_result_before_training(cli, tmp_path, no_training):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("keep me")
+    for flag in ("--output", "--trace-file"):
+        line = one_line(cli("run", "linreg", "--epochs", "2", flag, notes))
+        assert f"{flag} {notes} exists and is not a bpbench result" in line and "--force" in line
+    assert notes.read_text() == "keep me"
+
+
+def test_run_force_replaces_it(cli, tmp_path):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("keep me")
+    r = cli("run", "linreg", "--epochs", "2", "--output", notes, "--force", "--no-flops")
+    assert r.exit_code == 0, r.stderr
+    assert json.loads(notes.read_text())["timing"]["steps"] == 2
+
+
+def test_run_never_writes_into_its_data_dir(cli, tmp_path, no_training):
+    from test_inputs import _flat_mnist
+    _flat_mnist(tmp_path / "mnist", gz=True)
+    images = tmp_path / "mnist" / "train-images-idx3-ubyte.gz"
+    before = images.read_bytes()
+    line = one_line(cli("run", "mnist01", "--data-dir", tmp_path / "mnist", "--output", images, "--force"))
+    assert "a data directory this run reads: not replacing it" in line and images.read_bytes() == before
+
+
+def test_run_never_replaces_the_shipped_data(cli, no_training):
+    shipped = Path(results.__file__).parents[1] / "data" / "mnist01.npz"
+    before = shipped.stat()
+    line = one_line(cli("run", "linreg", "--epochs", "1", "--output", shipped, "--force"))
+    assert "part of bpbench itself" in line
+    assert (shipped.stat().st_ino, shipped.stat().st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+
+
+def test_a_trace_that_cannot_be_written_keeps_the_result(cli, tmp_path, monkeypatch):
+    import torch.profiler
+
+    def full_disk(self, path, *a, **k):
+        Path(f"{path}.tmp").write_text("half")          # what kineto leaves when its write fails
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(torch.profiler.profile, "export_chrome_trace", full_disk)
+    out = tmp_path / "r.json"
+    r = cli("run", "linreg", "--epochs", "20", "--manual", "--no-flops", "--profile-ops", "--output", out)
+    assert "cannot write --trace-file" in one_line(r) and "No space left on device" in r.stderr
+    res = json.loads(out.read_text())            # written first: the whole result is kept
+    assert res["status"] == "ok" and res["timing"]["steps"] == 20 and res["profile"]["trace_file"] is None
+    assert "no trace written: cannot write --trace-file" in r.stdout
+    assert _entries(tmp_path) == ["r.json"]     # no stray temporary file of either writer
+
+
+def test_compare_refuses_a_fifo_or_a_directory_where_its_files_go(cli, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    os.mkfifo(out / "results.csv")
+    line = one_line(within(30, lambda: cli("compare", "bce", "--variant", "manual", "--output-dir", out)))
+    assert f"{out / 'results.csv'}: it exists and is not a regular file (a FIFO)" in line
+    os.unlink(out / "results.csv")
+    (out / "results.json").mkdir()
+    assert "is a directory" in one_line(cli("compare", "bce", "--variant", "manual", "--output-dir", out))
+
+
+def test_compare_refuses_to_replace_a_file_that_is_not_bpbenchs(cli, tmp_path):
+    (tmp_path / "results.csv").write_text("name,score\nme,1\n")
+    line = one_line(cli("compare", "bce", "--variant", "manual", "--output-dir", tmp_path))
+    assert "results.csv exists and is not a bpbench result" in line and "--force" in line
