@@ -46,7 +46,6 @@ BPBENCH_FILES = {
     "csv": ",".join(results.CSV_HEAD) + ",repeats\nmatrix:x,matrix,x,y,cpu,,ok,1\n",
     "plot": b"\x89PNG\r\n\x1a\n\x00\x00\x00\x19tEXtSoftware\x00Matplotlib version3.9".decode("latin-1"),
     "trace": '{\n  "schemaVersion": 1,\n  "deviceProperties": [],\n  "traceEvents": []}',
-    "peak cache": '{"kind": "bpbench-peak-cache", "entries": {}}',
     "empty": "",
 }
 
@@ -60,8 +59,10 @@ def test_what_bpbench_wrote_is_replaced_without_force(tmp_path, content):
     assert json.loads(old.read_text()) == RESULT
 
 
-@pytest.mark.parametrize("content", ['{"experiment": "x"}', "{}", "key,value\n", "\x89PNG\r\n\x1a\n"],
-                         ids=["json without schema", "empty object", "other csv", "another program's png"])
+@pytest.mark.parametrize("content", ['{"experiment": "x"}', "{}", "key,value\n", "\x89PNG\r\n\x1a\n",
+                                     '{"kind": "bpbench-peak-cache", "entries": {}}'],
+                         ids=["json without schema", "empty object", "other csv", "another program's png",
+                              "the peak cache, an input of every run"])
 def test_what_only_looks_like_a_bpbench_file_is_not(tmp_path, content):
     f = tmp_path / "f"
     f.write_text(content, encoding="latin-1")
@@ -218,6 +219,15 @@ def test_a_fifo_with_a_reader_is_written_in_place(tmp_path):
             threading.Event().wait(0.02)
     reader.join(10)
     assert json.loads(got[0]) == RESULT and _entries(tmp_path) == ["pipe"]
+
+
+def test_a_descriptor_is_no_file_where_a_file_belongs(tmp_path):
+    for stream in ("/dev/stdout", "/dev/fd/1", "/proc/self/fd/2"):
+        with pytest.raises(BadInput, match="names a stream"):
+            results.check_output_file(stream, "--trace-file")
+        results.check_output_file(stream, "--output", streams=True)
+        assert not results.names_a_file(stream)
+    assert results.names_a_file(tmp_path / "r.json")
 
 
 def test_the_data_dir_of_a_run_is_among_its_inputs():

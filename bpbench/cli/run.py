@@ -141,7 +141,8 @@ def _check_outputs(inputs: list, output: Optional[Path], trace_file: Optional[Pa
     if not profile_ops:
         return None
     from bpbench.measure import profile as opprofile
-    trace_file = trace_file or opprofile.default_trace_file(output)
+    if trace_file is None and output is not None and results.names_a_file(output):   # not /dev/stdout
+        trace_file = opprofile.default_trace_file(output)
     if trace_file is not None:
         if output is not None and results.same_file(trace_file, output):
             raise BadInput(f"--trace-file {trace_file} is also --output: one would overwrite the other")

@@ -90,7 +90,9 @@ def _target(path: str | Path, streams: bool = False) -> tuple[Path | int, bool]:
     destroy the node. Anything else (a directory, a block device, a socket; a FIFO or device where
     only files belong) is refused. Raises OSError."""
     path = Path(path)
-    fd = _inherited_fd(path) if streams else None
+    fd = _inherited_fd(path)
+    if fd is not None and not streams:    # a descriptor's file would be replaced under it
+        raise OSError(errno.EINVAL, "it names a stream (a descriptor), not a file")
     if fd is not None:
         os.fstat(fd)                      # EBADF when that descriptor is closed
         return fd, False
@@ -112,9 +114,9 @@ def _target(path: str | Path, streams: bool = False) -> tuple[Path | int, bool]:
 
 # The first columns of every CSV bpbench writes (compare's results.csv): how one is recognised.
 CSV_HEAD = ("key", "study", "experiment", "variant", "device", "label", "status")
-# A run's or compare's result ({"schema": 1, "experiment" | "kind": ...}), or another file of
-# bpbench's own ({"kind": "bpbench-peak-cache", ...}).
-_RESULT_HEAD = re.compile(rb'\s*\{\s*(?:"schema"\s*:\s*\d+\s*,\s*"(?:experiment|kind)"\s*:|"kind"\s*:\s*"bpbench-)')
+# A run's or compare's result: {"schema": 1, "experiment" | "kind": ...}. (Not the peak cache:
+# an input of every run, rewritten only by its own writer.)
+_RESULT_HEAD = re.compile(rb'\s*\{\s*"schema"\s*:\s*\d+\s*,\s*"(?:experiment|kind)"\s*:')
 _TRACE_HEAD = re.compile(rb'\s*\{\s*"schemaVersion"\s*:')       # torch.profiler's Chrome trace
 _PNG = b"\x89PNG\r\n\x1a\n"
 SNIFF_BYTES = 64 * 1024
@@ -124,7 +126,7 @@ _forced: set[Path] = set()        # targets --force allowed to replace, for this
 def is_bpbench_output(path: Path) -> bool:
     """Whether the regular file `path` holds nothing bpbench would lose by replacing it: it is
     empty, or something bpbench writes (a run's or compare's JSON result, compare's CSV, a
-    plot, a --trace-file trace, the peak cache). Read from its first 64 KiB only."""
+    plot, a --trace-file trace). Read from its first 64 KiB only."""
     try:
         with open(path, "rb", opener=lambda p, f: os.open(p, f | os.O_NONBLOCK)) as f:
             head = f.read(SNIFF_BYTES)
@@ -224,6 +226,14 @@ def check_output_file(path: str | Path, what: str, inputs: Iterable[str | Path |
             os.unlink(target)
     except OSError as e:
         raise BadInput(f"cannot write {what} {path}: {e.strerror or e}") from None
+
+
+def names_a_file(path: str | Path) -> bool:
+    """Whether an output `path` is (or would be) a file rather than a stream (/dev/stdout, a pipe)."""
+    try:
+        return _target(path, streams=True)[1]
+    except OSError:
+        return True           # what is wrong with it is said where it is checked
 
 
 def same_file(a: str | Path, b: str | Path) -> bool:
