@@ -297,9 +297,7 @@ def parse_json(text: str, what: str, strict: bool = True) -> Any:
     extra = {"parse_constant": _no_constant, "parse_float": _finite} if strict else {}
     try:
         return _parsed(lambda t: json.loads(t, **extra), text, what)
-    except json.JSONDecodeError as e:
-        raise BadInput(f"{what} is not valid JSON: {e}") from None
-    except ValueError as e:             # from _finite / _no_constant
+    except ValueError as e:             # json.JSONDecodeError, or from _finite / _no_constant
         raise BadInput(f"{what} is not valid JSON: {e}") from None
 
 

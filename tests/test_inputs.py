@@ -11,14 +11,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import write_idx
+from synthetic import cell, run_result, write
+from synthetic import document as comparison
 
 from bpbench import config
-from bpbench.measure import peak
-from bpbench.results import saved
 from bpbench.data import mnist
 from bpbench.errors import BadInput, quoted
-from conftest import write_idx
-from synthetic import document as comparison, cell, run_result, write
+from bpbench.measure import peak
+from bpbench.results import saved
 
 
 def one_line(r, code=2):

@@ -11,12 +11,12 @@ import threading
 from pathlib import Path
 
 import pytest
+from test_inputs import one_line, within
 
-from bpbench.measure import profile as opprofile
-from bpbench.results import files as results
 from bpbench.data import mnist
 from bpbench.errors import BadInput
-from test_inputs import one_line, within
+from bpbench.measure import profile as opprofile
+from bpbench.results import files as results
 
 RESULT = {"schema": 1, "experiment": "linreg", "status": "ok"}
 

@@ -117,8 +117,9 @@ def compare(
     wide: bool = typer.Option(False, "--wide", help="All columns (setup, train time, throughput, ...), however wide."),
     fmt: Optional[str] = typer.Option(None, "--format", help="table (default), markdown or json."),
     as_json: bool = typer.Option(False, "--json", help="Print the comparison document as JSON (--format json)."),
-    force: bool = typer.Option(False, "--force", help="Let --output-dir and --save replace files that are not "
-                                                      "bpbench's (never bpbench's own files or the Python running it)."),
+    force: bool = typer.Option(
+        False, "--force", help="Let --output-dir and --save replace files that are not bpbench's "
+                               "(never bpbench's own files or the Python running it)."),
     **study_options: Any,
 ) -> None:
     """Run the experiment matrix (experiment x variant x device x batching) and show one table per experiment."""

@@ -242,7 +242,8 @@ def gradcheck(
     experiment: str = typer.Argument(..., help="Experiment with a manual variant."),
     data: Optional[str] = typer.Option(None, "--data", help="Data set (per experiment)."),
     digits: Optional[str] = typer.Option(None, "--digits", help="mnist01: '0,1' or '0-9'."),
-    data_dir: Optional[str] = typer.Option(None, "--data-dir", help="mnist01: a folder of MNIST's four files, or a torchvision MNIST root."),
+    data_dir: Optional[str] = typer.Option(
+        None, "--data-dir", help="mnist01: a folder of MNIST's four files, or a torchvision MNIST root."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed for init, data and the sampled elements."),
     lr: Optional[float] = typer.Option(None, "--lr", help="Accepted for symmetry with run; must be > 0."),
     variant: Optional[str] = typer.Option(None, "--variant", help="Must name the manual variant if given."),

@@ -145,7 +145,8 @@ def download(root: Path) -> None:
     from bpbench.results import files as results
     try:   # a place that cannot be written is not "no network"
         # the deepest of the folders torchvision writes into that exists already
-        results.ensure_writable_dir(next((d for d in (torchvision_dir(root), root / "MNIST") if d.is_dir()), root), "MNIST")
+        deepest = next((d for d in (torchvision_dir(root), root / "MNIST") if d.is_dir()), root)
+        results.ensure_writable_dir(deepest, "MNIST")
     except BadInput as e:
         raise BadInput(f"cannot download MNIST into {root}: {str(e).rsplit(': ', 1)[-1]}") from None
     try:

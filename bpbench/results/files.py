@@ -329,12 +329,6 @@ def staged(path: Path) -> Iterator[Path]:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """`text` into the regular file `path`, atomically (see staged); no checks: bpbench's own files."""
-    with staged(Path(path)) as tmp:
-        tmp.write_bytes(text.encode("utf-8"))
-
-
 def finite_or_null(obj: Any) -> Any:
     """Strict JSON has no NaN/Infinity: a diverged run's non-finite numbers become null
     (its `status` and `error` say what happened)."""

@@ -47,7 +47,8 @@ def load(path: Path) -> dict[str, Any]:
         raise BadInput(f"{path} is not a bpbench comparison (results.json from `bpbench compare`) "
                        "or run result (`bpbench run --output`)")
     if doc.get("schema") != schema.SCHEMA_VERSION:
-        raise BadInput(f"{path} has schema {quoted(doc.get('schema'))}; this bpbench reads schema {schema.SCHEMA_VERSION}")
+        raise BadInput(f"{path} has schema {quoted(doc.get('schema'))}; "
+                       f"this bpbench reads schema {schema.SCHEMA_VERSION}")
     if doc.get("kind") is None:
         schema.check(text, schema.RunResult, str(path), "run result")
         doc = as_comparison(doc)
