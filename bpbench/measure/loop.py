@@ -63,8 +63,11 @@ class LoopResult:
 def run_loop(t: Trainable, cfg: LoopConfig, device,
              on_log: Callable[[dict, int], None] | None = None,
              on_epoch: Callable[[int, int, dict | None], None] | None = None,
-             diverged_by: Callable[[Exception], bool] | None = None) -> LoopResult:
+             diverged_by: Callable[[Exception], bool] | None = None, timer=None) -> LoopResult:
     """Drive `t` for cfg.epochs (or cfg.max_updates) with every step timed.
+
+    `timer` replaces the device's step timer (timer.step_timer): an object with its start, stop,
+    split and seconds, e.g. the instruction counter that switches callgrind on around each step.
 
     Like timeit, the loop runs with Python's cyclic garbage collector paused: its collections
     (which grow with the history kept) would otherwise land inside random steps.
@@ -76,14 +79,17 @@ def run_loop(t: Trainable, cfg: LoopConfig, device,
     was_enabled = gc.isenabled()
     gc.disable()
     try:
-        return _run_loop(t, cfg, device, on_log, on_epoch, diverged_by)
+        return _run_loop(t, cfg, device, on_log, on_epoch, diverged_by, timer)
     finally:
         if was_enabled:
             gc.enable()
 
 
-def _run_loop(t, cfg, device, on_log, on_epoch, diverged_by) -> LoopResult:
-    return _Loop(t, cfg, device, on_log, on_epoch, diverged_by).run()
+def _run_loop(t, cfg, device, on_log, on_epoch, diverged_by, timer=None) -> LoopResult:
+    loop = _Loop(t, cfg, device, on_log, on_epoch, diverged_by)
+    if timer is not None:
+        loop.timer = timer
+    return loop.run()
 
 
 class _Loop:

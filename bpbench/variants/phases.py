@@ -2,10 +2,11 @@
 
 Learners wrap each part of their step in `with phase("forward"):` (and "backward", "update").
 Marking is off by default: `phase()` then returns one shared no-op context, a fraction of a
-microsecond, so the timed loop pays nothing measurable. While a `Recorder` is active (the FLOP
-count and `--profile-ops`, both outside the timed loop) each phase becomes a
-`torch.profiler.record_function` range that the profiler names, and the recorder attributes the
-FLOP counter's total and, on CUDA, the memory peak to the phase it grew in.
+microsecond, so the timed loop pays nothing measurable. While a `Marker` is active, each phase
+is handed to it: a `Recorder` (the FLOP count and `--profile-ops`, both outside the timed loop)
+makes each phase a `torch.profiler.record_function` range that the profiler names, and attributes
+the FLOP counter's total and, on CUDA, the memory peak to the phase it grew in; the instruction
+counter (measure/instructions.py) dumps callgrind's counts at every phase boundary.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any, Callable
 PHASES = ("forward", "backward", "update")
 
 _OFF = contextlib.nullcontext()
-_active: "Recorder | None" = None
+_active: "Marker | None" = None
 
 
 def phase(name: str):
@@ -25,8 +26,27 @@ def phase(name: str):
     return _OFF if rec is None else rec.mark(name)
 
 
-class Recorder:
-    """Records phases while active (`with Recorder(...) as rec:`), one at a time.
+class Marker:
+    """What `phase()` hands every phase to while it is active (`with marker:`), one at a time."""
+
+    def __enter__(self):
+        global _active
+        if _active is not None:
+            raise RuntimeError("phase recording is already active")
+        _active = self
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        global _active
+        _active = None
+
+    def mark(self, name: str):
+        """The context manager that `with phase(name):` enters."""
+        raise NotImplementedError
+
+
+class Recorder(Marker):
+    """Records phases while active (`with Recorder(...) as rec:`).
 
     flops: a callable returning the FLOP counter's running total (e.g. FlopCounterMode's
     get_total_flops); each phase gets the growth inside it.
@@ -39,17 +59,6 @@ class Recorder:
         self.flops_fn, self.memory = flops, memory
         self.flops: dict[str, int] = {}
         self.peak_bytes: dict[str, int] = {}
-
-    def __enter__(self) -> "Recorder":
-        global _active
-        if _active is not None:
-            raise RuntimeError("phase recording is already active")
-        _active = self
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        global _active
-        _active = None
 
     @contextlib.contextmanager
     def mark(self, name: str):
