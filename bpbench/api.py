@@ -151,21 +151,45 @@ def print_run(result: dict[str, Any], console=None) -> None:
     report.print_run(result, console, run_view(result))
 
 
+METRICS = ("time", "instructions")
+
+
 def execute(info, cfg: dict[str, Any], *, profile_lines: bool = False, profile_ops: bool = False,
             trace_file=None, on_log: Callable[[str], None] | None = None,
-            on_epoch: Callable[[int, int, dict | None], None] | None = None) -> dict[str, Any] | None:
+            on_epoch: Callable[[int, int, dict | None], None] | None = None,
+            metric: str = "time") -> dict[str, Any] | None:
     """Train once and return the result dict (status "ok", "diverged" or "interrupted").
 
     A distributed variant (ddp, allreduce) trains with N ranks (measure.distributed): rank 0's
-    merged result comes back here; under torchrun, ranks other than 0 return None.
+    merged result comes back here; under torchrun, ranks other than 0 return None. With
+    metric="instructions" the run trains again under callgrind (measure.instructions), which
+    counts the instructions of its steady steps.
     """
     from bpbench import variants
+    if check_metric(metric, cfg, profile_lines or profile_ops) == "instructions":
+        from bpbench.measure import instructions
+        return instructions.execute(info.name, instructions.counted_config(cfg), on_log)
     if variants.get(cfg["variant"]).distributed:
         from bpbench.measure import distributed
         return distributed.execute(info, cfg, profile_lines=profile_lines, on_log=on_log)
     from bpbench.measure.run import execute_in_process
     return execute_in_process(info, cfg, profile_lines=profile_lines, profile_ops=profile_ops,
                               trace_file=trace_file, on_log=on_log, on_epoch=on_epoch)
+
+
+def check_metric(metric: str, cfg: dict[str, Any] | None = None, profiling: bool = False) -> str:
+    """`metric`, once known and measurable for this run (cfg); raises BadInput."""
+    if metric not in METRICS:
+        raise BadInput(f"unknown --metric {metric!r} (choose from: {', '.join(METRICS)})")
+    if metric == "instructions":
+        from bpbench import variants
+        from bpbench.measure import instructions
+        if profiling:
+            raise BadInput("--metric instructions runs under callgrind: profile with --metric time")
+        instructions.check_available()
+        if cfg is not None:
+            instructions.check_run(cfg, variants.get(cfg["variant"]).distributed)
+    return metric
 
 
 def resolve(experiment: str, config: str | Path | None = None, **flags: Any):
@@ -180,14 +204,24 @@ def resolve(experiment: str, config: str | Path | None = None, **flags: Any):
 def run(experiment: str, variant: str | None = None, *, config: str | Path | None = None,
         profile_lines: bool = False, profile_ops: bool = False, trace_file: str | Path | None = None,
         on_log: Callable[[str], None] | None = None, on_epoch: Callable | None = None,
-        **settings: Any) -> Run | None:
+        metric: str = "time", **settings: Any) -> Run | None:
     """Train `experiment` once under the harness; `settings` are config keys (epochs=200, lr=0.01,
-    device="cuda", seed=1, ...), checked as `bpbench run`'s flags are. Raises BadInput on bad input."""
+    device="cuda", seed=1, ...), checked as `bpbench run`'s flags are; metric="instructions"
+    counts instructions under callgrind. Raises BadInput on bad input."""
     info, cfg = resolve(experiment, config, **settings, **({"variant": variant} if variant else {}))
     result = execute(info, cfg, profile_lines=profile_lines, profile_ops=profile_ops or trace_file is not None,
                      trace_file=Path(trace_file) if trace_file else None,
-                     on_log=on_log if cfg.get("log_every") else None, on_epoch=on_epoch)
+                     on_log=on_log if cfg.get("log_every") else None, on_epoch=on_epoch, metric=metric)
     return None if result is None else Run(result)
+
+
+def _counted_devices(devices: list[str]) -> list[str]:
+    """--metric instructions counts CPU instructions: CPU cells unless --device says otherwise
+    (CUDA cells are then listed as unavailable)."""
+    if devices == ["cuda"]:
+        raise BadInput("--metric instructions counts CPU instructions: use --device cpu "
+                       "(callgrind does not see the GPU's work)")
+    return devices or ["cpu"]
 
 
 def plan(targets: Iterable[str] = (), *, devices: Iterable[str] = (), variants: Iterable[str] = (),
@@ -207,19 +241,23 @@ def plan(targets: Iterable[str] = (), *, devices: Iterable[str] = (), variants: 
 def compare(*targets: str, devices: Iterable[str] = (), variants: Iterable[str] = (), preset: str | None = None,
             repeat: int = 1, output_dir: str | Path | None = None, baseline: dict[str, Any] | None = None,
             threshold: float | None = None, overrides: dict[str, Any] | None = None,
-            threads: list[int] | None = None, on_cell=None, **study_options: Any) -> Comparison:
+            threads: list[int] | None = None, on_cell=None, metric: str = "time",
+            **study_options: Any) -> Comparison:
     """Run the experiment matrix or a study (`compare("width", widths=[500, 200000])`), each cell in
-    a fresh process; returns the derived comparison. Ctrl-C raises KeyboardInterrupt after the
+    a fresh process; returns the derived comparison, its cells measured by `metric` (time, or
+    instructions under callgrind: CPU cells only). Ctrl-C raises KeyboardInterrupt after the
     finished cells are kept (in `output_dir`, when given)."""
     from bpbench import comparison as cmp
     from bpbench.measure import env
     from bpbench.results.noise import MIN_CHANGE
     if repeat <= 0:
         raise BadInput(f"repeat must be a positive integer, got {repeat}")
+    if check_metric(metric) == "instructions":
+        devices = _counted_devices(list(devices))
     preset, cells, unavailable, notes = plan(targets, devices=devices, variants=variants, preset=preset,
                                              study_options=study_options, overrides=overrides, threads=threads)
     out = Path(output_dir) if output_dir is not None else None
-    comparison = cmp.Comparison(preset, cells, notes, out, baseline, env.collect(), threshold or MIN_CHANGE)
+    comparison = cmp.Comparison(preset, cells, notes, out, baseline, env.collect(), threshold or MIN_CHANGE, metric)
     try:
         cmp.execute(comparison, set(unavailable), repeat, on_cell)
     except KeyboardInterrupt:

@@ -1,7 +1,15 @@
 """--metric instructions: the step counter against a simulated callgrind (no valgrind needed),
 the dump parser, and, where valgrind is installed, real counts of a short linreg run."""
 
+import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -65,7 +73,7 @@ class PhasedFake:
         return {}
 
 
-def counted(cg, first, count, **kwargs):
+def counter_for(cg, first, count, **kwargs):
     return I.StepCounter(first, count, toggle=cg.toggle, toggle_and_dump=cg.toggle_and_dump, **kwargs)
 
 
@@ -73,7 +81,7 @@ def drive(epochs=12, steps_per_epoch=1, warmup=2, first=2, count=5, **fake):
     cg = FakeCallgrind()
     t = PhasedFake(cg, steps_per_epoch, **fake)
     done = []
-    counter = counted(cg, first, count, after_last=lambda: done.append(t.calls))
+    counter = counter_for(cg, first, count, after_last=lambda: done.append(t.calls))
     with counter:
         res = run_loop(t, LoopConfig(epochs=epochs, warmup_steps=warmup, eval_every=3), "cpu", timer=counter)
     steps = I.steps_from_segments(counter.manifest()["segments"], cg.dumps, counter.completed, res.warmup_steps)
@@ -107,7 +115,7 @@ def test_a_step_cut_short_is_left_out():
     # counter stops collecting on the way out, and the cut step is not a step's count.
     cg = FakeCallgrind()
     t = PhasedFake(cg, fail_at=4)
-    counter = counted(cg, 2, 5)
+    counter = counter_for(cg, 2, 5)
     with pytest.raises(ValueError), counter:
         run_loop(t, LoopConfig(epochs=10), "cpu", timer=counter)
     assert not cg.on
@@ -164,5 +172,94 @@ def test_what_cannot_be_counted_is_refused():
 
 needs_valgrind = pytest.mark.skipif(bool(I.missing_tools()), reason="needs valgrind (the Debian package valgrind)")
 INJECT = Path(__file__).parent / "inject"
-# A short linreg: warm-up, the counted steps, a few more.
-SHORT = {"variant": "manual", "epochs": 30}
+# A short linreg: 5 warm-up steps, the 15 counted, 10 more (instrumentation off).
+SHORT = ["run", "linreg", "--manual", "--epochs", "30", "--metric", "instructions", "--json"]
+
+
+@pytest.fixture(scope="module")
+def counted(tmp_path_factory):
+    """Two runs of one command and one with an extra operation per step (tests/inject), each its
+    own callgrind child; temporary files in a directory of the test's own."""
+    from typer.testing import CliRunner
+
+    from bpbench.cli import app
+    if I.missing_tools():
+        pytest.skip("needs valgrind (the Debian package valgrind)")
+    scratch = tmp_path_factory.mktemp("scratch")
+    old, tempfile.tempdir = tempfile.tempdir, str(scratch)
+    runs = {}
+    try:
+        for name, path in (("a", None), ("a_again", None), ("injected", INJECT)):
+            env = {"PYTHONPATH": os.pathsep.join([str(path), os.environ.get("PYTHONPATH", "")])} if path else {}
+            r = CliRunner().invoke(app, SHORT, env=env)
+            assert r.exit_code == 0, r.stderr
+            runs[name] = json.loads(r.stdout)
+    finally:
+        tempfile.tempdir = old
+    return runs, scratch
+
+
+@needs_valgrind
+def test_counts_of_one_command_agree_within_half_a_percent(counted):
+    runs, scratch = counted
+    a, b = (runs[k]["timing"] for k in ("a", "a_again"))
+    assert a["metric"] == "instructions" and a["instructions_steps"] == I.COUNTED_STEPS
+    assert abs(a["instructions_per_step"] / b["instructions_per_step"] - 1) < 0.005
+    for t in (a, b):    # the median step's phases add up to it
+        assert set(t["instructions_per_phase"]) == {"forward", "backward", "update", "other"}
+        assert sum(t["instructions_per_phase"].values()) == pytest.approx(t["instructions_per_step"])
+    assert runs["a"]["config"]["threads"] == 1 and runs["a"]["final"] == runs["a_again"]["final"]
+    assert list(scratch.iterdir()) == []       # every private directory removed
+
+
+@needs_valgrind
+def test_the_gate_fails_an_extra_operation_and_never_a_rerun(counted):
+    from bpbench import comparison as cmp
+    from synthetic import cell, document
+    runs, _ = counted
+
+    def doc(name):
+        return {**document([cell(runs[name])]), "metric": "instructions"}
+
+    base = doc("a")
+    for name, regressed in (("a_again", False), ("injected", True)):
+        d = doc(name)
+        cmp.refresh(d, base, 0.02)
+        assert bool(cmp.regressions(d)) is regressed, (name, d["cells"][0]["summary"])
+    assert "more instructions per step" in cmp.regressions(d)[0]
+
+
+@needs_valgrind
+def test_sigterm_keeps_the_counted_steps_and_leaves_nothing_behind(tmp_path):
+    """SIGTERM once the counted steps are done: exit 130 with the partial result (its counts),
+    the private directory removed, no valgrind process left."""
+    env = {**os.environ, "TMPDIR": str(tmp_path), "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.Popen([sys.executable, "-m", "bpbench", "run", "linreg", "--manual", "--epochs", "300000",
+                             "--metric", "instructions", "--json"], env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        last_dump = f"{I.OUT_FILE}.{7 * I.COUNTED_STEPS}"    # 7 dumps a counted step
+        deadline = time.monotonic() + 400
+        while not list(tmp_path.glob(f"bpbench-callgrind-*/{last_dump}")):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+            time.sleep(0.5)
+        private = next(tmp_path.glob("bpbench-callgrind-*"))
+        time.sleep(2)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines()[-1].startswith("bpbench: error: interrupted")
+    result = json.loads(out)
+    assert result["status"] == "interrupted" and result["timing"]["instructions_steps"] == I.COUNTED_STEPS
+    assert list(tmp_path.iterdir()) == []
+    assert not [p for p in Path("/proc").glob("[0-9]*") if str(private).encode() in _cmdline(p)]
+
+
+def _cmdline(proc_dir: Path) -> bytes:
+    try:
+        return (proc_dir / "cmdline").read_bytes()
+    except OSError:
+        return b""

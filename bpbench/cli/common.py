@@ -140,9 +140,9 @@ def _is_stdout(path: Path) -> bool:
 FORMATS = ("table", "markdown", "json")
 
 
-def _format(fmt: Optional[str], as_json: bool) -> str:
-    if fmt is not None and fmt not in FORMATS:
-        raise BadInput(f"unknown --format {fmt!r} (choose from: {', '.join(FORMATS)})")
+def _format(fmt: Optional[str], as_json: bool, choices: tuple[str, ...] = FORMATS) -> str:
+    if fmt is not None and fmt not in choices:
+        raise BadInput(f"unknown --format {fmt!r} (choose from: {', '.join(choices)})")
     if as_json and fmt not in (None, "json"):
         raise BadInput(f"--json and --format {fmt} contradict each other")
     return "json" if as_json else fmt or "table"

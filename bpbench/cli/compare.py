@@ -13,7 +13,7 @@ from typing import Any, List, Optional
 import typer
 
 from bpbench import studies
-from bpbench.cli.common import _format, app, fail
+from bpbench.cli.common import FORMATS, _format, app, fail
 from bpbench.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_REGRESSION, BadInput
 
 
@@ -91,7 +91,8 @@ RUNS_DIR = typer.Option(Path(".bpbench/runs"), "--runs-dir", envvar="BPBENCH_RUN
 
 
 FAIL_ON = typer.Option(None, "--fail-on-regression", metavar="PCT",
-                       help="Exit 4 when a cell is slower than its baseline by more than PCT % and beyond the noise.")
+                       help="Exit 4 when a cell is slower than its baseline (with --metric instructions: executes "
+                            "more instructions per step) by more than PCT % and beyond the noise.")
 
 
 def compare(
@@ -107,6 +108,9 @@ def compare(
     baseline: Optional[str] = typer.Option(
         None, "--baseline", help="Compare against a results.json, a name saved with --save, or 'last'."),
     fail_on_regression: Optional[float] = FAIL_ON,
+    metric: str = typer.Option("time", "--metric",
+                               help="time (default) or instructions: every cell under callgrind (needs valgrind; CPU "
+                                    "cells), counted instructions per step, which the gate then compares."),
     keep_going: bool = typer.Option(False, "--keep-going",
                                     help="Exit 0 even when cells failed, diverged or mismatched (they are still listed)."),
     save: Optional[str] = typer.Option(None, "--save", metavar="NAME",
@@ -140,7 +144,7 @@ def compare(
             result = api.compare(*(targets or []), devices=device, variants=variant, preset=preset, repeat=repeat,
                                  output_dir=output_dir, baseline=base, threshold=threshold,
                                  overrides=C.parse_set(set_), threads=_thread_counts(threads), on_cell=progress,
-                                 **opts)
+                                 metric=metric, **opts)
         except api.ComparisonInterrupted as e:
             result, interrupted = e.comparison, True
         finally:
@@ -239,15 +243,18 @@ def report(
     runs_dir: Path = RUNS_DIR,
     plot_dir: Optional[Path] = typer.Option(None, "--plot-dir", help="Also write the PNG plots here."),
     wide: bool = typer.Option(False, "--wide", help="All columns, however wide."),
-    fmt: Optional[str] = typer.Option(None, "--format", help="table (default), markdown (to paste in a PR) or json."),
+    fmt: Optional[str] = typer.Option(None, "--format", help="table (default), markdown (to paste in a PR), json, "
+                                      "or a dashboard's JSON: github-action-benchmark (customSmallerIsBetter), "
+                                      "bencher (Bencher Metric Format)."),
     as_json: bool = typer.Option(False, "--json", help="Print the (re-derived) document as JSON (--format json)."),
 ) -> None:
-    """Render a saved comparison again (tables, optional baseline columns and plots)."""
+    """Render a saved comparison again (tables, optional baseline columns and plots), or export it."""
     from bpbench import comparison as cmp
+    from bpbench.report.export import EXPORTERS
     from bpbench.results import files as results
     from bpbench.results import saved
 
-    fmt = _format(fmt, as_json)
+    fmt = _format(fmt, as_json, FORMATS + tuple(EXPORTERS))
     threshold = _threshold(fail_on_regression)
     if threshold is not None and baseline is None:
         raise BadInput("--fail-on-regression needs --baseline (what would be a regression?)")
@@ -259,7 +266,10 @@ def report(
     cmp.refresh(doc, base, threshold or _min_change())
     if base is None and was and was.get("source"):
         doc["notes"].append(f"compared with baseline {was['source']} when it ran: --baseline shows the changes again")
-    _show(doc, fmt, wide)
+    if fmt in EXPORTERS:
+        sys.stdout.write(results.dumps(EXPORTERS[fmt](doc)))
+    else:
+        _show(doc, fmt, wide)
     if plot_dir is not None:
         _plots(doc, plot_dir)
     _verdict(doc, keep_going=True, gate=threshold is not None)

@@ -66,6 +66,10 @@ def _run_signature() -> inspect.Signature:
         P("profile_ops", P.KEYWORD_ONLY, annotation=bool,
           default=_opt("--profile-ops", "After training, profile a few steps with torch.profiler: top ops, "
                                         "phases, host vs kernel time.", "Output", False)),
+        P("metric", P.KEYWORD_ONLY, annotation=str,
+          default=_opt("--metric", "time: wall time per step; instructions: each steady step's instructions, "
+                                   "counted under callgrind (needs valgrind; CPU, one process; slow but "
+                                   "unmoved by the machine's load).", "Output", "time")),
         P("trace_file", P.KEYWORD_ONLY, annotation=Optional[Path],
           default=_opt("--trace-file", "Write --profile-ops' Chrome/Perfetto trace here (implies "
                                        "--profile-ops; default with --output: beside it, NAME.trace.json).",
@@ -80,7 +84,7 @@ def _run_signature() -> inspect.Signature:
 
 def run(*, experiment: str, config: Optional[Path], set_: List[str], trace: bool, as_json: bool,
         output: Optional[Path], profile_lines: bool, profile_ops: bool, trace_file: Optional[Path],
-        force: bool, **flags: Any) -> None:
+        force: bool, metric: str, **flags: Any) -> None:
     """Train one experiment under the harness and report loss, parameters, time and memory."""
     from bpbench import api
     from bpbench import config as C
@@ -92,12 +96,14 @@ def run(*, experiment: str, config: Optional[Path], set_: List[str], trace: bool
     profile_ops = profile_ops or trace_file is not None
     inputs = [config, *info.inputs(cfg)]     # what the run reads: no output may replace it
     trace_file = _check_outputs(inputs, output, trace_file if profile_ops else None, profile_ops, force)
+    counted = api.check_metric(metric, cfg, profile_lines or profile_ops) == "instructions"
     log = Printer("stderr" if as_json else "stdout")
-    progress = None if as_json or not sys.stdout.isatty() else _LazyProgress(f"{experiment} {cfg['variant']}")
+    progress = None if as_json or counted or not sys.stdout.isatty() else \
+        _LazyProgress(f"{experiment} {cfg['variant']}")
     try:
         result = api.execute(info, cfg, profile_lines=profile_lines, profile_ops=profile_ops,
                              trace_file=trace_file, on_log=log if cfg.get("log_every") else None,
-                             on_epoch=progress.update if progress else None)
+                             on_epoch=progress.update if progress else None, metric=metric)
     finally:
         if progress:
             progress.close()

@@ -11,7 +11,6 @@ from bpbench import experiments, studies
 from bpbench import variants as V
 from bpbench.results import contention, figures, files, noise, parity
 from bpbench.results.cells import cell_key
-from bpbench.results.noise import step_samples
 from bpbench.results.summary import summarize
 
 # results.csv: its first columns are how a file bpbench may replace is recognised (files.CSV_HEAD)
@@ -19,7 +18,13 @@ CSV_COLUMNS = [*files.CSV_HEAD, "repeats",
                "setup_s", "step_s_median", "step_s_iqr", "noise", "train_s", "samples_per_s", "rss_peak_mib",
                "cuda_peak_allocated_mib", "final_loss", "accuracy", "steps", "speed_vs_manual",
                "cuda_speedup", "compile_s", "break_even_steps", "baseline_change", "baseline_fast_change",
-               "baseline_significant", "baseline_regression", "contended", "error"] + figures.CSV_COLUMNS
+               "baseline_significant", "baseline_regression", "contended", "instructions_per_step",
+               "error"] + figures.CSV_COLUMNS
+
+# What a cell's cost is, per --metric: its summary's figure, the per-step samples a baseline is
+# compared on, and the name of the baseline's figure in the summary.
+METRICS = {"time": ("step_s_median", "step_s_all", "baseline_step_s"),
+           "instructions": ("instructions_per_step", "instructions_all", "baseline_instructions_per_step")}
 
 
 # Statuses that make `compare` exit non-zero (unless --keep-going).
@@ -44,48 +49,65 @@ def _parity(c: dict[str, Any], by_key: dict[str, dict]) -> list[str]:
 
 
 def derive(cells: list[dict[str, Any]], baseline: dict[str, Any] | None = None,
-           threshold: float = noise.MIN_CHANGE) -> list[str]:
+           threshold: float = noise.MIN_CHANGE, metric: str = "time") -> list[str]:
     """Fill every cell's derived figures in place: parity status, speed vs the manual variant,
-    CUDA speedup, compile break-even, change vs a baseline. Returns notes about the baseline.
+    CUDA speedup, compile break-even, change vs a baseline, each on `metric` (time: the median
+    step time; instructions: instructions per step). Returns notes about the baseline.
     Idempotent: `report` runs it again on a saved document."""
+    cost = METRICS[metric][0]
     by_key = {c["key"]: c for c in cells}
     for c in cells:   # parity first: a mismatching cell gets no ratio below
         if c["status"] in ("ok", "mismatch") and c.get("runs") and c["runs"][0].get("reference_variant"):
             reasons = _parity(c, by_key)
             c["status"], c["error"] = ("mismatch", "; ".join(dict.fromkeys(reasons))) if reasons else ("ok", None)
             c.setdefault("summary", {})["parity_reference"] = c["runs"][0]["reference_variant"]
-    # Cells a ratio may be drawn from: finished, matching, and not measured on a busy machine.
-    ok = {k: c for k, c in by_key.items() if c["status"] == "ok" and (c.get("summary") or {}).get("step_s_median")
-          and not c["summary"].get("contended")}
+    # Cells a ratio may be drawn from: finished, matching, and (step times) not measured on a busy
+    # machine; instruction counts do not move with the machine's load.
+    ok = {k: c for k, c in by_key.items() if c["status"] == "ok" and (c.get("summary") or {}).get(cost)
+          and not (metric == "time" and c["summary"].get("contended"))}
+    notes, baseline = _comparable(baseline, metric)
     base_cells = [b for b in (baseline or {}).get("cells", []) if b.get("runs") and b["status"] == "ok"]
     base = {(b["experiment"], b["variant"], b["device"], _config(b)): b for b in base_cells}
-    notes: list[str] = []
     for c in cells:
         s = c.setdefault("summary", {})
         for k in [k for k in s if k.startswith("baseline_") or k in ("speed_vs_manual", "speed_baseline", "cuda_speedup", "break_even_steps")]:
             del s[k]
-        step = s.get("step_s_median")
-        if s.get("contended") and c["status"] == "ok" and baseline is not None:
+        step = s.get(cost)
+        if metric == "time" and s.get("contended") and c["status"] == "ok" and baseline is not None:
             notes += _busy_against_baseline(c, base, s["contention"])
         if c["key"] not in ok:
             continue
         base_variant = V.speed_baseline(experiments.REGISTRY[c["experiment"]].variants) \
             if c["experiment"] in experiments.REGISTRY else None
         ref = ok.get(cell_key(c["study"], c["experiment"], base_variant, c["device"], c["label"]))
-        s["speed_vs_manual"] = ref["summary"]["step_s_median"] / step if ref else None   # the key predates other baselines
+        s["speed_vs_manual"] = ref["summary"][cost] / step if ref else None   # the key predates other baselines
         s["speed_baseline"] = base_variant if ref else None
         cpu = ok.get(cell_key(c["study"], c["experiment"], c["variant"], "cpu", c["label"]))
-        s["cuda_speedup"] = cpu["summary"]["step_s_median"] / step if c["device"] == "cuda" and cpu else None
-        if s.get("compile_s") is not None and s.get("parity_reference"):
+        s["cuda_speedup"] = cpu["summary"][cost] / step if c["device"] == "cuda" and cpu else None
+        if s.get("compile_s") is not None and s.get("parity_reference") and metric == "time":
             ref = ok.get(cell_key(c["study"], c["experiment"], s["parity_reference"], c["device"], c["label"]))
-            gain = ref["summary"]["step_s_median"] - step if ref else None
+            gain = ref["summary"][cost] - step if ref else None
             s["break_even_steps"] = None if gain is None else ("never" if gain <= 0 else s["compile_s"] / gain)
         if baseline is not None:
-            notes += _against_baseline(c, base, base_cells, threshold)
+            notes += _against_baseline(c, base, base_cells, threshold, metric)
     return notes
 
 
-def _against_baseline(c: dict[str, Any], base: dict, base_cells: list[dict], threshold: float) -> list[str]:
+def doc_metric(doc: dict[str, Any] | None) -> str:
+    return (doc or {}).get("metric") or "time"
+
+
+def _comparable(baseline: dict[str, Any] | None, metric: str) -> tuple[list[str], dict[str, Any] | None]:
+    """A baseline measured by another metric compares with nothing here: its times, taken under
+    callgrind, are valgrind's; a time baseline has no instruction counts."""
+    if baseline is None or doc_metric(baseline) == metric:
+        return [], baseline
+    return [f"the baseline measured {doc_metric(baseline)} and this comparison {metric}: nothing is compared "
+            f"(save a baseline with --metric {metric})"], None
+
+
+def _against_baseline(c: dict[str, Any], base: dict, base_cells: list[dict], threshold: float,
+                      metric: str = "time") -> list[str]:
     s = c["summary"]
     b = base.get((c["experiment"], c["variant"], c["device"], _config(c)))
     if b is None:
@@ -97,15 +119,23 @@ def _against_baseline(c: dict[str, Any], base: dict, base_cells: list[dict], thr
         diff = ", ".join(f"{k} {theirs.get(k)!r} there, {mine.get(k)!r} here" for k in sorted(set(mine) | set(theirs))
                          if mine.get(k) != theirs.get(k))
         return [f"{c['key']}: not compared with the baseline, whose config differs ({diff})"]
-    old = b["summary"].get("step_s_median") if b.get("summary") else None
-    old = old or summarize(b["runs"]).get("step_s_median")
-    busy = contention.reason(b["runs"])
+    cost, per_step, base_name = METRICS[metric]
+    old = b["summary"].get(cost) if b.get("summary") else None
+    old = old or summarize(b["runs"]).get(cost)
+    busy = contention.reason(b["runs"]) if metric == "time" else None
     if busy:
         return _busy_against_baseline(c, base, f"the baseline's: {busy}")
-    r = noise.ratio(step_samples(c["runs"]), step_samples(b["runs"]))
-    s.update(baseline_key=b["key"], baseline_step_s=old)
+    r = noise.ratio(noise.samples(c["runs"], per_step), noise.samples(b["runs"], per_step))
+    s.update(baseline_key=b["key"], **{base_name: old})
+    if r is None and metric == "instructions" and old:
+        # Fewer than noise.MIN_STEPS counted steps: no interval, but counts repeat to within a
+        # fraction of a percent, so the plain change against the threshold is the verdict.
+        change = s[cost] / old - 1
+        s.update(baseline_change=change, baseline_ci=None, baseline_fast_change=None,
+                 baseline_significant=abs(change) > threshold, baseline_regression=change > threshold)
+        return []
     if r is None:   # too few steps (or a baseline from before step times were kept): no verdict
-        s.update(baseline_change=s["step_s_median"] / old - 1 if old else None, baseline_ci=None,
+        s.update(baseline_change=s[cost] / old - 1 if old else None, baseline_ci=None,
                  baseline_fast_change=None, baseline_significant=False, baseline_regression=False)
         return [f"{c['key']}: too few recorded step times to tell a change from noise"]
     s.update(baseline_change=r.change, baseline_ci=[r.median.low - 1, r.median.high - 1],
@@ -125,14 +155,20 @@ def _busy_against_baseline(c: dict[str, Any], base: dict, why: str) -> list[str]
 
 
 def regressions(doc: dict[str, Any]) -> list[str]:
-    """One line per cell slower than its baseline beyond the threshold and the noise."""
+    """One line per cell slower than its baseline (or executing more instructions per step, with
+    --metric instructions) beyond the threshold and the noise."""
     out = []
+    counted = doc_metric(doc) == "instructions"
     for c in doc["cells"]:
         s = c.get("summary") or {}
         if s.get("baseline_regression"):
-            lo, hi = s["baseline_ci"]
-            out.append(f"{c['key']} is {s['baseline_change']:+.1%} slower than its baseline "
-                       f"(95% interval {lo:+.1%} to {hi:+.1%}; fast end {s['baseline_fast_change']:+.1%})")
+            change = s["baseline_change"]
+            line = f"{c['key']} " + (f"executes {change:+.1%} more instructions per step" if counted
+                                     else f"is {change:+.1%} slower") + " than its baseline"
+            if s.get("baseline_ci"):
+                lo, hi = s["baseline_ci"]
+                line += f" (95% interval {lo:+.1%} to {hi:+.1%}; fast end {s['baseline_fast_change']:+.1%})"
+            out.append(line)
     return out
 
 
@@ -142,7 +178,7 @@ def failures(doc: dict[str, Any]) -> list[dict[str, Any]]:
 
 def refresh(doc: dict[str, Any], baseline: dict[str, Any] | None, threshold: float = noise.MIN_CHANGE) -> None:
     """Every derived part of a comparison, from its cells: ratios, baseline changes, study sections."""
-    notes = derive(doc["cells"], baseline, threshold)
+    notes = derive(doc["cells"], baseline, threshold, doc_metric(doc))
     if baseline is not None:
         doc["baseline"] = {"source": baseline.get("source"), "created": baseline.get("created"),
                            "saved": baseline.get("saved"), "threshold": threshold, "notes": notes}

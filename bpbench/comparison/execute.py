@@ -34,18 +34,21 @@ ISOLATION = ("fresh process per cell (python -m bpbench run --json): one-time co
              "in its setup_s / device_init_s")
 
 
-def why_unavailable(cell: Cell, missing_devices: set[str]) -> str | None:
-    """Why this cell cannot run here (None: it can): its device is missing, or its variant runs
-    on another device only (graphed: CUDA graphs)."""
-    only = V.get(cell.variant).device
-    if only and only != cell.device:
-        return f"the {cell.variant} variant runs on {only} only"
+def why_unavailable(cell: Cell, missing_devices: set[str], metric: str = "time") -> str | None:
+    """Why this cell cannot run here (None: it can): its device is missing, its variant runs on
+    another device only (graphed: CUDA graphs), or --metric instructions cannot count it (the
+    GPU's work, several processes)."""
+    info = V.get(cell.variant)
+    if info.device and info.device != cell.device:
+        return f"the {cell.variant} variant runs on {info.device} only"
     if cell.device in missing_devices:
         return f"{cell.device} is not available on this machine"
+    if metric == "instructions" and (cell.device != "cpu" or info.distributed):
+        return "--metric instructions counts one CPU process"
     return None
 
 
-def run_cell(cell: Cell, repeat: int, unavailable: str | None) -> dict[str, Any]:
+def run_cell(cell: Cell, repeat: int, unavailable: str | None, metric: str = "time") -> dict[str, Any]:
     rec: dict[str, Any] = {"key": cell.key, "study": cell.study, "experiment": cell.experiment,
                            "variant": cell.variant, "device": cell.device, "label": cell.label,
                            "overrides": dict(cell.overrides), "status": "ok", "error": None, "runs": []}
@@ -58,7 +61,7 @@ def run_cell(cell: Cell, repeat: int, unavailable: str | None) -> dict[str, Any]
         # Its own session (process group): Ctrl-C in a terminal reaches compare only, and compare
         # then ends the cell's whole group; nothing trains on without a parent (the cell dies with
         # compare even when compare is SIGKILLed: processes.start_child).
-        proc = processes.start_child(cell.argv(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        proc = processes.start_child(cell.argv(metric), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                      start_new_session=True)
         try:
             out, err = proc.communicate()
@@ -85,7 +88,8 @@ class Comparison:
     """The comparison document, rewritten atomically to DIR after every cell."""
 
     def __init__(self, preset: str, cells: list[Cell], notes: list[str], output_dir: Path | None,
-                 baseline: dict[str, Any] | None, env: dict[str, Any], threshold: float = noise.MIN_CHANGE):
+                 baseline: dict[str, Any] | None, env: dict[str, Any], threshold: float = noise.MIN_CHANGE,
+                 metric: str = "time"):
         self.output_dir = output_dir
         self.baseline = baseline
         self.threshold = threshold
@@ -94,7 +98,7 @@ class Comparison:
             "schema": results.SCHEMA_VERSION, "kind": "comparison", "preset": preset,
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "command": sys.argv, "isolation": ISOLATION, "notes": notes, "env": env,
-            "planned": [c.key for c in cells], "interrupted": False, "cells": [],
+            "planned": [c.key for c in cells], "interrupted": False, "metric": metric, "cells": [],
         }
 
     def add(self, record: dict[str, Any]) -> None:
@@ -128,7 +132,8 @@ def execute(cmp: Comparison, unavailable: set[str], repeat: int,
             if on_cell:
                 on_cell(i + 1, len(cmp.cells), cell, None, 0.0)
             t0 = time.perf_counter()
-            rec = run_cell(cell, repeat, why_unavailable(cell, unavailable))
+            metric = cmp.doc["metric"]
+            rec = run_cell(cell, repeat, why_unavailable(cell, unavailable, metric), metric)
             cmp.add(rec)
             if on_cell:
                 on_cell(i + 1, len(cmp.cells), cell, rec, time.perf_counter() - t0)

@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from bpbench.errors import BadInput, RunFailed
-from bpbench.variants.phases import Marker
+from bpbench.variants.phases import PHASES, Marker
 
 PACKAGE = "valgrind"           # the Debian/Ubuntu package that has valgrind, callgrind_control
 TOOLS = ("valgrind", "callgrind_control")
@@ -106,52 +106,59 @@ def _without_aslr() -> list[str]:
 
 
 def child_env() -> dict[str, str]:
-    """The child's environment: hash seed fixed; bpbench importable as in this process."""
+    """The child's environment: the hash seed fixed, and this very bpbench first on its path (a
+    checkout run from elsewhere, a test: the child must not import another installed copy)."""
     env = {**os.environ, "PYTHONHASHSEED": "0"}
     here = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = os.pathsep.join([here] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
     return env
 
 
-def execute(experiment: str, cfg: dict[str, Any], log_stream: str | None = None) -> dict[str, Any]:
+def execute(experiment: str, cfg: dict[str, Any], on_log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """The run's result, trained in a child under callgrind, with `timing.instructions_per_step`
-    and `timing.instructions_per_phase` of its counted steady steps. `log_stream` ("stdout" or
-    "stderr"): where the child prints the experiment's log lines (None: none)."""
-    from bpbench import processes, results
+    and `timing.instructions_per_phase` of its counted steady steps; the child's log lines are
+    handed to `on_log` as they come."""
+    from bpbench import processes
+    from bpbench.results import files
 
     check_available()
     with tempfile.TemporaryDirectory(prefix="bpbench-callgrind-") as tmp:
         directory = Path(tmp)
-        results.write_json(directory / "request.json", {"experiment": experiment, "config": cfg, "log_stream": log_stream,
-                                                        "first": cfg.get("warmup_steps") or 0, "count": COUNTED_STEPS})
-        proc = processes.start_child(valgrind_command(directory), env=child_env(), stdin=subprocess.DEVNULL)
-        interrupted = _wait(proc)
+        files.write_json(directory / "request.json", {"experiment": experiment, "config": cfg, "log": on_log is not None,
+                                                      "first": cfg.get("warmup_steps") or 0, "count": COUNTED_STEPS})
+        proc = processes.start_child(valgrind_command(directory), env=child_env(), stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.PIPE, text=True)
+        interrupted = _relay(proc, on_log)
         result = _child_result(directory, proc.returncode, interrupted)
         result["timing"].update(read_counts(directory, result["timing"].get("warmup_steps", 0)))
         result["timing"]["metric"] = "instructions"
     return result
 
 
-def _wait(proc) -> bool:
-    """Wait for the child; on Ctrl-C/SIGTERM hand it a SIGTERM (it keeps its finished steps),
-    give it STOP_WAIT_S, then kill it. True if interrupted."""
+def _relay(proc, on_log: Callable[[str], None] | None) -> bool:
+    """Hand the child's log lines on until it ends; on Ctrl-C/SIGTERM stop it (`_stop`). True if
+    interrupted."""
     try:
+        with proc.stdout:
+            for line in proc.stdout:
+                if on_log:
+                    on_log(line.rstrip("\n"))
         proc.wait()
         return False
     except KeyboardInterrupt:
-        pass
-    for sig, wait in ((signal.SIGTERM, STOP_WAIT_S), (signal.SIGKILL, None)):
-        try:
-            proc.send_signal(sig)
-            proc.wait(timeout=wait)
-            break
-        except subprocess.TimeoutExpired:
-            continue
-        except KeyboardInterrupt:     # a second Ctrl-C: stop waiting
-            proc.kill()
-            proc.wait()
-            break
-    return True
+        _stop(proc)
+        return True
+
+
+def _stop(proc) -> None:
+    """A SIGTERM, which the child answers by keeping its finished steps; STOP_WAIT_S for that, then
+    SIGKILL. A second Ctrl-C stops the waiting."""
+    try:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=STOP_WAIT_S)
+    except (subprocess.TimeoutExpired, KeyboardInterrupt):
+        proc.kill()
+        proc.wait()
 
 
 def _child_result(directory: Path, returncode: int, interrupted: bool) -> dict[str, Any]:
@@ -227,7 +234,7 @@ def summarize_steps(steps: list[dict[str, int]]) -> dict[str, Any]:
                 "instructions_steps": 0}
     order = sorted(range(len(steps)), key=lambda i: totals[i])
     middle = [steps[i] for i in order[(len(order) - 1) // 2: len(order) // 2 + 1]]
-    labels = list(dict.fromkeys(k for s in middle for k in s))
+    labels = sorted({k for s in middle for k in s}, key=lambda k: (PHASES + (k,)).index(k))
     phases = {k: statistics.fmean(s.get(k, 0) for s in middle) for k in labels}
     return {"instructions_per_step": statistics.median(totals), "instructions_per_phase": phases,
             "instructions_all": totals, "instructions_steps": len(totals)}
@@ -364,7 +371,8 @@ def _stop_once(signum, frame):
 
 
 def child_main(directory: Path) -> int:
-    from bpbench import processes, results
+    from bpbench import processes
+    from bpbench.results import files as results
 
     processes.child_setup()
     for s in (signal.SIGINT, signal.SIGTERM):
@@ -389,11 +397,10 @@ def child_main(directory: Path) -> int:
 
 def _count(directory: Path, request: dict[str, Any], counter: StepCounter) -> dict[str, Any]:
     from bpbench import experiments
-    from bpbench import run as runner
+    from bpbench.measure import run as runner
 
     info = experiments.get(request["experiment"])
     cfg = request["config"]
-    stream = request.get("log_stream")
 
     def instrumented():     # just before the loop: setup and imports ran uninstrumented
         callgrind_control(directory, "--instr=on")
@@ -402,11 +409,13 @@ def _count(directory: Path, request: dict[str, Any], counter: StepCounter) -> di
     # No FLOP count or peak lookup after training: both belong to a native run (a peak measured
     # here would be valgrind's).
     result = runner.execute_in_process(info, {**cfg, "flops": False},
-                                       on_log=runner.Printer(stream) if stream else None,
+                                       on_log=runner.Printer("stdout") if request["log"] else None,
                                        step_counter=instrumented)
+    from bpbench.results.timing import StepTimes
     result["config"] = cfg
-    result["warnings"].append("step times and memory of this run are valgrind's (--metric instructions): "
-                              "compare instruction counts, not times")
+    noisy = StepTimes.of(result["timing"]["step_s_all"] or []).warning()   # of valgrind's times: moot
+    result["warnings"] = [w for w in result["warnings"] if w != noisy] + [
+        "step times and memory of this run are valgrind's (--metric instructions): compare instruction counts, not times"]
     return result
 
 

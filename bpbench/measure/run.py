@@ -5,6 +5,7 @@ measure.distributed, in each rank). It reaches experiments and variants through 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 import time
@@ -191,8 +192,12 @@ class _Run:
 
 def execute_in_process(info, cfg: dict[str, Any], *, profile_lines: bool = False, profile_ops: bool = False,
                        trace_file=None, on_log: Callable[[str], None] | None = None,
-                       on_epoch: Callable[[int, int, dict | None], None] | None = None) -> dict[str, Any]:
+                       on_epoch: Callable[[int, int, dict | None], None] | None = None,
+                       step_counter: Callable[[], Any] | None = None) -> dict[str, Any]:
     """Train once under the harness and return the result (status "ok", "diverged" or "interrupted").
+
+    `step_counter()`, called just before the loop, gives the step timer that replaces the
+    device's and the phase marker (`--metric instructions`' child: measure/instructions.py).
 
     After training (never inside the timed loop): one step's FLOPs are counted, the machine's
     peak is looked up (or measured once and cached), and with `profile_ops` a few steps run
@@ -210,7 +215,7 @@ def execute_in_process(info, cfg: dict[str, Any], *, profile_lines: bool = False
     check_memory(info, cfg, run.device)
     _init_device(run)
     _set_up(run)
-    _train(run, profile_lines, on_log, on_epoch)
+    _train(run, profile_lines, on_log, on_epoch, step_counter)
     _analyse(run, profile_ops, trace_file)
     return _result(run).to_dict()
 
@@ -255,7 +260,7 @@ def _finite(learner) -> bool:
     return all(bool(torch.isfinite(p).all()) for p in learner.params().values())
 
 
-def _train(run: _Run, profile_lines: bool, on_log, on_epoch) -> None:
+def _train(run: _Run, profile_lines: bool, on_log, on_epoch, step_counter=None) -> None:
     """The timed loop, then the final metrics (of a model that did not break)."""
     import torch
 
@@ -272,11 +277,13 @@ def _train(run: _Run, profile_lines: bool, on_log, on_epoch) -> None:
                               log_every=cfg.get("log_every", 0), eval_every=cfg.get("eval_every", 0),
                               eval_every_updates=cfg.get("eval_every_updates", 0),
                               max_updates=cfg.get("updates"))
-        with Probe() as busy:    # did the loop's threads wait for a CPU? (a busy machine)
+        counter = step_counter() if step_counter else None
+        with Probe() as busy, counter or contextlib.nullcontext():   # busy: did the loop's threads wait for a CPU?
             res = run.loop = run_loop(run.session, loop_cfg, run.device,
                                       on_log=(lambda entry, n: on_log(exp.log_line(entry, n))) if on_log else None,
                                       on_epoch=on_epoch,
-                                      diverged_by=lambda e: _refuses_non_finite(e) or not _finite(learner))
+                                      diverged_by=lambda e: _refuses_non_finite(e) or not _finite(learner),
+                                      timer=counter)
         run.contention = busy.figures(res.steps, torch.get_num_threads())
         if res.diverged_at is None and res.history and not _finite(learner):
             # The last update broke the model after its loss was read: still a divergence, and

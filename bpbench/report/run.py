@@ -13,6 +13,7 @@ from rich.table import Table
 
 from bpbench.report.format import (
     Block,
+    fmt_count,
     fmt_flops,
     fmt_mib,
     fmt_nested,
@@ -66,6 +67,8 @@ def _rows(r: dict[str, Any], view: RunView) -> list[tuple[str, str]]:
     rows += [("updates", f"{t['steps']} ({t['warmup_steps']} warm-up)"),
              ("step time", f"{fmt_s(t['step_s_median'])} median, IQR {fmt_s(t['step_s_iqr'])}"),
              ("throughput", "-" if t["samples_per_s"] is None else f"{t['samples_per_s']:,.0f} samples/s")]
+    if t.get("metric") == "instructions":
+        rows.append(("instructions", _instructions_text(t)))
     if r.get("flops"):
         rows += [("FLOPs/step", fmt_flops(r["flops"])), ("compute", fmt_throughput(r.get("throughput")))]
     rows.append(("time", f"setup {fmt_s(t['setup_s'])} · warm-up {fmt_s(t['warmup_s'])} · "
@@ -75,6 +78,15 @@ def _rows(r: dict[str, Any], view: RunView) -> list[tuple[str, str]]:
         rows.append(("ranks", _ranks_text(r["distributed"])))
     rows.append(("env", f"torch {r['env']['torch']} · {r['env']['threads']} threads · {r['env']['cpu']}"))
     return rows
+
+
+def _instructions_text(t: dict[str, Any]) -> str:
+    """--metric instructions: the median counted step, and its phases (they add up to it)."""
+    if t.get("instructions_per_step") is None:
+        return "none counted (no steady step after the warm-up)"
+    phases = " · ".join(f"{k} {fmt_count(v)}" for k, v in (t.get("instructions_per_phase") or {}).items())
+    return (f"{fmt_count(t['instructions_per_step'])} per step (median of {t['instructions_steps']} counted "
+            f"under callgrind)" + (f"\n{phases}" if phases else ""))
 
 
 def _memory_text(m: dict[str, Any]) -> str:

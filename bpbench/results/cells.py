@@ -41,9 +41,9 @@ class Cell:
     def key(self) -> str:
         return cell_key(self.study, self.experiment, self.variant, self.device, self.label)
 
-    def argv(self) -> list[str]:
+    def argv(self, metric: str = "time") -> list[str]:
         args = [sys.executable, "-m", "bpbench", "run", self.experiment, "--variant", self.variant,
-                "--device", self.device, "--json"]
+                "--device", self.device, "--json"] + (["--metric", metric] if metric != "time" else [])
         for k, v in self.overrides:
             args += ["--set", f"{k}={v}"]
         return args

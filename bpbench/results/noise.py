@@ -36,9 +36,15 @@ FAST = 10             # the percentile that stands for "the fast end" of a distr
 Runs = Sequence[Sequence[float]]   # runs, each its steady step times in the order they ran
 
 
+def samples(runs: list[dict], key: str = "step_s_all") -> list[list[float]]:
+    """Each run's per-step samples timing[key]: step times (step_s_all; runs written before it
+    existed have none) or instruction counts (instructions_all, --metric instructions)."""
+    return [r["timing"][key] for r in runs if r["timing"].get(key)]
+
+
 def step_samples(runs: list[dict]) -> list[list[float]]:
-    """Every steady step time of each run (runs written before step_s_all existed have none)."""
-    return [r["timing"]["step_s_all"] for r in runs if r["timing"].get("step_s_all")]
+    """Every steady step time of each run."""
+    return samples(runs, "step_s_all")
 
 
 @dataclass(frozen=True)
@@ -111,10 +117,18 @@ def ratio(new: Runs | None, old: Runs | None, seed: int = 0) -> Ratio | None:
     return Ratio(_interval(new, old, 50, rng), _interval(new, old, FAST, rng))
 
 
-def relative_noise(runs: Runs | None, seed: int = 0) -> float | None:
-    """Half the width of the median's interval, relative to the median (0.05: +-5 %)."""
+def median_interval(runs: Runs | None, seed: int = 0) -> tuple[float, float] | None:
+    """The pooled median's 95 % interval (block bootstrap); None with too few steps."""
     if not usable(runs):
         return None
     low, high = np.quantile(_bootstrap(runs, 50, np.random.default_rng(seed)),
                             [(1 - LEVEL) / 2, (1 + LEVEL) / 2])
-    return float((high - low) / 2 / pooled(runs))
+    return float(low), float(high)
+
+
+def relative_noise(runs: Runs | None, seed: int = 0) -> float | None:
+    """Half the width of the median's interval, relative to the median (0.05: +-5 %)."""
+    interval = median_interval(runs, seed)
+    if interval is None:
+        return None
+    return (interval[1] - interval[0]) / 2 / pooled(runs)

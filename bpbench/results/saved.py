@@ -33,6 +33,7 @@ def as_comparison(run: dict[str, Any]) -> dict[str, Any]:
     key = f"matrix:{run['experiment']}/{run['variant']}/{run['device']}"
     return {"schema": schema.SCHEMA_VERSION, "kind": "comparison", "preset": "single run",
             "created": None, "notes": [], "planned": [key], "interrupted": False,
+            "metric": run["timing"].get("metric", "time"),
             "cells": [{"key": key, "study": "matrix", "experiment": run["experiment"],
                        "variant": run["variant"], "device": run["device"], "label": "", "overrides": {},
                        "status": run["status"], "error": run.get("error"), "runs": [run]}]}

@@ -81,6 +81,12 @@ class Timing:
     step_s_all_stride: int = 1            # step_s_all holds every k-th steady step (beyond 131,072 steps)
     contended: bool = False               # measured on a busy machine (results.contention.judge)
     contention: dict[str, Any] | None = None   # the timed loop's raw figures (measure.contention) and `reason`
+    # --metric: "time", or "instructions" (trained under callgrind: the step times above are valgrind's)
+    metric: Literal["time", "instructions"] = "time"
+    instructions_per_step: float | None = None   # the median counted step's instructions
+    instructions_per_phase: dict[str, float] | None = None   # that step's forward, backward, update, other
+    instructions_all: list[int] | None = None    # every counted steady step's count, in order
+    instructions_steps: int | None = None        # how many steady steps were counted
 
 
 @dataclass
@@ -173,6 +179,7 @@ class Summary(TypedDict, total=False):
     step_s_median: Num
     step_s_iqr: Num
     noise: Num
+    instructions_per_step: Num
 
 
 @dataclass
@@ -202,6 +209,7 @@ class Comparison:
     cells: list[CellRecord]
     interrupted: bool = False
     schema: int = SCHEMA_VERSION
+    metric: Literal["time", "instructions"] = "time"   # what --baseline and --fail-on-regression compare
 
 
 def _where(loc: tuple) -> str:

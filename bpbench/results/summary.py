@@ -15,8 +15,9 @@ from bpbench.results.timing import StepTimes
 
 
 def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """The cell's figures: step time from every steady step of every repeat, the rest medians
-    over repeats; `noise` is the relative half-width of the step median's 95 % interval."""
+    """The cell's figures: step time (and instructions per step) from every steady (counted) step
+    of every repeat, the rest medians over repeats; `noise` is the relative half-width of the step
+    median's 95 % interval."""
     if not runs:
         return {}
 
@@ -25,6 +26,7 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
         return statistics.median(vals) if vals else None
 
     samples = step_samples(runs)
+    counts = noise.samples(runs, "instructions_all")
     times = StepTimes(tuple(map(tuple, samples)))
     metrics = runs[-1]["final"].get("metrics") or {}
     return {
@@ -44,5 +46,8 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
         # measured on a busy machine (any repeat): no ratio, verdict or baseline change is drawn
         "contended": any(contention.contended(r) for r in runs),
         "contention": contention.reason(runs),
+        # --metric instructions: pooled over every counted step, as step times are
+        "instructions_per_step": noise.pooled(counts) if counts else None,
+        "instructions_noise": noise.relative_noise(counts),
         **figures.cell_figures(runs),
     }
