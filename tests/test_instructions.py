@@ -159,6 +159,26 @@ def test_without_valgrind_the_error_names_the_package(monkeypatch):
         I.check_available()
 
 
+@pytest.mark.parametrize("args", [["run", "linreg", "--metric", "instructions"],
+                                  ["compare", "linreg", "--metric", "instructions"]])
+def test_without_valgrind_run_and_compare_exit_2_in_one_line(cli, monkeypatch, args):
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    r = cli(*args)
+    assert r.exit_code == 2 and r.stdout == ""
+    assert r.stderr.count("\n") == 1 and "install the valgrind package" in r.stderr
+
+
+@pytest.mark.parametrize("args,msg", [
+    (["--metric", "cycles"], "unknown --metric 'cycles'"),
+    (["--metric", "instructions", "--profile-ops"], "profile with --metric time"),
+    (["--metric", "instructions", "--variant", "ddp"], "trains in several"),
+])
+def test_run_refuses_what_it_cannot_count(cli, monkeypatch, args, msg):
+    monkeypatch.setattr(shutil, "which", lambda name: f"/usr/bin/{name}")   # as if installed
+    r = cli("run", "linreg", *args)
+    assert r.exit_code == 2 and msg in r.stderr, r.stderr
+
+
 def test_what_cannot_be_counted_is_refused():
     with pytest.raises(BadInput, match="--device cpu"):
         I.check_run({"device": "cuda", "variant": "manual"}, distributed=False)

@@ -125,15 +125,11 @@ def _against_baseline(c: dict[str, Any], base: dict, base_cells: list[dict], thr
     busy = contention.reason(b["runs"]) if metric == "time" else None
     if busy:
         return _busy_against_baseline(c, base, f"the baseline's: {busy}")
-    r = noise.ratio(noise.samples(c["runs"], per_step), noise.samples(b["runs"], per_step))
     s.update(baseline_key=b["key"], **{base_name: old})
-    if r is None and metric == "instructions" and old:
-        # Fewer than noise.MIN_STEPS counted steps: no interval, but counts repeat to within a
-        # fraction of a percent, so the plain change against the threshold is the verdict.
-        change = s[cost] / old - 1
-        s.update(baseline_change=change, baseline_ci=None, baseline_fast_change=None,
-                 baseline_significant=abs(change) > threshold, baseline_regression=change > threshold)
-        return []
+    new_samples, old_samples = noise.samples(c["runs"], per_step), noise.samples(b["runs"], per_step)
+    if metric == "instructions":
+        return _count_verdict(c["key"], s, noise.paired_ratio(new_samples, old_samples), old, threshold)
+    r = noise.ratio(new_samples, old_samples)
     if r is None:   # too few steps (or a baseline from before step times were kept): no verdict
         s.update(baseline_change=s[cost] / old - 1 if old else None, baseline_ci=None,
                  baseline_fast_change=None, baseline_significant=False, baseline_regression=False)
@@ -154,6 +150,23 @@ def _busy_against_baseline(c: dict[str, Any], base: dict, why: str) -> list[str]
     return [f"{c['key']}: {contention.NOT_COMPARABLE} ({why})"]
 
 
+def _count_verdict(key: str, s: dict[str, Any], r: noise.Interval | None, old: float | None,
+                   threshold: float) -> list[str]:
+    """Instructions per step against the baseline's, step by step (noise.paired_ratio). With fewer
+    than noise.MIN_STEPS counted steps there is no interval, but counts repeat to within a fraction
+    of a percent: the plain change against the threshold is the verdict."""
+    if r is None:
+        change = s["instructions_per_step"] / old - 1 if old else None
+        s.update(baseline_change=change, baseline_ci=None, baseline_fast_change=None,
+                 baseline_significant=change is not None and abs(change) > threshold,
+                 baseline_regression=change is not None and change > threshold)
+        return [] if change is not None else [f"{key}: no counted steps here or in the baseline to compare"]
+    s.update(baseline_change=r.value - 1, baseline_ci=[r.low - 1, r.high - 1], baseline_fast_change=None,
+             baseline_significant=r.beyond_noise() and abs(r.value - 1) > threshold,
+             baseline_regression=r.low > 1 and r.value - 1 > threshold)
+    return []
+
+
 def regressions(doc: dict[str, Any]) -> list[str]:
     """One line per cell slower than its baseline (or executing more instructions per step, with
     --metric instructions) beyond the threshold and the noise."""
@@ -167,7 +180,9 @@ def regressions(doc: dict[str, Any]) -> list[str]:
                                      else f"is {change:+.1%} slower") + " than its baseline"
             if s.get("baseline_ci"):
                 lo, hi = s["baseline_ci"]
-                line += f" (95% interval {lo:+.1%} to {hi:+.1%}; fast end {s['baseline_fast_change']:+.1%})"
+                fast = s.get("baseline_fast_change")
+                line += f" (95% interval {lo:+.1%} to {hi:+.1%}" + \
+                    (f"; fast end {fast:+.1%})" if fast is not None else ", step by step)")
             out.append(line)
     return out
 

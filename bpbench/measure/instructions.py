@@ -63,7 +63,8 @@ def check_available() -> None:
     missing = missing_tools()
     if missing:
         raise BadInput(f"--metric instructions counts with valgrind's callgrind, but {' and '.join(missing)} "
-                       f"is not installed: install the {PACKAGE} package (e.g. apt-get install {PACKAGE})")
+                       f"{'is' if len(missing) == 1 else 'are'} not on PATH: install the {PACKAGE} package "
+                       f"(e.g. apt-get install {PACKAGE})")
 
 
 def check_run(cfg: dict[str, Any], distributed: bool) -> None:

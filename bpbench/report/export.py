@@ -13,7 +13,8 @@ measure), instructions per step (`instructions`, from --metric instructions), an
 (`peak-rss`, MiB). Step times and instructions take the block-bootstrap interval of the pooled
 median over every run's steps (results/noise.py); the peak RSS, one figure per run, takes the
 lowest and highest of the cell's repeats. A cell measured under callgrind exports its
-instructions only: its times and memory are valgrind's.
+instructions only (its times and memory are valgrind's); runs measured on a busy machine
+(results/contention.py) give no latency.
 
 Torch-free.
 """
@@ -24,7 +25,7 @@ import statistics
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from bpbench.results import noise
+from bpbench.results import contention, noise
 
 
 @dataclass(frozen=True)
@@ -60,9 +61,10 @@ def cell_figures(cell: dict[str, Any]) -> list[Figure]:
     if cell.get("status") != "ok" or not runs:
         return []
     counted = any(r["timing"].get("metric") == "instructions" for r in runs)
+    quiet = [r for r in runs if not contention.contended(r)]   # a busy machine's times time its queue
     found = [("instructions", "instructions/step", _sampled(runs, "instructions_all"))]
     if not counted:
-        found = [("latency", "ns/step", _sampled(runs, "step_s_all", 1e9))] + found + \
+        found = [("latency", "ns/step", _sampled(quiet, "step_s_all", 1e9) if quiet else None)] + found + \
                 [("peak-rss", "MiB", _peak_rss(runs))]
     return [Figure(m, unit, *v) for m, unit, v in found if v is not None]
 

@@ -16,6 +16,7 @@ from bpbench.report.format import (
     Tab,
     _plain,
     fmt_acc,
+    fmt_count,
     fmt_loss,
     fmt_mem,
     fmt_ratio,
@@ -87,7 +88,8 @@ def _change(s: dict[str, Any]) -> str:
     text = f"{ch:+.1%}" if abs(ch) < 0.1 else f"{ch:+.0%}"
     if not s.get("baseline_significant"):
         return f"[dim]{text}[/]"
-    return f"[red]{text} slower[/]" if ch > 0 else f"[green]{text} faster[/]"
+    more, less = ("more", "fewer") if "baseline_instructions_per_step" in s else ("slower", "faster")
+    return f"[red]{text} {more}[/]" if ch > 0 else f"[green]{text} {less}[/]"
 
 
 def _break_even(s: dict[str, Any]) -> str:
@@ -98,6 +100,7 @@ def _break_even(s: dict[str, Any]) -> str:
 # The figures of a cell: (header, value, only with --wide). Columns empty in a group are dropped.
 FIGURES: list[tuple[str, Callable[[dict[str, Any]], str], bool]] = [
     ("step", lambda s: fmt_s(s.get("step_s_median")), False),
+    ("instr.\n/step", lambda s: fmt_count(s.get("instructions_per_step")), False),
     ("IQR", lambda s: fmt_s(s.get("step_s_iqr")), False),
     ("noise", lambda s: "-" if s.get("noise") is None else f"±{s['noise']:.1%}", True),
     ("vs\nmanual", lambda s: fmt_ratio(s.get("speed_vs_manual")), False),
@@ -116,6 +119,9 @@ FIGURES: list[tuple[str, Callable[[dict[str, Any]], str], bool]] = [
 ]
 
 
+# Figures of a cell measured under callgrind (--metric instructions) that are valgrind's, not its own.
+UNDER_CALLGRIND = {"step", "IQR", "noise", "peak\nRSS", "setup", "train", "samples/s"}
+
 # What a narrow terminal leaves out first (wide extras are not shown there at all).
 # The work done (GFLOP/s, % of peak) explains the step time, so it goes last.
 SPARE = ["IQR", "peak\nRSS", "acc.", "GFLOP/s\n(% peak)"]
@@ -130,7 +136,7 @@ def _groups(cells: list[dict[str, Any]]) -> dict[tuple[str, str], list[dict[str,
 
 
 def group_table(study: str, experiment: str, cells: list[dict[str, Any]], devices: int, wide: bool,
-                baseline: bool) -> Tab:
+                baseline: bool, counted: bool = False) -> Tab:
     labels = list(dict.fromkeys(c["label"] for c in cells))
     title = experiment if study == "matrix" else f"{study} study" if study == experiment else \
         f"{experiment} ({study} study)"
@@ -139,7 +145,8 @@ def group_table(study: str, experiment: str, cells: list[dict[str, Any]], device
     lead = (["run"] if len(labels) > 1 else []) + ["variant"] + (["device"] if devices > 1 else []) + ["status"]
     base = next((c["summary"].get("speed_baseline") for c in cells if (c.get("summary") or {}).get("speed_baseline")),
                 "ref.")
-    figures = [(f"vs\n{base}" if h == "vs\nmanual" else h, get) for h, get, only_wide in FIGURES if wide or not only_wide]
+    figures = [(f"vs\n{base}" if h == "vs\nmanual" else h, get) for h, get, only_wide in FIGURES
+               if (wide or not only_wide) and not (counted and h in UNDER_CALLGRIND)]
     if baseline:
         figures.append(("vs\nbaseline", _change))
     tab = Tab(title, lead + [h for h, _ in figures], text=len(lead), spare=SPARE)
@@ -152,7 +159,7 @@ def group_table(study: str, experiment: str, cells: list[dict[str, Any]], device
         last = c["label"]
         row += [c["variant"]] + ([c["device"]] if devices > 1 else [])
         s = c.get("summary") or {}
-        row.append(("[yellow]busy[/]" if s.get("contended") else "") if c["status"] == "ok"
+        row.append(("[yellow]busy[/]" if s.get("contended") and not counted else "") if c["status"] == "ok"
                    else f"[yellow]{c['status']}[/]")
         row += [get(s) for _, get in figures]
         tab.rows.append(row)
@@ -166,23 +173,29 @@ def comparison_blocks(doc: dict[str, Any], wide: bool = False, sections: list[Bl
     cells = doc["cells"]
     devices = list(dict.fromkeys(c["device"] for c in cells))
     baseline = doc.get("baseline") is not None
+    counted = doc.get("metric") == "instructions"
     title = f"[bold]bpbench compare · preset {doc['preset']}[/]" + (f" · {devices[0]}" if len(devices) == 1 else "") \
-        + (" · [red]INTERRUPTED[/]" if doc.get("interrupted") else "")
+        + (" · instructions" if counted else "") + (" · [red]INTERRUPTED[/]" if doc.get("interrupted") else "")
     blocks: list[Block] = [title]
-    blocks += [group_table(study, exp, group, len(devices), wide, baseline)
+    blocks += [group_table(study, exp, group, len(devices), wide, baseline, counted)
                for (study, exp), group in _groups(cells).items()]
-    blocks += verdicts(cells) + compile_lines(cells)
+    if counted:   # verdicts, break-evens and the noise warning read step times: valgrind's here
+        blocks.append("[dim]--metric instructions: every cell ran under callgrind; ratios and changes compare "
+                      "instructions per step (the median counted step)[/]")
+    else:
+        blocks += verdicts(cells) + compile_lines(cells)
     if baseline:
         b = doc["baseline"]
-        blocks.append(f"[dim]vs baseline: change of the median step time against {b.get('source')}; "
-                      f"'slower'/'faster' only where the median and the 10th percentile both moved beyond "
+        what, words = ("instructions per step", "'more'/'fewer'") if counted else ("the median step time", "'slower'/'faster'")
+        blocks.append(f"[dim]vs baseline: change of {what} against {b.get('source')}; "
+                      f"{words} only where the median and the 10th percentile both moved beyond "
                       f"their 95% intervals and by more than {b['threshold']:.0%}[/]")
         blocks += [f"[dim]baseline: {n}[/]" for n in b.get("notes") or []]
     blocks += list(sections)
     for c in cells:
         if c["status"] not in ("ok", "unavailable"):
             blocks.append(f"[yellow]{c['key']}: {c['status']}: {c.get('error')}[/]")
-    blocks += busy_warning(cells) + noise_warning(cells)
+    blocks += [] if counted else busy_warning(cells) + noise_warning(cells)   # of step times: valgrind's here
     blocks += [f"[dim]note: {note}[/]" for note in doc.get("notes", [])]
     missing = len(doc.get("planned", [])) - len(cells)
     if doc.get("interrupted") and missing > 0:
