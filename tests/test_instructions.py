@@ -179,6 +179,22 @@ def test_run_refuses_what_it_cannot_count(cli, monkeypatch, args, msg):
     assert r.exit_code == 2 and msg in r.stderr, r.stderr
 
 
+def test_compare_counts_cpu_cells_of_one_process_only():
+    from bpbench import api
+    from bpbench import comparison as cmp
+    from bpbench.results.cells import make_cell
+    cpu, cuda = (make_cell("matrix", "linreg", "manual", d, {"epochs": 30}) for d in ("cpu", "cuda"))
+    ddp = make_cell("matrix", "linreg", "ddp", "cpu", {})
+    assert "--metric instructions" in " ".join(cpu.argv("instructions")) and "--metric" not in cpu.argv()
+    assert cmp.why_unavailable(cpu, set(), "instructions") is None
+    assert cmp.why_unavailable(cuda, set(), "instructions") == cmp.why_unavailable(ddp, set(), "instructions") \
+        == "--metric instructions counts one CPU process"
+    assert cmp.why_unavailable(ddp, set()) is None
+    assert api._counted_devices([]) == ["cpu"] and api._counted_devices(["all"]) == ["all"]
+    with pytest.raises(BadInput, match="--device cpu"):
+        api._counted_devices(["cuda"])
+
+
 def test_what_cannot_be_counted_is_refused():
     with pytest.raises(BadInput, match="--device cpu"):
         I.check_run({"device": "cuda", "variant": "manual"}, distributed=False)
@@ -190,7 +206,9 @@ def test_what_cannot_be_counted_is_refused():
 
 # ---------------------------------------------------------------- under valgrind
 
-needs_valgrind = pytest.mark.skipif(bool(I.missing_tools()), reason="needs valgrind (the Debian package valgrind)")
+def needs_valgrind(test):
+    skip = pytest.mark.skipif(bool(I.missing_tools()), reason="needs valgrind (the Debian package valgrind)")
+    return pytest.mark.callgrind(skip(test))
 INJECT = Path(__file__).parent / "inject"
 # A short linreg: 5 warm-up steps, the 15 counted, 10 more (instrumentation off).
 SHORT = ["run", "linreg", "--manual", "--epochs", "30", "--metric", "instructions", "--json"]

@@ -108,7 +108,7 @@ def compare(
     baseline: Optional[str] = typer.Option(
         None, "--baseline", help="Compare against a results.json, a name saved with --save, or 'last'."),
     fail_on_regression: Optional[float] = FAIL_ON,
-    metric: str = typer.Option("time", "--metric",
+    metric: str = typer.Option("time", "--metric", metavar="time|instructions",
                                help="time (default) or instructions: every cell under callgrind (needs valgrind; CPU "
                                     "cells), counted instructions per step, which the gate then compares."),
     keep_going: bool = typer.Option(False, "--keep-going",

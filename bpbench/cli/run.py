@@ -67,9 +67,10 @@ def _run_signature() -> inspect.Signature:
           default=_opt("--profile-ops", "After training, profile a few steps with torch.profiler: top ops, "
                                         "phases, host vs kernel time.", "Output", False)),
         P("metric", P.KEYWORD_ONLY, annotation=str,
-          default=_opt("--metric", "time: wall time per step; instructions: each steady step's instructions, "
-                                   "counted under callgrind (needs valgrind; CPU, one process; slow but "
-                                   "unmoved by the machine's load).", "Output", "time")),
+          default=typer.Option("time", "--metric", metavar="time|instructions", rich_help_panel="Output",
+                               help="time: wall time per step; instructions: each steady step's instructions, "
+                                    "counted under callgrind (needs valgrind; CPU, one process; slow but "
+                                    "unmoved by the machine's load).")),
         P("trace_file", P.KEYWORD_ONLY, annotation=Optional[Path],
           default=_opt("--trace-file", "Write --profile-ops' Chrome/Perfetto trace here (implies "
                                        "--profile-ops; default with --output: beside it, NAME.trace.json).",

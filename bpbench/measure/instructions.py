@@ -5,7 +5,7 @@ of instructions a step executes does not. torch.utils.benchmark's `collect_callg
 the same fact, and so does this module, in two processes:
 
 - The parent (`execute`, in the `run` process) writes the resolved run to a private temporary
-  directory and runs it again in a child under
+  directory and trains it in a child under
   `valgrind --tool=callgrind --instr-atstart=no --collect-atstart=no`, then reads the child's
   result and the counts back, and removes the directory (also on Ctrl-C and SIGTERM, which it
   hands on to the child, whose finished steps are kept).
@@ -125,8 +125,10 @@ def execute(experiment: str, cfg: dict[str, Any], on_log: Callable[[str], None] 
     check_available()
     with tempfile.TemporaryDirectory(prefix="bpbench-callgrind-") as tmp:
         directory = Path(tmp)
-        files.write_json(directory / "request.json", {"experiment": experiment, "config": cfg, "log": on_log is not None,
-                                                      "first": cfg.get("warmup_steps") or 0, "count": COUNTED_STEPS})
+        # plain json, not files.write_json: an lr of inf must reach the child as inf, not null
+        files.atomic_write_text(directory / "request.json", json.dumps(
+            {"experiment": experiment, "config": cfg, "log": on_log is not None,
+             "first": cfg.get("warmup_steps") or 0, "count": COUNTED_STEPS}))
         proc = processes.start_child(valgrind_command(directory), env=child_env(), stdin=subprocess.DEVNULL,
                                      stdout=subprocess.PIPE, text=True)
         interrupted = _relay(proc, on_log)
@@ -244,16 +246,6 @@ def summarize_steps(steps: list[dict[str, int]]) -> dict[str, Any]:
 # ---------------------------------------------------------------- the child
 
 
-def _toggle() -> None:
-    import torch
-    torch._C._valgrind_toggle()
-
-
-def _toggle_and_dump() -> None:
-    import torch
-    torch._C._valgrind_toggle_and_dump_stats()
-
-
 class _Segment:
     """`with phase(name):` while counting: the step's code before it is dumped as "other", the
     phase's own code as `name`."""
@@ -279,9 +271,12 @@ class StepCounter(Marker):
     Collection is on only between a counted step's start and stop; every boundary dumps the counts
     so far and switches collection on again. `segments` lists (step, label) per dump, in order."""
 
-    def __init__(self, first: int, count: int, toggle=_toggle, toggle_and_dump=_toggle_and_dump,
-                 after_last: Callable[[], None] | None = None):
+    def __init__(self, first: int, count: int, toggle: Callable[[], None] | None = None,
+                 toggle_and_dump: Callable[[], None] | None = None, after_last: Callable[[], None] | None = None):
         from bpbench.measure.timer import CpuStepTimer
+        if toggle is None or toggle_and_dump is None:   # torch's bindings of callgrind's client requests
+            import torch
+            toggle, toggle_and_dump = torch._C._valgrind_toggle, torch._C._valgrind_toggle_and_dump_stats
         self._clock = CpuStepTimer()
         self._counted = range(first, first + count)     # steps (from 0) to count: after the warm-up
         self._toggle, self._toggle_and_dump = toggle, toggle_and_dump

@@ -186,10 +186,11 @@ def comparison_blocks(doc: dict[str, Any], wide: bool = False, sections: list[Bl
         blocks += verdicts(cells) + compile_lines(cells)
     if baseline:
         b = doc["baseline"]
-        what, words = ("instructions per step", "'more'/'fewer'") if counted else ("the median step time", "'slower'/'faster'")
-        blocks.append(f"[dim]vs baseline: change of {what} against {b.get('source')}; "
-                      f"{words} only where the median and the 10th percentile both moved beyond "
-                      f"their 95% intervals and by more than {b['threshold']:.0%}[/]")
+        rule = ("instructions per step, step by step, against {}; 'more'/'fewer' only where the median "
+                "step ratio is beyond its 95% interval and off by more than {:.0%}") if counted else \
+            ("the median step time against {}; 'slower'/'faster' only where the median and the 10th "
+             "percentile both moved beyond their 95% intervals and by more than {:.0%}")
+        blocks.append("[dim]vs baseline: change of " + rule.format(b.get("source"), b["threshold"]) + "[/]")
         blocks += [f"[dim]baseline: {n}[/]" for n in b.get("notes") or []]
     blocks += list(sections)
     for c in cells:
