@@ -83,7 +83,7 @@ def drive(epochs=12, steps_per_epoch=1, warmup=2, first=2, count=5, **fake):
     done = []
     counter = counter_for(cg, first, count, after_last=lambda: done.append(t.calls))
     with counter:
-        res = run_loop(t, LoopConfig(epochs=epochs, warmup_steps=warmup, eval_every=3), "cpu", timer=counter)
+        res = run_loop(t, LoopConfig(epochs=epochs, warmup_steps=warmup, eval_every=3), "cpu", timer=counter.timer)
     steps = I.steps_from_segments(counter.manifest()["segments"], cg.dumps, counter.completed, res.warmup_steps)
     return cg, counter, res, steps, done
 
@@ -117,7 +117,7 @@ def test_a_step_cut_short_is_left_out():
     t = PhasedFake(cg, fail_at=4)
     counter = counter_for(cg, 2, 5)
     with pytest.raises(ValueError), counter:
-        run_loop(t, LoopConfig(epochs=10), "cpu", timer=counter)
+        run_loop(t, LoopConfig(epochs=10), "cpu", timer=counter.timer)
     assert not cg.on
     steps = I.steps_from_segments(counter.segments, cg.dumps, counter.completed, 0)
     assert counter.completed == [2] and len(steps) == 1

@@ -265,8 +265,9 @@ _OFF = contextlib.nullcontext()
 
 
 class StepCounter(Marker):
-    """The harness's step timer (a CpuStepTimer inside, so step times are still kept: valgrind's,
-    far slower than native) and the phases' marker, counting `count` steps from step `first`.
+    """The phases' marker and, through `timer(record)`, the harness's step timer (a CpuStepTimer
+    inside, so step times are still kept: valgrind's, far slower than native), counting `count`
+    steps from step `first`.
 
     Collection is on only between a counted step's start and stop; every boundary dumps the counts
     so far and switches collection on again. `segments` lists (step, label) per dump, in order."""
@@ -324,8 +325,22 @@ class StepCounter(Marker):
         self.segments.append((self._step, OTHER))
         self._on = False
 
+    def timer(self, times) -> "StepCounter":
+        """This counter as run_loop's step timer, its step times written into `times` (the loop's
+        StepRecord)."""
+        from bpbench.measure.timer import CpuStepTimer
+        self._clock = CpuStepTimer(times)
+        return self
+
+    @property
+    def times(self):
+        return self._clock.times
+
     def split(self) -> None:
         self._clock.split()
+
+    def finish(self):
+        return self._clock.finish()
 
     def seconds(self) -> list[float]:
         return self._clock.seconds()
@@ -407,10 +422,13 @@ def _count(directory: Path, request: dict[str, Any], counter: StepCounter) -> di
     result = runner.execute_in_process(info, {**cfg, "flops": False},
                                        on_log=runner.Printer("stdout") if request["log"] else None,
                                        step_counter=instrumented)
+    from bpbench.results import contention
     from bpbench.results.timing import StepTimes
     result["config"] = cfg
-    noisy = StepTimes.of(result["timing"]["step_s_all"] or []).warning()   # of valgrind's times: moot
-    result["warnings"] = [w for w in result["warnings"] if w != noisy] + [
+    t = result["timing"]
+    busy = (t.get("contention") or {}).get("reason")
+    moot = {StepTimes.of(t["step_s_all"] or []).warning(), contention.warning(busy) if busy else None}
+    result["warnings"] = [w for w in result["warnings"] if w not in moot] + [   # of valgrind's times
         "step times and memory of this run are valgrind's (--metric instructions): compare instruction counts, not times"]
     return result
 

@@ -66,8 +66,9 @@ def run_loop(t: Trainable, cfg: LoopConfig, device,
              diverged_by: Callable[[Exception], bool] | None = None, timer=None) -> LoopResult:
     """Drive `t` for cfg.epochs (or cfg.max_updates) with every step timed.
 
-    `timer` replaces the device's step timer (timer.step_timer): an object with its start, stop,
-    split and seconds, e.g. the instruction counter that switches callgrind on around each step.
+    `timer(record)`, given the loop's StepRecord, returns the step timer that replaces the
+    device's (timer.step_timer; the same start, stop, split, finish and `times`), e.g. the
+    instruction counter that switches callgrind on around each step.
 
     Like timeit, the loop runs with Python's cyclic garbage collector paused: its collections
     (which grow with the history kept) would otherwise land inside random steps.
@@ -87,8 +88,8 @@ def run_loop(t: Trainable, cfg: LoopConfig, device,
 
 def _run_loop(t, cfg, device, on_log, on_epoch, diverged_by, timer=None) -> LoopResult:
     loop = _Loop(t, cfg, device, on_log, on_epoch, diverged_by)
-    if timer is not None:
-        loop.timer = timer
+    if timer is not None:   # the caller's timer, writing into the loop's record of step times
+        loop.timer = timer(loop.timer.times)
     return loop.run()
 
 

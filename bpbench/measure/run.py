@@ -283,7 +283,7 @@ def _train(run: _Run, profile_lines: bool, on_log, on_epoch, step_counter=None) 
                                       on_log=(lambda entry, n: on_log(exp.log_line(entry, n))) if on_log else None,
                                       on_epoch=on_epoch,
                                       diverged_by=lambda e: _refuses_non_finite(e) or not _finite(learner),
-                                      timer=counter)
+                                      timer=counter.timer if counter else None)
         run.contention = busy.figures(res.steps, torch.get_num_threads())
         if res.diverged_at is None and res.history and not _finite(learner):
             # The last update broke the model after its loss was read: still a divergence, and
