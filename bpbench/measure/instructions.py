@@ -126,7 +126,7 @@ def execute(experiment: str, cfg: dict[str, Any], on_log: Callable[[str], None] 
     with tempfile.TemporaryDirectory(prefix="bpbench-callgrind-") as tmp:
         directory = Path(tmp)
         # plain json, not files.write_json: an lr of inf must reach the child as inf, not null
-        files.atomic_write_text(directory / "request.json", json.dumps(
+        files.write_text(directory / "request.json", json.dumps(
             {"experiment": experiment, "config": cfg, "log": on_log is not None,
              "first": cfg.get("warmup_steps") or 0, "count": COUNTED_STEPS}))
         proc = processes.start_child(valgrind_command(directory), env=child_env(), stdin=subprocess.DEVNULL,
