@@ -124,15 +124,15 @@ def test_line_profile_of_a_method():
 
 def test_atomic_write_replaces_whole_file_and_cleans_up(tmp_path, monkeypatch):
     p = tmp_path / "r.json"
-    results.write_json(p, {"a": 1})
+    results.write_json(p, {"schema": 1, "experiment": "x", "a": 1})    # a bpbench result: the next write may replace it
     import os
 
     def boom(*a, **k):
         raise KeyboardInterrupt
     monkeypatch.setattr(os, "replace", boom)
     with pytest.raises(KeyboardInterrupt):
-        results.write_json(p, {"a": 2})
-    assert results.json.loads(p.read_text()) == {"a": 1}     # the old file, whole
+        results.write_json(p, {"schema": 1, "experiment": "x", "a": 2})
+    assert results.json.loads(p.read_text()) == {"schema": 1, "experiment": "x", "a": 1}     # the old file, whole
     assert [x.name for x in tmp_path.iterdir()] == ["r.json"]  # no temp file left
 
 
