@@ -212,6 +212,10 @@ def fake_measure(monkeypatch):
         return {"gflops": next(figures_), "size": 8, "sizes": [8], "dtype": "float32", "threads": threads,
                 "measured": f"m{len(calls)}"}
     monkeypatch.setattr(peak, "measure", measure)
+    # The other two ceilings (tests/test_bounds.py measures them for real): fixed figures.
+    from bpbench.measure import ceilings
+    monkeypatch.setattr(ceilings, "bandwidth", lambda *a, **k: {"bandwidth_gbs": 20.0, "bandwidth_curve": [[2**29, 20.0]]})
+    monkeypatch.setattr(ceilings, "op_overhead", lambda *a, **k: {"op_overhead_us": 1.5})
     return calls
 
 

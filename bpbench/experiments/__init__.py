@@ -180,7 +180,7 @@ REGISTRY: dict[str, ExperimentInfo] = {
             name="width",
             summary="1-H-1 ReLU MLP trained with Adam: the CPU-vs-GPU width study",
             source="seed 004 sections C-D (H=500: CPU wins; H=200,000: GPU ~60x)",
-            offers=("module",),
+            offers=("module", "relu_mlp"),
             default_variant="autograd",
             options={"width": _key(C.positive_int, "width: hidden units H.", metavar="H", label="H"),
                      "data": C.one_of("source")},   # data: none to choose

@@ -1,15 +1,15 @@
-"""The machine's peak, measured: a short matrix-product benchmark per device, dtype and threads.
+"""The machine's ceilings, measured: its matrix-product peak, memory bandwidth and per-op cost.
 
 The denominator of "% of peak" is what this machine's BLAS actually reaches on large square
-products (torch.utils.benchmark, best block of a few sizes), not a datasheet figure. It is cached
-per machine in `$BPBENCH_CACHE` or the platform's cache directory (platformdirs), keyed by device
-name, dtype, thread count, TF32 setting and the torch and bpbench versions that produced it, so
-runs measure it at most once; `bpbench peak --remeasure` measures again.
+products (torch.utils.benchmark, best block of a few sizes), not a datasheet figure; the
+bandwidth and the cost of one eager ATen call are measured beside it (bpbench.measure.ceilings).
+They are cached per machine in `$BPBENCH_CACHE` or the platform's cache directory (platformdirs),
+keyed by device name, dtype, thread count, TF32 setting and the torch and bpbench versions that
+produced them, so runs measure them at most once; `bpbench peak --remeasure` measures again.
 """
 
 from __future__ import annotations
 
-import datetime as _dt
 import math
 from pathlib import Path
 from typing import Any, Callable
@@ -18,8 +18,6 @@ from bpbench.errors import BadInput
 from bpbench.measure.cache import Cache
 
 CACHE_FILE = "peak.json"
-CPU_SIZES = (256, 512, 1024)        # a 2-core CPU reaches its plateau by 1024; ~1-2 s in all
-CUDA_SIZES = (2048, 4096, 8192)
 CACHE = Cache(CACHE_FILE, "bpbench-peak-cache")
 
 
@@ -58,6 +56,9 @@ FIELDS: dict[str, Callable[[Any], bool]] = {
     "gflops": _number(0, 1e7),              # 10 PFLOP/s: beyond any single device today
     "bandwidth_gbs": _number(0, 1e5),       # 100 TB/s
     "op_overhead_us": _number(0, 1e6),      # a second per op
+    # [bytes touched, GB/s] per size the bandwidth was measured at: what the memory floor reads
+    "bandwidth_curve": lambda v: isinstance(v, list) and 0 < len(v) <= 256 and all(
+        isinstance(p, list) and len(p) == 2 and _number(0, 1e15)(p[0]) and _number(0, 1e5)(p[1]) for p in v),
     "size": _number(0, 1e6, integer=True),
     "threads": _number(0, 1e6, integer=True),
     "sizes": lambda v: isinstance(v, list) and 0 < len(v) <= 64 and all(map(_number(0, 1e6, True), v)),
@@ -91,57 +92,72 @@ def store(k: str, entry: dict[str, Any]) -> Path | None:
 
 def measure(device, dtype, threads: int, sizes: tuple[int, ...] | None = None,
             min_run_time: float = 0.3) -> dict[str, Any]:
-    """Best GFLOP/s of `a @ b` over square sizes, timed by torch.utils.benchmark (which
-    synchronises CUDA and sets the thread count for the measurement)."""
-    import logging
+    """The matrix-product peak, measured now (bpbench.measure.ceilings.matmul_peak)."""
+    from bpbench.measure import ceilings
+    return ceilings.matmul_peak(device, dtype, threads, sizes=sizes, min_run_time=min_run_time)
 
-    import torch
-    # torch.utils.benchmark imports cpp_extension, which warns on CPU-only machines that it found
-    # no CUDA runtime: irrelevant to a matrix-product timing, and noise on stderr.
-    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
-    from torch.utils import benchmark
 
-    on_cuda = getattr(device, "type", str(device)) == "cuda"
-    sizes = sizes or (CUDA_SIZES if on_cuda else CPU_SIZES)
-    best = (0.0, 0)
-    for n in sizes:
-        a = torch.randn(n, n, device=device, dtype=dtype)
-        b = torch.randn(n, n, device=device, dtype=dtype)
-        m = benchmark.Timer("a @ b", globals={"a": a, "b": b}, num_threads=threads).blocked_autorange(
-            min_run_time=min_run_time)
-        # The fastest block: on a shared machine slower blocks measure other work.
-        gflops = 2 * n ** 3 / min(m.times) / 1e9
-        best = max(best, (gflops, n))
-    return {"gflops": best[0], "size": best[1], "sizes": list(sizes), "dtype": str(dtype).removeprefix("torch."),
-            "threads": threads, "measured": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+def _measure_missing(device, dtype, threads: int, names: list[str]) -> dict[str, Any]:
+    from bpbench.measure import ceilings
+    fresh: dict[str, Any] = {}
+    if "gflops" in names:
+        fresh.update(measure(device, dtype, threads))
+    if "bandwidth_gbs" in names:
+        fresh.update(ceilings.bandwidth(device, dtype, threads))
+    if "op_overhead_us" in names:
+        fresh.update(ceilings.op_overhead(device, dtype, threads))
+    return fresh
+
+
+def keep_best(cached: dict[str, Any], fresh: dict[str, Any]) -> dict[str, Any]:
+    """`cached` updated with each freshly measured ceiling (with the keys its measurement wrote),
+    unless the cached figure is the better one (higher peak or bandwidth, lower op cost) and
+    within KEEP_HIGHER_WITHIN of the new one: no quieter moment is that much better, the cache was."""
+    from bpbench.measure.ceilings import CEILINGS
+    out = dict(cached)
+    for name, (keys, better) in CEILINGS.items():
+        if name not in fresh:
+            continue
+        old, new = cached.get(name), fresh[name]
+        keep = old is not None and better(old, new) == old != new and \
+            max(old, new) <= KEEP_HIGHER_WITHIN * min(old, new)
+        if not keep:
+            out.update({k: fresh[k] for k in keys if k in fresh})
+    out.update({k: v for k, v in fresh.items() if k not in out})   # e.g. dtype, threads
+    return out
 
 
 def get(device, dtype=None, threads: int | None = None, remeasure: bool = False) -> dict[str, Any]:
-    """The peak for this device, dtype and thread count: cached, or measured now and cached.
+    """The ceilings for this device, dtype and thread count: cached, or measured now and cached.
 
-    `remeasure` measures again and keeps the higher of the new and the cached figure: other work
-    on the machine can only slow a measurement down, never speed it up; but not a cached figure
-    more than KEEP_HIGHER_WITHIN times the new one (no quieter moment is that much faster: the
-    cache was wrong), nor one that fails validation (see FIELDS), which is not cached. Returns the entry plus
-    `key`, `source`, `cache` (the file, None if it could not be written) and, when a measurement
-    ran, `measured_now_gflops`.
+    The matrix-product peak (`gflops`), the memory bandwidth (`bandwidth_gbs`, with the curve of
+    every size measured) and one eager op's cost (`op_overhead_us`); a cached entry that lacks one
+    (written before it was measured) or holds one that fails validation (see FIELDS) gets it
+    measured now. `remeasure` measures all again and keeps the better of the new and the cached
+    figure of each (see keep_best): other work on the machine can only make a measurement worse,
+    never better. Returns the entry plus `key`, `source` (of the peak), `cache` (the file, None if
+    it could not be written), `measured_now` (what ran now) and `measured_now_gflops`.
     """
     import torch
+
+    from bpbench.measure.ceilings import CEILINGS
     dtype = dtype or torch.float32
     threads = threads or torch.get_num_threads()
     k = key(device, dtype, threads)
     cached = lookup(k)
-    if cached is not None and not remeasure:
+    missing = [c for c in CEILINGS if remeasure or cached is None or c not in cached
+               or (c == "bandwidth_gbs" and "bandwidth_curve" not in cached)]
+    if not missing:
         return {**cached, "key": k, "source": f"cache (measured {cached.get('measured', '?')})",
-                "cache": str(cache_path()), "measured_now_gflops": None}
-    fresh = measure(device, dtype, threads)
-    kept = cached if cached is not None and fresh["gflops"] < cached["gflops"] <= \
-        KEEP_HIGHER_WITHIN * fresh["gflops"] else fresh
+                "cache": str(cache_path()), "measured_now": {}, "measured_now_gflops": None}
+    fresh = _measure_missing(device, dtype, threads, missing)
+    kept = keep_best(cached or {}, fresh)
     where = store(k, kept)
-    source = "measured now" if kept is fresh else \
-        f"cache (measured {cached.get('measured', '?')}; higher than this remeasurement)"
+    source = "measured now" if "gflops" in fresh and kept["gflops"] == fresh["gflops"] else \
+        f"cache (measured {kept.get('measured', '?')}" + ("; higher than this remeasurement)" if "gflops" in fresh else ")")
     return {**kept, "key": k, "source": source, "cache": str(where) if where else None,
-            "measured_now_gflops": fresh["gflops"]}
+            "measured_now": {c: fresh[c] for c in CEILINGS if c in fresh},
+            "measured_now_gflops": fresh.get("gflops")}
 
 
 def dtype_of(name: str):

@@ -7,6 +7,7 @@ when it runs. A variant applies to every experiment whose model offers what it `
     "manual"    a hand-written network (bpbench.layers): forward, backward, no autograd
     "module"    a torch module + loss + torch.optim optimizer
     "nn_module" a second module built from nn layers alone (linreg's nn.Linear)
+    "relu_mlp"  the module is a Sequential of Linear layers with ReLUs between, its loss MSELoss
 
 A `distributed` variant trains with N processes on torch.distributed (bpbench.distributed
 launches them with torchrun's launcher); each rank computes the gradient of its shard of every
@@ -74,6 +75,9 @@ REGISTRY: dict[str, VariantInfo] = {
                         C.one_of("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
                         "compiled: the torch.compile mode (reduce-overhead adds CUDA graphs on a GPU).",
                         "Variant", metavar="MODE")}),
+        VariantInfo("buffered", "the ReLU MLP's forward and backward written out into buffers allocated "
+                                "once (no per-step allocation), torch.optim's fused Adam",
+                    needs="relu_mlp", reference="autograd"),
         VariantInfo("graphed", "the whole autograd step captured once in a CUDA graph and replayed",
                     needs="module", reference="autograd", device="cuda", options=OPTIM_KEYS),
         VariantInfo("ddp", "the autograd step with the module in DistributedDataParallel: each rank "

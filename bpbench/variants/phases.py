@@ -52,19 +52,24 @@ class Recorder(Marker):
     get_total_flops); each phase gets the growth inside it.
     memory: (reset_peak, allocated, max_allocated) callables in bytes, e.g. torch.cuda's; each
     phase gets its peak above the allocation at its start (the peak is reset at every boundary).
+    counts: a callable returning running totals by name (bpbench.measure.counts' FLOPs, bytes and
+    ATen calls); each phase gets the growth of each inside it.
     """
 
     def __init__(self, flops: Callable[[], int] | None = None,
-                 memory: tuple[Callable[[], None], Callable[[], int], Callable[[], int]] | None = None):
-        self.flops_fn, self.memory = flops, memory
+                 memory: tuple[Callable[[], None], Callable[[], int], Callable[[], int]] | None = None,
+                 counts: Callable[[], dict[str, int]] | None = None):
+        self.flops_fn, self.memory, self.counts_fn = flops, memory, counts
         self.flops: dict[str, int] = {}
         self.peak_bytes: dict[str, int] = {}
+        self.counts: dict[str, dict[str, int]] = {}
 
     @contextlib.contextmanager
     def mark(self, name: str):
         import torch
         with torch.profiler.record_function(name):
             f0 = self.flops_fn() if self.flops_fn else 0
+            c0 = self.counts_fn() if self.counts_fn else {}
             if self.memory:
                 reset, allocated, _ = self.memory
                 reset()
@@ -74,6 +79,10 @@ class Recorder(Marker):
             finally:
                 if self.flops_fn:
                     self.flops[name] = self.flops.get(name, 0) + self.flops_fn() - f0
+                if self.counts_fn:
+                    grown = self.counts.setdefault(name, {})
+                    for k, v in self.counts_fn().items():
+                        grown[k] = grown.get(k, 0) + v - c0.get(k, 0)
                 if self.memory:
                     peak = self.memory[2]() - base
                     self.peak_bytes[name] = max(self.peak_bytes.get(name, 0), peak)

@@ -1,0 +1,169 @@
+"""The machine's three ceilings, measured: what a step can at best reach on this device.
+
+- matrix-product peak (GFLOP/s): the best of large square products (torch.utils.benchmark);
+- memory bandwidth (GB/s): the best of a large copy (`b.copy_(a)`: 2 x its bytes) and a triad
+  (`a = b + s * c`: 3 x its bytes, as STREAM counts them) on tensors of `BANDWIDTH_MIB` each,
+  far beyond the caches, so the figure is what DRAM (or the GPU's HBM) delivers;
+- the cost of one eager ATen call (µs): many `torch.add` on one-element tensors, whose work is
+  nil, so what is left is Python's binding, the dispatcher, the allocation, and on CUDA the kernel
+  launch (the host enqueues launches faster than a GPU idles between tiny kernels only if it
+  launches faster than the GPU runs them: the per-call time of the loop is the launch cost).
+
+Each figure is the best of a few repeats: other work on the machine can only slow a measurement
+down (a bandwidth or a peak falls, a call cost grows), so the best is the ceiling. bpbench.peak
+caches them per device, dtype and thread count.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import math
+import time
+from typing import Any, Callable
+
+CPU_SIZES = (256, 512, 1024)        # a 2-core CPU reaches its plateau by 1024; ~1-2 s in all
+CUDA_SIZES = (2048, 4096, 8192)
+# Tensor sizes of the bandwidth measurement: from inside a core's L2 to 8x a 32 MiB L3 (~50x an
+# H100's L2); the largest is the headline figure.
+CURVE_MIB = (0.125, 1, 8, 64, 256)
+OP_CALLS = 2000                     # torch.add calls per repeat of the op-cost loop
+
+
+# Each ceiling: the entry keys its measurement writes, and which of two measurements is the better.
+CEILINGS: dict[str, tuple[tuple[str, ...], Callable[[float, float], float]]] = {
+    "gflops": (("gflops", "size", "sizes", "measured"), max),
+    "bandwidth_gbs": (("bandwidth_gbs", "bandwidth_curve", "bandwidth"), max),
+    "op_overhead_us": (("op_overhead_us", "op_overhead"), min),
+}
+
+
+def valid(value: Any) -> bool:
+    """A ceiling's figure can be used: a finite, positive number (a cache file may hold anything)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+
+
+def keep_best(cached: dict[str, Any], fresh: dict[str, Any]) -> dict[str, Any]:
+    """`cached` updated with each freshly measured ceiling that beats it (or replaces a missing or
+    broken one), together with the keys its measurement wrote."""
+    out = dict(cached)
+    for name, (keys, better) in CEILINGS.items():
+        if name in fresh and (not valid(cached.get(name)) or better(fresh[name], cached[name]) == fresh[name]):
+            out.update({k: fresh[k] for k in keys if k in fresh})
+    out.update({k: v for k, v in fresh.items() if k not in out})   # e.g. dtype, threads
+    return out
+
+
+def now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _on_cuda(device) -> bool:
+    return getattr(device, "type", str(device)) == "cuda"
+
+
+@contextlib.contextmanager
+def _threads(n: int):
+    """torch's intra-op thread count set to `n` while measuring (torch.utils.benchmark does the same)."""
+    import torch
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def best_seconds_per_call(fn: Callable[[], Any], device, calls: int, repeats: int) -> float:
+    """The fastest of `repeats` timings of `calls` back-to-back calls of `fn`, per call.
+
+    On CUDA, CUDA events around the calls after a synchronize time the GPU's side, and the end
+    event is waited for: a loop of tiny kernels shows the launch rate, a large copy its transfer.
+    """
+    import torch
+    best = math.inf
+    for _ in range(repeats):
+        if _on_cuda(device):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            torch.cuda.synchronize(device)
+            start.record()
+            for _ in range(calls):
+                fn()
+            end.record()
+            end.synchronize()
+            seconds = start.elapsed_time(end) / 1e3
+        else:
+            t0 = time.perf_counter()
+            for _ in range(calls):
+                fn()
+            seconds = time.perf_counter() - t0
+        best = min(best, seconds / calls)
+    return best
+
+
+def matmul_peak(device, dtype, threads: int, sizes: tuple[int, ...] | None = None,
+                min_run_time: float = 0.3) -> dict[str, Any]:
+    """Best GFLOP/s of `a @ b` over square sizes, timed by torch.utils.benchmark (which
+    synchronises CUDA and sets the thread count for the measurement)."""
+    import logging
+
+    import torch
+    # torch.utils.benchmark imports cpp_extension, which warns on CPU-only machines that it found
+    # no CUDA runtime: irrelevant to a matrix-product timing, and noise on stderr.
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+    from torch.utils import benchmark
+
+    sizes = sizes or (CUDA_SIZES if _on_cuda(device) else CPU_SIZES)
+    best = (0.0, 0)
+    for n in sizes:
+        a = torch.randn(n, n, device=device, dtype=dtype)
+        b = torch.randn(n, n, device=device, dtype=dtype)
+        m = benchmark.Timer("a @ b", globals={"a": a, "b": b}, num_threads=threads).blocked_autorange(
+            min_run_time=min_run_time)
+        # The fastest block: on a shared machine slower blocks measure other work.
+        gflops = 2 * n ** 3 / min(m.times) / 1e9
+        best = max(best, (gflops, n))
+    return {"gflops": best[0], "size": best[1], "sizes": list(sizes), "dtype": str(dtype).removeprefix("torch."),
+            "threads": threads, "measured": now()}
+
+
+def bandwidth(device, dtype, threads: int, mib: tuple[int | float, ...] = CURVE_MIB,
+              repeats: int = 5) -> dict[str, Any]:
+    """Best GB/s of a copy and a triad per tensor size in `mib`; the headline `bandwidth_gbs` is
+    the largest size's (beyond every cache), `bandwidth_curve` holds [bytes touched, GB/s] of
+    every measurement (a cache holds the smaller ones, and their bandwidth is higher)."""
+    import torch
+    curve = []
+    with _threads(threads):
+        for size in mib:
+            curve += _copy_and_triad(device, dtype, size, repeats)
+    largest = [gbs for touched, gbs in curve if touched >= 2 * mib[-1] * 2 ** 20]
+    return {"bandwidth_gbs": max(largest), "bandwidth_curve": sorted(curve),
+            "bandwidth": {"method": "copy (2 x bytes) and triad (3 x bytes), best of each",
+                          "mib": list(mib), "measured": now()}}
+
+
+def _copy_and_triad(device, dtype, mib: float, repeats: int) -> list[list[float]]:
+    """[[bytes touched, GB/s]] of `b.copy_(a)` and `a = b + 2 c` on tensors of `mib` MiB; each
+    timing covers at least ~64 MiB of traffic (many calls on small tensors), so the clock's
+    resolution does not limit it."""
+    import torch
+    n = int(mib * 2 ** 20) // torch.empty((), dtype=dtype).element_size()
+    a, b, c = (torch.rand(n, device=device).to(dtype) for _ in range(3))
+    nbytes = a.numel() * a.element_size()
+    calls = max(1, 2 ** 26 // nbytes)
+    copy_s = best_seconds_per_call(lambda: b.copy_(a), device, calls=calls, repeats=repeats)
+    triad_s = best_seconds_per_call(lambda: torch.add(b, c, alpha=2.0, out=a), device, calls=calls,
+                                    repeats=repeats)
+    return [[2 * nbytes, 2 * nbytes / copy_s / 1e9], [3 * nbytes, 3 * nbytes / triad_s / 1e9]]
+
+
+def op_overhead(device, dtype, threads: int, calls: int = OP_CALLS, repeats: int = 7) -> dict[str, Any]:
+    """The cost of one eager `torch.add` on one-element tensors, in µs (best of `repeats`)."""
+    import torch
+    x, y = torch.ones(1, device=device, dtype=dtype), torch.ones(1, device=device, dtype=dtype)
+    with _threads(threads):
+        torch.add(x, y)                       # first call: lazy initialisation, not a call's cost
+        seconds = best_seconds_per_call(lambda: torch.add(x, y), device, calls=calls, repeats=repeats)
+    return {"op_overhead_us": seconds * 1e6,
+            "op_overhead": {"op": "torch.add on 1-element tensors", "calls": calls, "measured": now()}}
