@@ -127,17 +127,17 @@ def matmul_peak(device, dtype, threads: int, sizes: tuple[int, ...] | None = Non
             "threads": threads, "measured": now()}
 
 
-def bandwidth(device, dtype, threads: int, mib: tuple[int | float, ...] = CURVE_MIB,
+def bandwidth(device, dtype, threads: int, mib: tuple[float, ...] | None = None,
               repeats: int = 5) -> dict[str, Any]:
     """Best GB/s of a copy and a triad per tensor size in `mib`; the headline `bandwidth_gbs` is
     the largest size's (beyond every cache), `bandwidth_curve` holds [bytes touched, GB/s] of
     every measurement (a cache holds the smaller ones, and their bandwidth is higher)."""
-    import torch
+    mib = mib or CURVE_MIB
     curve = []
     with _threads(threads):
         for size in mib:
             curve += _copy_and_triad(device, dtype, size, repeats)
-    largest = [gbs for touched, gbs in curve if touched >= 2 * mib[-1] * 2 ** 20]
+    largest = [gbs for touched, gbs in curve if touched >= 2 * max(mib) * 2 ** 20]
     return {"bandwidth_gbs": max(largest), "bandwidth_curve": sorted(curve),
             "bandwidth": {"method": "copy (2 x bytes) and triad (3 x bytes), best of each",
                           "mib": list(mib), "measured": now()}}
@@ -158,9 +158,10 @@ def _copy_and_triad(device, dtype, mib: float, repeats: int) -> list[list[float]
     return [[2 * nbytes, 2 * nbytes / copy_s / 1e9], [3 * nbytes, 3 * nbytes / triad_s / 1e9]]
 
 
-def op_overhead(device, dtype, threads: int, calls: int = OP_CALLS, repeats: int = 7) -> dict[str, Any]:
+def op_overhead(device, dtype, threads: int, calls: int | None = None, repeats: int = 7) -> dict[str, Any]:
     """The cost of one eager `torch.add` on one-element tensors, in µs (best of `repeats`)."""
     import torch
+    calls = calls or OP_CALLS
     x, y = torch.ones(1, device=device, dtype=dtype), torch.ones(1, device=device, dtype=dtype)
     with _threads(threads):
         torch.add(x, y)                       # first call: lazy initialisation, not a call's cost

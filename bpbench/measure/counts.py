@@ -154,6 +154,9 @@ def count_step(learner, x, y, sync=lambda: None, top: int = 8) -> dict[str, Any]
             sync()
     out = _summary(counter.totals)
     out["phases"] = {p: _summary(rec.counts[p]) for p in PHASES if p in rec.counts}
+    # What ran outside every marked phase (e.g. the step's closing loss.detach()): kept, never dropped.
+    outside = {k: v - sum(rec.counts[p].get(k, 0) for p in rec.counts) for k, v in counter.totals.items()}
+    out["outside_phases"] = _summary(outside)
     rows = sorted(counter.by_op.items(), key=lambda kv: (-kv[1]["bytes"], kv[0]))
     out["top_ops"] = [{"op": op, "calls": c["aten_ops"], "bytes": c["bytes"],
                        "flops": c["matmul_flops"] + c["elementwise_flops"]} for op, c in rows[:top]]
