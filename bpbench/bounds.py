@@ -86,5 +86,6 @@ def analyse(counts: dict[str, Any], ceilings: dict[str, Any], step_s: float | No
     out["phases"] = {p: describe_counts(c, ceilings, None) for p, c in (counts.get("phases") or {}).items()}
     out["top_ops"] = counts.get("top_ops", [])
     out["ceilings"] = {k: ceilings.get(k) for k in ("gflops", "bandwidth_gbs", "op_overhead_us", "source")}
+    out["ceilings"]["best_bandwidth_gbs"] = max((g for _, g in ceilings.get("bandwidth_curve") or []), default=None)
     out["counted_step"] = "eager" if eager_only else "step"
     return out

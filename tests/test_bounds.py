@@ -278,3 +278,55 @@ def test_buffered_applies_to_relu_mlps_with_an_mse_loss_only():
     task, _ = learner_for("mnist01")
     with pytest.raises(BadInput, match="Sequential of Linear and ReLU"):
         variants.get("buffered").load().learner(task.model, {}, CPU)
+
+
+# ---------------------------------------------------------------- floors are lower bounds
+
+def single_process_cpu_variants():
+    """(experiment, variant) for every experiment in the registry and every variant of it that
+    runs in this process on a CPU."""
+    return [(name, v) for name, info in experiments.REGISTRY.items() for v in info.variants
+            if not variants.get(v).distributed and variants.get(v).device in (None, "cpu")]
+
+
+# A short run of each: enough steady steps for a median, seconds in all.
+SHORT = {"linreg": {"epochs": 300}, "bce": {"epochs": 300}, "mnist01": {"epochs": 6, "warmup_steps": 1},
+         "width": {"epochs": 40}}
+
+
+@pytest.fixture(scope="module")
+def quick_ceilings(tmp_path_factory):
+    """The three ceilings measured once for this module, quickly, into a cache of its own (one
+    thread, the thread count the runs below use). A ceiling is the best of its repeats, and a
+    short measurement can only find less than a long one: the floors they give are, if anything,
+    lower than a careful measurement's."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("BPBENCH_CACHE", str(tmp_path_factory.mktemp("ceilings")))
+    mp.setattr(ceilings, "CPU_SIZES", (256, 512))
+    mp.setattr(ceilings, "CURVE_MIB", (0.125, 1, 8, 64))
+    entry = peak.get(CPU, torch.float32, threads=1)
+    yield entry
+    mp.undo()
+
+
+@pytest.fixture
+def threads_restored():
+    """A run given --threads sets this process's thread count: give the next test back its own."""
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("experiment,variant", single_process_cpu_variants())
+def test_no_step_runs_faster_than_any_of_its_floors(quick_ceilings, threads_restored, experiment, variant):
+    task, learner = learner_for(experiment, variant)
+    if not counts.counts_what_runs(learner):
+        pytest.skip(f"{variant} runs kernels the counter cannot see: its floors are the eager step's")
+    info, cfg = runner.resolve(experiment, None, {"variant": variant, "threads": 1, **SHORT[experiment]})
+    r = runner.execute(info, cfg)
+    a = r["analysis"]
+    assert a["counted_step"] == "step" and a["ceilings"]["gflops"] == quick_ceilings["gflops"]
+    step = r["timing"]["step_s_median"]
+    for name, floor in a["floors_s"].items():
+        assert 0 < floor <= step, (name, floor, step)
+    assert a["step_over_bound"] >= 1 and a["bound"] in bounds.BOUNDS

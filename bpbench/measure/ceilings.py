@@ -1,16 +1,18 @@
 """The machine's three ceilings, measured: what a step can at best reach on this device.
 
 - matrix-product peak (GFLOP/s): the best of large square products (torch.utils.benchmark);
-- memory bandwidth (GB/s): the best of a large copy (`b.copy_(a)`: 2 x its bytes) and a triad
-  (`a = b + s * c`: 3 x its bytes, as STREAM counts them) on tensors of `BANDWIDTH_MIB` each,
-  far beyond the caches, so the figure is what DRAM (or the GPU's HBM) delivers;
-- the cost of one eager ATen call (µs): many `torch.add` on one-element tensors, whose work is
-  nil, so what is left is Python's binding, the dispatcher, the allocation, and on CUDA the kernel
-  launch (the host enqueues launches faster than a GPU idles between tiny kernels only if it
-  launches faster than the GPU runs them: the per-call time of the loop is the launch cost).
+- memory bandwidth (GB/s): the best of a copy (`b.copy_(a)`: 2 x its bytes) and a triad
+  (`a = b + 2 c`: 3 x its bytes, as STREAM counts them), per tensor size from inside a core's L2
+  cache to far beyond the last-level cache. The largest size's figure is the headline (what DRAM,
+  or a GPU's HBM, delivers); the smaller ones form the curve the memory floor reads, since a cache
+  may hold a small op's data;
+- the cost of one eager ATen call (µs): `torch.add` on one-element tensors, whose arithmetic is
+  nil, so what is left is Python's binding, the dispatcher and the allocation of the output, and
+  on CUDA the kernel launch (kernels this small finish before the host has launched the next,
+  so CUDA events around the loop time the launch rate).
 
 Each figure is the best of a few repeats: other work on the machine can only slow a measurement
-down (a bandwidth or a peak falls, a call cost grows), so the best is the ceiling. bpbench.peak
+down (a peak or a bandwidth falls, a call's cost grows), so the best is the ceiling. bpbench.peak
 caches them per device, dtype and thread count.
 """
 
@@ -24,10 +26,12 @@ from typing import Any, Callable
 
 CPU_SIZES = (256, 512, 1024)        # a 2-core CPU reaches its plateau by 1024; ~1-2 s in all
 CUDA_SIZES = (2048, 4096, 8192)
-# Tensor sizes of the bandwidth measurement: from inside a core's L2 to 8x a 32 MiB L3 (~50x an
-# H100's L2); the largest is the headline figure.
+# Tensor sizes of the bandwidth measurement: from inside a core's L2 to 8x a 32 MiB L3 (and
+# several times a GPU's L2); the largest is the headline figure.
 CURVE_MIB = (0.125, 1, 8, 64, 256)
-OP_CALLS = 2000                     # torch.add calls per repeat of the op-cost loop
+# The op-cost loop: many short repeats (well under a scheduler time slice each), so that on a busy
+# machine some of them run undisturbed and the best is the call's own cost.
+OP_CALLS, OP_REPEATS = 500, 30
 
 
 # Each ceiling: the entry keys its measurement writes, and which of two measurements is the better.
@@ -158,10 +162,10 @@ def _copy_and_triad(device, dtype, mib: float, repeats: int) -> list[list[float]
     return [[2 * nbytes, 2 * nbytes / copy_s / 1e9], [3 * nbytes, 3 * nbytes / triad_s / 1e9]]
 
 
-def op_overhead(device, dtype, threads: int, calls: int | None = None, repeats: int = 7) -> dict[str, Any]:
+def op_overhead(device, dtype, threads: int, calls: int | None = None, repeats: int | None = None) -> dict[str, Any]:
     """The cost of one eager `torch.add` on one-element tensors, in µs (best of `repeats`)."""
     import torch
-    calls = calls or OP_CALLS
+    calls, repeats = calls or OP_CALLS, repeats or OP_REPEATS
     x, y = torch.ones(1, device=device, dtype=dtype), torch.ones(1, device=device, dtype=dtype)
     with _threads(threads):
         torch.add(x, y)                       # first call: lazy initialisation, not a call's cost

@@ -161,3 +161,16 @@ def count_step(learner, x, y, sync=lambda: None, top: int = 8) -> dict[str, Any]
     out["top_ops"] = [{"op": op, "calls": c["aten_ops"], "bytes": c["bytes"],
                        "flops": c["matmul_flops"] + c["elementwise_flops"]} for op, c in rows[:top]]
     return out
+
+
+def counts_what_runs(learner) -> bool:
+    """Whether the counted step is the step the learner runs: not so for a variant whose step runs
+    compiled or replayed kernels (its `eager_step` stands in for it, which the counter can see)."""
+    eager = getattr(type(learner), "eager_step", None)
+    return eager is None or eager is type(learner).step
+
+
+def analyse(learner, x, y, ceilings: dict[str, Any], step_s: float | None, sync=lambda: None) -> dict[str, Any]:
+    """A result's `analysis` (bpbench.bounds.analyse) of one counted step of `learner`."""
+    from bpbench.bounds import analyse as arithmetic
+    return arithmetic(count_step(learner, x, y, sync), ceilings, step_s, eager_only=not counts_what_runs(learner))
