@@ -5,10 +5,11 @@ import math
 import pytest
 import torch
 
-from bpbench import bounds, experiments, parity, peak, variants
-from bpbench import run as runner
-from bpbench.flops import count_step as matmul_count
-from bpbench.measure import ceilings, counts
+from bpbench import experiments, variants
+from bpbench.measure import ceilings, counts, peak
+from bpbench.measure import run as runner
+from bpbench.measure.flops import count_step as matmul_count
+from bpbench.results import bounds, parity
 
 CPU = torch.device("cpu")
 

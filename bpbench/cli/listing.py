@@ -51,10 +51,12 @@ def peak(
     device: str = typer.Option("cpu", "--device", help="cpu | cuda."),
     dtype: str = typer.Option("float32", "--dtype", help="float32, float64, bfloat16, float16."),
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads (default: torch's)."),
-    remeasure: bool = typer.Option(False, "--remeasure", help="Measure again; the cache keeps the higher figure."),
+    remeasure: bool = typer.Option(False, "--remeasure", help="Measure again; the cache keeps the better figure of each "
+                                                             "(higher peak and bandwidth, lower op cost)."),
     as_json: bool = typer.Option(False, "--json", help="Print the entry as JSON."),
 ) -> None:
-    """The machine's measured matrix-product peak (GFLOP/s), the denominator of "% of peak"."""
+    """The machine's measured ceilings: matrix-product peak (GFLOP/s), memory bandwidth (GB/s) and
+    the cost of one eager ATen call (µs), against which each run's floors are set."""
     from bpbench import config as C
     from bpbench.measure import peak as pk
     from bpbench.measure import run as runner

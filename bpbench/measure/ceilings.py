@@ -26,9 +26,11 @@ from typing import Any, Callable
 
 CPU_SIZES = (256, 512, 1024)        # a 2-core CPU reaches its plateau by 1024; ~1-2 s in all
 CUDA_SIZES = (2048, 4096, 8192)
-# Tensor sizes of the bandwidth measurement: from inside a core's L2 to 8x a 32 MiB L3 (and
-# several times a GPU's L2); the largest is the headline figure.
-CURVE_MIB = (0.125, 1, 8, 64, 256)
+# Tensor sizes of the bandwidth measurement, MiB: from inside a core's L2 to 8x a 32 MiB L3 (and
+# several times a GPU's L2), a point every factor of 2 to 4 (an op's bandwidth is read from the
+# next measured size down: the denser the curve, the tighter the memory floor); the largest is the
+# headline figure.
+CURVE_MIB = (0.125, 0.5, 2, 8, 16, 32, 64, 256)
 # The op-cost loop: many short repeats (well under a scheduler time slice each), so that on a busy
 # machine some of them run undisturbed and the best is the call's own cost.
 OP_CALLS, OP_REPEATS = 500, 30

@@ -24,7 +24,7 @@ import math
 from collections import defaultdict
 from typing import Any
 
-from bpbench.phases import PHASES, Recorder
+from bpbench.variants.phases import PHASES, Recorder
 
 KINDS = ("matmul_flops", "elementwise_flops", "bytes", "aten_ops")
 SIZE_KEY = "bytes@2^"        # a running total of the bytes of ops of one size class
@@ -171,6 +171,6 @@ def counts_what_runs(learner) -> bool:
 
 
 def analyse(learner, x, y, ceilings: dict[str, Any], step_s: float | None, sync=lambda: None) -> dict[str, Any]:
-    """A result's `analysis` (bpbench.bounds.analyse) of one counted step of `learner`."""
-    from bpbench.bounds import analyse as arithmetic
+    """A result's `analysis` (bpbench.results.bounds.analyse) of one counted step of `learner`."""
+    from bpbench.results.bounds import analyse as arithmetic
     return arithmetic(count_step(learner, x, y, sync), ceilings, step_s, eager_only=not counts_what_runs(learner))

@@ -177,6 +177,7 @@ class _Run:
     profile: dict | None = None
     flops: dict | None = None
     peak: dict | None = None
+    analysis: dict | None = None
     analysis_s: float = 0.0
     contention: dict | None = None   # the timed loop's figures (measure.contention)
 
@@ -303,8 +304,9 @@ def _train(run: _Run, profile_lines: bool, on_log, on_epoch, step_counter=None) 
 
 
 def _analyse(run: _Run, profile_ops: bool, trace_file) -> None:
-    """After training: --profile-ops, one step's FLOPs and the machine's peak (each rewinds)."""
-    from bpbench.measure import peak
+    """After training: --profile-ops, one step's FLOPs, the machine's ceilings, and what bounds
+    the step (its counts against the ceilings); each counted or profiled step is rewound."""
+    from bpbench.measure import counts, peak
     from bpbench.measure import profile as opprofile
     from bpbench.measure.flops import counted_step
     t0 = time.perf_counter()
@@ -316,6 +318,8 @@ def _analyse(run: _Run, profile_ops: bool, trace_file) -> None:
             run.flops = counted_step(run.info.name, run.cfg, run.learner, x1, y1, run.sync,
                                      cuda_memory=run.device.type == "cuda")
             run.peak = peak.get(run.device, next(iter(run.learner.params().values())).dtype)
+            run.analysis = counts.analyse(run.learner, x1, y1, run.peak,
+                                          StepTimes.of(run.loop.steady_step_s).median, run.sync)
     run.analysis_s = time.perf_counter() - t0
 
 
@@ -333,7 +337,7 @@ def _result(run: _Run) -> RunResult:
         history=res.history, evaluations=res.evaluations, timing=_timing(run, times), memory=_memory(run),
         env=env.collect(run.device), variant_details=run.details, flops=run.flops,
         throughput=throughput(run.flops["per_step"], times.median, run.peak) if run.flops else None,
-        profile=run.profile, warnings=_warnings(run, times), extra=run.extra)
+        profile=run.profile, analysis=run.analysis, warnings=_warnings(run, times), extra=run.extra)
     _set_status(result, res)
     return result
 

@@ -52,6 +52,50 @@ def fmt_count(n: float | None) -> str:
     return f"{n:.4g}"
 
 
+def fmt_si(n: float | None, unit: str) -> str:
+    """A count with its unit and an SI prefix: 52 FLOP, 1.273 GFLOP, 936 MB."""
+    text = fmt_count(n)
+    return text if n is None else f"{text}{unit}" if text[-1].isalpha() else f"{text} {unit}"
+
+
+def fmt_bytes(n: float | None) -> str:
+    """Bytes with a binary prefix: 256 KiB, 1.5 MiB, 768 MiB (what cache sizes are quoted in)."""
+    if n is None:
+        return "-"
+    for unit, scale in (("GiB", 2 ** 30), ("MiB", 2 ** 20), ("KiB", 2 ** 10)):
+        if abs(n) >= scale:
+            return f"{n / scale:.4g} {unit}"
+    return f"{n:.0f} B"
+
+
+def fmt_bound(a: dict[str, Any]) -> str:
+    """'overhead · 41 ATen ops x 1.6 µs = 65.6 µs · step 71 µs = 1.1x the floor': the largest
+    floor of a result's analysis (results.bounds), what makes it up, and the step's multiple."""
+    bound, c = a.get("bound"), a.get("ceilings") or {}
+    if bound is None:
+        return "-"
+    why = {"overhead": lambda: f"{a['aten_ops_per_step']} ATen ops x {c.get('op_overhead_us', 0):.3g} µs",
+           "memory": lambda: f"{fmt_si(a['bytes_per_step'], 'B')} at {a.get('effective_bandwidth_gbs') or 0:.3g} GB/s",
+           "compute": lambda: f"{fmt_si(a['flops_per_step'], 'FLOP')} at {c.get('gflops', 0):.4g} GFLOP/s"}[bound]()
+    text = f"{bound} · {why} = {fmt_s(a['floors_s'][bound])}"
+    if a.get("step_over_bound") is not None:
+        text += f" · step {fmt_s(a['step_s'])} = {a['step_over_bound']:.2g}x the floor"
+    if a.get("counted_step") == "eager":
+        text += " (of the eager step this variant compiles or replays: it may run below it)"
+    return text
+
+
+def fmt_step_counts(a: dict[str, Any]) -> str:
+    """What one step does: FLOPs (matrix products and element-wise apart), bytes read and written,
+    ATen ops; then the same per phase."""
+    head = (f"{fmt_si(a['flops_per_step'], 'FLOP')} ({fmt_count(a.get('matmul_flops'))} matrix products, "
+            f"{fmt_count(a.get('elementwise_flops'))} element-wise) · {fmt_si(a['bytes_per_step'], 'B')} read "
+            f"and written · {a['aten_ops_per_step']} ATen ops")
+    phases = " · ".join(f"{p} {c['aten_ops_per_step']}, {fmt_si(c['bytes_per_step'], 'B')}, "
+                        f"{fmt_count(c['flops_per_step'])}" for p, c in (a.get("phases") or {}).items())
+    return head + (f"\nper phase (ops, bytes, FLOP): {phases}" if phases else "")
+
+
 def fmt_flops(f: dict[str, Any]) -> str:
     """'170.1 M (forward 85.01 M · backward 85.11 M · update 0) matrix products only'."""
     parts = " · ".join(f"{p} {fmt_count(f.get(p))}" for p in ("forward", "backward", "update"))

@@ -13,12 +13,15 @@ from rich.table import Table
 
 from bpbench.report.format import (
     Block,
+    fmt_bound,
+    fmt_bytes,
     fmt_count,
     fmt_flops,
     fmt_mib,
     fmt_nested,
     fmt_num,
     fmt_s,
+    fmt_step_counts,
     fmt_throughput,
 )
 from bpbench.report.tables import show, wide_console
@@ -71,6 +74,8 @@ def _rows(r: dict[str, Any], view: RunView) -> list[tuple[str, str]]:
         rows.append(("instructions", _instructions_text(t)))
     if r.get("flops"):
         rows += [("FLOPs/step", fmt_flops(r["flops"])), ("compute", fmt_throughput(r.get("throughput")))]
+    if r.get("analysis"):
+        rows += [("step does", fmt_step_counts(r["analysis"])), ("bound", fmt_bound(r["analysis"]))]
     rows.append(("time", f"setup {fmt_s(t['setup_s'])} · warm-up {fmt_s(t['warmup_s'])} · "
                          f"train {fmt_s(t['train_s'])} · eval {fmt_s(t['eval_s'])} · total {fmt_s(t['total_s'])}"))
     rows.append(("memory", _memory_text(r["memory"])))
@@ -144,15 +149,31 @@ def print_profile(p: dict[str, Any], console: Console, timed_step_s: float | Non
 
 
 def print_peak(e: dict[str, Any], console: Console | None = None) -> None:
+    """The three ceilings of a cache entry (measure.peak.get)."""
     console = console or Console()
     lines = [f"peak: {e['gflops']:.4g} GFLOP/s ({e['dtype']}, {e['threads']} threads, best of square matrix "
              f"products n = {', '.join(map(str, e['sizes']))}; best at n = {e['size']})",
              f"source: {e['source']}"]
     if e.get("measured_now_gflops") is not None and e["source"] != "measured now":
         lines.append(f"this measurement: {e['measured_now_gflops']:.4g} GFLOP/s")
+    lines += _ceiling_lines(e)
     lines += [f"key: {e['key']}", f"cache: {e['cache'] or 'not writable (figure not kept)'}"]
     for line in lines:
         console.print(line, soft_wrap=True, highlight=False)
+
+
+def _ceiling_lines(e: dict[str, Any]) -> list[str]:
+    """The bandwidth (with its curve over sizes) and the per-op cost, each with what ran now."""
+    now, lines = e.get("measured_now") or {}, []
+    if e.get("bandwidth_gbs") is not None:
+        curve = " · ".join(f"{fmt_bytes(touched)} {gbs:.3g}" for touched, gbs in e.get("bandwidth_curve") or [])
+        lines.append(f"bandwidth: {e['bandwidth_gbs']:.3g} GB/s (best of a copy and a triad beyond every cache"
+                     + (f"; this measurement: {now['bandwidth_gbs']:.3g}" if "bandwidth_gbs" in now else "") + ")")
+        lines.append(f"  by bytes touched, GB/s: {curve}")
+    if e.get("op_overhead_us") is not None:
+        lines.append(f"op overhead: {e['op_overhead_us']:.3g} µs per eager ATen call (torch.add on 1-element tensors"
+                     + (f"; this measurement: {now['op_overhead_us']:.3g}" if "op_overhead_us" in now else "") + ")")
+    return lines
 
 
 def print_trace(tr: dict[str, Any], console: Console | None = None) -> None:

@@ -138,6 +138,34 @@ class Distributed:
     launch_s: float | None = None         # the launcher's wall time: start, rendezvous, training, teardown
 
 
+class Floors(TypedDict):
+    compute: Num                          # FLOPs / the matrix-product peak (s)
+    memory: Num                           # bytes / bandwidth, op-size class by class (s)
+    overhead: Num                         # ATen calls x one call's cost (s)
+
+
+class Analysis(TypedDict):
+    """What bounds the step (results.bounds): its counts (measure.counts), the three floors, the
+    bound (the largest floor) and the step's multiple of it; `phases` holds per phase the same."""
+    bound: Optional[Literal["compute", "memory", "overhead"]]
+    floors_s: Floors
+    flops_per_step: int                   # matrix products + element-wise
+    bytes_per_step: int                   # read + written by every ATen op, unfused
+    aten_ops_per_step: int
+    phases: dict[str, Any]                # forward, backward, update
+    matmul_flops: NotRequired[int]
+    elementwise_flops: NotRequired[int]
+    step_s: NotRequired[Num]              # the median step the multiple is of
+    step_over_bound: NotRequired[Num]
+    arithmetic_intensity: NotRequired[Num]   # FLOPs per byte
+    achieved_gflops: NotRequired[Num]
+    effective_bandwidth_gbs: NotRequired[Num]   # bytes / the memory floor
+    bytes_by_op_size: NotRequired[dict[str, int]]
+    top_ops: NotRequired[list[dict[str, Any]]]
+    ceilings: NotRequired[dict[str, Any]]
+    counted_step: NotRequired[Literal["step", "eager"]]   # eager: a compiled step, counted eagerly
+
+
 @dataclass
 class RunResult:
     experiment: str
@@ -162,6 +190,7 @@ class RunResult:
     # {achieved_gflops, peak_gflops, peak_source, percent_of_peak}
     throughput: dict[str, Any] | None = None
     profile: dict[str, Any] | None = None   # --profile-ops: {top_ops, phases, split, trace_file, ...}
+    analysis: Optional[Analysis] = None   # what bounds the step: compute, memory or overhead
     warnings: list[str] = field(default_factory=list)   # e.g. a step-time IQR above 10% of the median
     distributed: dict[str, Any] | None = None   # a Distributed as a dict (data-parallel runs), else None
     extra: dict[str, Any] = field(default_factory=dict)   # experiment's own keys (trace, confusion)

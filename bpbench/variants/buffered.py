@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from bpbench.errors import BadInput
-from bpbench.phases import phase
+from bpbench.variants.phases import phase
 from bpbench.variants import REGISTRY
 from bpbench.variants.base import make_optimizer
 
