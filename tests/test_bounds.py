@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from bpbench import experiments, variants
+from bpbench import api, experiments, variants
 from bpbench.measure import ceilings, counts, peak
 from bpbench.measure import run as runner
 from bpbench.measure.flops import count_step as matmul_count
@@ -267,7 +267,7 @@ def test_the_bandwidth_and_op_cost_measurements_are_real():
 def test_buffered_is_autograds_arithmetic():
     def train(**flags):
         info, cfg = runner.resolve("width", None, {"width": 300, "epochs": 60, "flops": False, **flags})
-        return runner.execute(info, cfg)
+        return api.execute(info, cfg)
     ref, fast = train(), train(variant="buffered")
     assert fast["reference_variant"] == "autograd" and parity.check(fast, ref) == []
 
@@ -324,7 +324,7 @@ def test_no_step_runs_faster_than_any_of_its_floors(quick_ceilings, threads_rest
     if not counts.counts_what_runs(learner):
         pytest.skip(f"{variant} runs kernels the counter cannot see: its floors are the eager step's")
     info, cfg = runner.resolve(experiment, None, {"variant": variant, "threads": 1, **SHORT[experiment]})
-    r = runner.execute(info, cfg)
+    r = api.execute(info, cfg)
     a = r["analysis"]
     assert a["counted_step"] == "step" and a["ceilings"]["gflops"] == quick_ceilings["gflops"]
     step = r["timing"]["step_s_median"]

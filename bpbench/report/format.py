@@ -79,10 +79,24 @@ def fmt_bound(a: dict[str, Any]) -> str:
            "compute": lambda: f"{fmt_si(a['flops_per_step'], 'FLOP')} at {c.get('gflops', 0):.4g} GFLOP/s"}[bound]()
     text = f"{bound} · {why} = {fmt_s(a['floors_s'][bound])}"
     if a.get("step_over_bound") is not None:
-        text += f" · step {fmt_s(a['step_s'])} = {a['step_over_bound']:.2g}x the floor"
+        text += f" · step {fmt_s(a['step_s'])} = {fmt_multiple(a['step_over_bound'])} the floor"
     if a.get("counted_step") == "eager":
         text += " (of the eager step this variant compiles or replays: it may run below it)"
     return text
+
+
+def fmt_multiple(x: float | None) -> str:
+    """A step's multiple of its floor: 1.1x, 12x, 3400x."""
+    return "-" if x is None else f"{x:.2g}x" if x < 10 else f"{x:.0f}x"
+
+
+def fmt_cell_bound(s: dict[str, Any]) -> str:
+    """A comparison cell's bound and its step's multiple of it: 'memory 12x' ('eager': the floor
+    of the eager step a compiled variant stands for)."""
+    if not s.get("bound"):
+        return "-"
+    times = f" {fmt_multiple(s['step_over_bound'])}" if s.get("step_over_bound") is not None else ""
+    return f"{s['bound']}{times}" + (" eager" if s.get("bound_of_eager_step") else "")
 
 
 def fmt_step_counts(a: dict[str, Any]) -> str:

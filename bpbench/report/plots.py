@@ -2,7 +2,8 @@
 
 Per experiment: the training loss of every cell against updates (one panel per run: a data set
 or batching), each mini-batch update's own loss where there is one, and the step time of every
-cell (median with its interquartile range). Each study draws its own plot (bpbench.studies).
+cell (median with its interquartile range); for every analysed cell, a point on the roofline of
+its device. Each study draws its own plot (bpbench.studies).
 """
 
 from __future__ import annotations
@@ -165,7 +166,71 @@ def write_all(doc: dict[str, Any], out_dir: Path, extra: list[Callable[[Path], l
     for draw in extra:
         written += draw(out_dir)
     written += plot_thread_scaling(doc, out_dir)
+    written += roofline_plot(doc, out_dir)
     return written
+
+
+DEVICE_COLORS = {"cpu": "C0", "cuda": "C1"}
+
+
+def roofline_points(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One point per cell whose last run was analysed: label, device, intensity, GFLOP/s, bound, ceilings."""
+    out = []
+    for c in cells:
+        a = (c.get("runs") or [{}])[-1].get("analysis") or {}
+        step = (c.get("summary") or {}).get("step_s_median") or a.get("step_s")
+        if a.get("arithmetic_intensity") and step:
+            name = " ".join(x for x in (c["experiment"], c["variant"], c.get("label")) if x)
+            out.append({"label": name, "device": c["device"], "intensity": a["arithmetic_intensity"],
+                        "gflops": a["flops_per_step"] / step / 1e9, "bound": (c.get("summary") or {}).get("bound"),
+                        "ceilings": a.get("ceilings") or {}})
+    return out
+
+
+def _roofs(pts: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Per device the best ceilings its cells measured (one machine may hold several dtypes)."""
+    roofs: dict[str, dict[str, float]] = {}
+    for p in pts:
+        r = roofs.setdefault(p["device"], {})
+        for k in ("gflops", "bandwidth_gbs", "best_bandwidth_gbs"):
+            if p["ceilings"].get(k):
+                r[k] = max(r.get(k, 0.0), p["ceilings"][k])
+    return roofs
+
+
+def roofline_plot(doc: dict[str, Any], out_dir: Path) -> list[Path]:
+    """roofline.png: each analysed cell's arithmetic intensity (FLOP per byte, the unfused count)
+    against the GFLOP/s it achieved, under its device's roof: min(peak, intensity x bandwidth),
+    the matrix-product peak and the large-copy bandwidth its runs measured; dotted, the same with
+    the best bandwidth of any cache size. A point far below its roof is bound by neither but by
+    per-op overhead, which a roofline does not draw: each point's label says its bound."""
+    pts = roofline_points(doc["cells"])
+    if not pts:
+        return []
+    import numpy as np
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7, 5))
+    roofs = _roofs(pts)
+    ridges = [r["gflops"] / r["bandwidth_gbs"] for r in roofs.values() if r.get("gflops") and r.get("bandwidth_gbs")]
+    lo = min(p["intensity"] for p in pts) / 10
+    hi = max([p["intensity"] for p in pts] + ridges) * 10   # the roof's flat part in view
+    for dev, r in roofs.items():
+        color, x = DEVICE_COLORS.get(dev, "C2"), np.logspace(np.log10(lo), np.log10(hi), 200)
+        if r.get("gflops") and r.get("bandwidth_gbs"):
+            ax.plot(x, np.minimum(r["gflops"], x * r["bandwidth_gbs"]), color=color, lw=2,
+                    label=f"{dev.upper()} roof: {r['gflops']:.4g} GFLOP/s, {r['bandwidth_gbs']:.3g} GB/s")
+        if r.get("gflops") and r.get("best_bandwidth_gbs"):
+            ax.plot(x, np.minimum(r["gflops"], x * r["best_bandwidth_gbs"]), color=color, lw=1, ls=":",
+                    label=f"{dev.upper()} in cache: {r['best_bandwidth_gbs']:.3g} GB/s")
+    for p in pts:
+        color = DEVICE_COLORS.get(p["device"], "C2")
+        ax.scatter([p["intensity"]], [p["gflops"]], color=color, zorder=3, s=25)
+        ax.annotate(f"{p['label']} ({p['bound'] or '?'})", (p["intensity"], p["gflops"]), fontsize=6,
+                    xytext=(4, 3), textcoords="offset points")
+    ax.set(xscale="log", yscale="log", xlabel="arithmetic intensity (FLOP per byte moved, unfused count)",
+           ylabel="achieved GFLOP/s (FLOPs per step / median step)", title="roofline: every cell under its device's ceilings")
+    ax.legend(fontsize=7, loc="upper left")   # above the roof: where no point can be
+    return [save(fig, out_dir / "roofline.png")]
 
 
 def save(fig, path: Path) -> Path:

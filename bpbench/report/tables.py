@@ -17,6 +17,7 @@ from bpbench.report.format import (
     _plain,
     fmt_acc,
     fmt_count,
+    fmt_cell_bound,
     fmt_loss,
     fmt_mem,
     fmt_ratio,
@@ -109,6 +110,7 @@ FIGURES: list[tuple[str, Callable[[dict[str, Any]], str], bool]] = [
     ("acc.", lambda s: fmt_acc(s.get("accuracy")), False),
     ("peak\nRSS", lambda s: fmt_mem(s.get("rss_peak_mib")), False),
     *((name, figure, False) for name, figure in table_columns()),
+    ("bound\n(x floor)", fmt_cell_bound, False),
     ("setup", lambda s: fmt_s(s.get("setup_s")), True),
     ("train", lambda s: fmt_s(s.get("train_s")), True),
     ("samples/s", lambda s: "-" if s.get("samples_per_s") is None else f"{s['samples_per_s']:,.0f}", True),
@@ -123,8 +125,8 @@ FIGURES: list[tuple[str, Callable[[dict[str, Any]], str], bool]] = [
 UNDER_CALLGRIND = {"step", "IQR", "noise", "peak\nRSS", "setup", "train", "samples/s"}
 
 # What a narrow terminal leaves out first (wide extras are not shown there at all).
-# The work done (GFLOP/s, % of peak) explains the step time, so it goes last.
-SPARE = ["IQR", "peak\nRSS", "acc.", "GFLOP/s\n(% peak)"]
+# The work done (GFLOP/s, % of peak) and what bounds the step explain the step time, so they go last.
+SPARE = ["IQR", "peak\nRSS", "acc.", "GFLOP/s\n(% peak)", "bound\n(x floor)"]
 
 
 def _groups(cells: list[dict[str, Any]]) -> dict[tuple[str, str], list[dict[str, Any]]]:

@@ -89,3 +89,13 @@ def analyse(counts: dict[str, Any], ceilings: dict[str, Any], step_s: float | No
     out["ceilings"]["best_bandwidth_gbs"] = max((g for _, g in ceilings.get("bandwidth_curve") or []), default=None)
     out["counted_step"] = "eager" if eager_only else "step"
     return out
+
+
+def cell_bound(runs: list[dict[str, Any]], step_s: float | None) -> dict[str, Any]:
+    """A comparison cell's bound: its last analysed run's floors against the cell's median step
+    (over all its repeats). {bound, floor_s, step_over_bound}, None where nothing was analysed."""
+    a = next((r["analysis"] for r in reversed(runs) if r.get("analysis")), None)
+    bound = a.get("bound") if a else None
+    floor = a["floors_s"].get(bound) if bound else None
+    return {"bound": bound, "floor_s": floor, "step_over_bound": _ratio(step_s, floor),
+            "bound_of_eager_step": bool(a) and a.get("counted_step") == "eager"}

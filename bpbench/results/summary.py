@@ -9,7 +9,7 @@ from __future__ import annotations
 import statistics
 from typing import Any, Callable
 
-from bpbench.results import contention, figures, noise
+from bpbench.results import bounds, contention, figures, noise
 from bpbench.results.noise import step_samples
 from bpbench.results.timing import StepTimes
 
@@ -29,10 +29,11 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
     counts = noise.samples(runs, "instructions_all")
     times = StepTimes(tuple(map(tuple, samples)))
     metrics = runs[-1]["final"].get("metrics") or {}
+    step = times.median if noise.usable(samples) else med(lambda r: r["timing"]["step_s_median"])
     return {
         "repeats": len(runs),
         "setup_s": med(lambda r: r["timing"]["setup_s"]),
-        "step_s_median": times.median if noise.usable(samples) else med(lambda r: r["timing"]["step_s_median"]),
+        "step_s_median": step,
         "step_s_iqr": med(lambda r: r["timing"]["step_s_iqr"]),
         "noise": noise.relative_noise(samples),
         "train_s": med(lambda r: r["timing"]["train_s"]),
@@ -50,4 +51,5 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "instructions_per_step": noise.pooled(counts) if counts else None,
         "instructions_noise": noise.relative_noise(counts),
         **figures.cell_figures(runs),
+        **bounds.cell_bound(runs, step),
     }

@@ -61,6 +61,7 @@ def _series(cells: list[dict[str, Any]]) -> list[list[str]]:
 def derive(cells: list[dict[str, Any]]) -> dict[str, Any] | None:
     rows: dict[tuple[str, int], dict[str, Any]] = {}
     hardware: dict[str, str] = {}
+    ceilings: dict[str, dict[str, Any] | None] = {}   # per device, as its first analysed cell measured them
     steps = set()
     for c, names in zip(cells, _series(cells)):
         w, s = c["overrides"]["width"], c.get("summary") or {}
@@ -69,10 +70,13 @@ def derive(cells: list[dict[str, Any]]) -> dict[str, Any] | None:
             r[f"{c['device']}_step_s"] = s.get("step_s_median")
             r[f"{c['device']}_percent_of_peak"] = s.get("percent_of_peak")   # achieved % of the measured peak
             r["contended"] = r.get("contended", False) or bool(s.get("contended"))   # no speedup drawn
+            r[f"{c['device']}_bound"] = s.get("bound")                       # compute | memory | overhead
+            r[f"{c['device']}_step_over_bound"] = s.get("step_over_bound")
         steps.add(c["overrides"].get("epochs"))
         if c.get("runs"):
             env = c["runs"][-1]["env"]
             hardware[c["device"]] = env.get("cuda_device") or env.get("cpu") or c["device"]
+            ceilings.setdefault(c["device"], (c["runs"][-1].get("analysis") or {}).get("ceilings"))
     if not rows:
         return None
     series = list(dict.fromkeys(name for name, _ in rows))   # in plan order: a fast variant's reference first
@@ -94,7 +98,7 @@ def derive(cells: list[dict[str, Any]]) -> dict[str, Any] | None:
     return {"rows": out, "series": series, "crossovers": crossovers,
             "crossover_width": first["width"], "crossover_at_or_below": first["at_or_below"],
             "steps": sorted(s for s in steps if s),
-            "hardware": hardware, "seed_step_s": {d: {str(h): s for h, s in v.items()} for d, v in SEED_STEP_S.items()},
+            "hardware": hardware, "ceilings": {d: c for d, c in ceilings.items() if c}, "seed_step_s": {d: {str(h): s for h, s in v.items()} for d, v in SEED_STEP_S.items()},
             "note": "crossover (per series: variant and label less H): the smallest width at which CUDA's step "
                     "is faster than the CPU's; crossover_width: the first series'"}
 
@@ -120,13 +124,14 @@ def render(w: dict[str, Any]) -> list:
     crossovers = w.get("crossovers") or {series[0]: {"width": w.get("crossover_width"),
                                                      "at_or_below": w.get("crossover_at_or_below")}}
     named = len(series) > 1   # the series column only when there is something to tell apart
-    tab = Tab("", ["series"] * named + ["H", "CPU step", "CUDA step", "CUDA speedup", "CPU % peak", "CUDA % peak"],
-              text=int(named))   # H is a number
+    tab = Tab("", ["series"] * named + ["H", "CPU step", "CUDA step", "CUDA speedup", "CPU % peak", "CUDA % peak",
+                                        "CPU bound", "CUDA bound"], text=int(named))   # H is a number
     for r in w["rows"]:
         tab.rows.append([r.get("series", "")] * named +
                         [f"{r['width']:,}", fmt_s(r.get("cpu_step_s")), fmt_s(r.get("cuda_step_s")),
                          fmt_ratio(r.get("cuda_speedup")), figures.fmt_percent(r.get("cpu_percent_of_peak")),
-                         figures.fmt_percent(r.get("cuda_percent_of_peak"))])
+                         figures.fmt_percent(r.get("cuda_percent_of_peak")),
+                         *(_bound(r, dev) for dev in ("cpu", "cuda"))])
     crossings = [f"crossover{f' ({s})' if named else ''}: "
                  + _crossover_line(crossovers.get(s) or {}, any(r.get("cuda_step_s") for r in _rows(w, s)))
                  for s in series]
@@ -139,7 +144,31 @@ def render(w: dict[str, Any]) -> list:
     seed = "; ".join(f"H = {h:,}: CPU {fmt_s(SEED_STEP_S['cpu'][h])}, GPU {fmt_s(SEED_STEP_S['cuda'][h])}"
                      for h in SEED_STEP_S["cpu"])
     return [f"[bold]width study[/] (seed 004): 1-H-1 MLP, Adam, {steps} steps per width",
-            tab.drop_empty(keep=2 + named), *crossings, f"[dim]seed 004's own machine, per step: {seed}[/]"]
+            tab.drop_empty(keep=2 + named), *crossings, *_why(w, series[0]),
+            f"[dim]seed 004's own machine, per step: {seed}[/]"]
+
+
+def _bound(r: dict[str, Any], dev: str) -> str:
+    """'memory 12x': what bounds this device's step at this width, and the step's multiple of it."""
+    from bpbench.report.format import fmt_cell_bound
+    return fmt_cell_bound({"bound": r.get(f"{dev}_bound"), "step_over_bound": r.get(f"{dev}_step_over_bound")})
+
+
+def _why(w: dict[str, Any], series: str | None) -> list[str]:
+    """The crossover explained by the bounds: per device, what bounds its step as H grows and the
+    ceilings behind it (each op's cost while overhead-bound, the bandwidth once memory-bound)."""
+    ceilings, rows = w.get("ceilings") or {}, _rows(w, series) or w["rows"]
+    lines = []
+    for dev, c in ceilings.items():
+        per_h = " · ".join(f"H = {r['width']:,} {r[f'{dev}_bound']}" for r in rows if r.get(f"{dev}_bound"))
+        if per_h and c:
+            lines.append(f"{dev.upper()} bound by {per_h} (one ATen call {c.get('op_overhead_us') or 0:.3g} µs, "
+                         f"{c.get('bandwidth_gbs') or 0:.3g} GB/s, {c.get('gflops') or 0:.4g} GFLOP/s)")
+    if len(lines) == 2:
+        lines.append("the GPU loses while both steps are overhead-bound (a kernel launch costs more than a CPU "
+                     "op) and wins once the CPU's step is bound by memory or compute, where the GPU's ceilings "
+                     "are far higher")
+    return lines
 
 
 def plot(w: dict[str, Any], out_dir: Path) -> list[Path]:
