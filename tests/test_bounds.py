@@ -216,7 +216,8 @@ def scripted(monkeypatch):
             calls.append(name)
             return {name: next(script[name]), **extra}
         return measure
-    monkeypatch.setattr(peak, "measure", fake("gflops", {"size": 8, "sizes": [8], "measured": "m"}))
+    monkeypatch.setattr(peak, "measure", fake("gflops", {"size": 8, "sizes": [8], "dtype": "float32",
+                                                                "threads": 1, "measured": "m"}))
     monkeypatch.setattr(ceilings, "bandwidth", fake("bandwidth_gbs", {"bandwidth_curve": [[2 ** 29, 20.0]]}))
     monkeypatch.setattr(ceilings, "op_overhead", fake("op_overhead_us", {}))
     return calls
@@ -331,3 +332,112 @@ def test_no_step_runs_faster_than_any_of_its_floors(quick_ceilings, threads_rest
     for name, floor in a["floors_s"].items():
         assert 0 < floor <= step, (name, floor, step)
     assert a["step_over_bound"] >= 1 and a["bound"] in bounds.BOUNDS
+
+
+# ---------------------------------------------------------------- what people read
+
+import io  # noqa: E402
+import json  # noqa: E402
+import re  # noqa: E402
+
+from synthetic import cell, document, run_result  # noqa: E402
+
+# A bce step as counted here: 41 ATen calls of tiny tensors.
+BCE_COUNTS = {"flops_per_step": 70, "matmul_flops": 28, "elementwise_flops": 42, "bytes_per_step": 556,
+              "aten_ops_per_step": 41, "bytes_by_op_size": {"3": 100, "8": 456},
+              "phases": {"forward": {"flops_per_step": 26, "matmul_flops": 12, "elementwise_flops": 14,
+                                     "bytes_per_step": 188, "aten_ops_per_step": 17}}}
+
+
+def analysed(experiment="bce", variant="manual", step=71e-6, counts_=BCE_COUNTS, ceil=CEIL, device="cpu"):
+    r = run_result(experiment, variant, device, steps=[step] * 20)
+    r["analysis"] = bounds.analyse(counts_, ceil, step)
+    return r
+
+
+def plain(blocks_or_print) -> str:
+    from rich.console import Console
+    console = Console(width=200, file=io.StringIO(), color_system=None)
+    blocks_or_print(console)
+    return console.file.getvalue()
+
+
+def test_runs_table_says_what_bounds_the_step():
+    from bpbench.report import print_run
+    r = analysed()
+    r["timing"]["eval_s"] = 0.0
+    r["env"].update(torch="2.14.1", threads=2)
+    text = plain(lambda con: print_run(r, con))
+    assert re.search(r"│ bound +│ overhead · 41 ATen ops x 1.6 µs = 65.6 µs · step 71 µs = 1.1x the floor ", text)
+    assert "70 FLOP (28 matrix products, 42 element-wise) · 556 B read and written · 41 ATen ops" in text
+    assert "per phase (ops, bytes, FLOP): forward 17, 188 B, 26" in text
+
+
+def test_a_compiled_steps_floor_is_named_the_eager_steps():
+    from bpbench.report.format import fmt_bound
+    a = bounds.analyse(BCE_COUNTS, CEIL, 30e-6, eager_only=True)
+    assert a["step_over_bound"] < 1 and "of the eager step this variant compiles or replays" in fmt_bound(a)
+
+
+def test_a_saved_result_with_an_analysis_is_valid_and_a_bad_bound_is_named():
+    from bpbench.errors import BadInput
+    from bpbench.results import schema
+    r = analysed()
+    schema.check(json.dumps(r), schema.RunResult, "r.json", "run result")
+    r["analysis"]["bound"] = "fast"
+    with pytest.raises(BadInput, match="analysis.bound"):
+        schema.check(json.dumps(r), schema.RunResult, "r.json", "run result")
+
+
+def test_compare_has_a_bound_column_and_writes_a_roofline(tmp_path):
+    from bpbench import comparison as cmp
+    from bpbench import report
+    from bpbench.report import plots
+    big = {**BCE_COUNTS, "flops_per_step": 1.27e9, "matmul_flops": 1.27e9, "bytes_per_step": 9.85e7,
+           "bytes_by_op_size": {"26": 9.85e7}}
+    doc = document([cell(analysed()), cell(analysed("mnist01", "autograd", 39e-3, big))])
+    cmp.refresh(doc, None)
+    assert [c["summary"]["bound"] for c in doc["cells"]] == ["overhead", "compute"]
+    text = plain(lambda con: report.show(report.comparison_blocks(doc), con))
+    assert "overhead 1.1x" in text and "compute 5.5x" in text
+    assert [p.name for p in plots.write_all(doc, tmp_path)][-1] == "roofline.png"
+    assert (tmp_path / "roofline.png").stat().st_size > 1000
+    assert plots.roofline_plot(document([cell(run_result())]), tmp_path / "none") == []   # nothing analysed
+
+
+def test_the_width_study_says_the_bound_per_h_and_why_the_gpu_crosses_over():
+    from bpbench.studies import width
+    gpu = {"gflops": 50_000.0, "bandwidth_gbs": 4_000.0, "bandwidth_curve": [], "op_overhead_us": 5.0}
+    small = {**BCE_COUNTS, "aten_ops_per_step": 78}
+    large = {"flops_per_step": 264_200_311, "matmul_flops": 200_000_000, "elementwise_flops": 64_200_311,
+             "bytes_per_step": 936_004_552, "aten_ops_per_step": 78, "bytes_by_op_size": {"27": 936_004_552}}
+    cells = []
+    for dev, ceil, steps in (("cpu", CEIL, (3e-4, 0.4)), ("cuda", gpu, (6e-4, 1.4e-3))):
+        for h, c, s in ((500, small, steps[0]), (200_000, large, steps[1])):
+            r = analysed("width", "autograd", s, c, ceil, device=dev)
+            cells.append(cell(r, study="width", label=f"H={h}", overrides={"width": h, "epochs": 20}))
+    w = width.derive(cells)
+    # 78 launches of 5 µs outlast 0.94 GB at 4 TB/s: the GPU's step stays overhead-bound
+    assert [(r["width"], r["cpu_bound"], r["cuda_bound"]) for r in w["rows"]] == \
+        [(500, "overhead", "overhead"), (200_000, "memory", "overhead")]
+    text = "\n".join(b for b in width.render(w) if isinstance(b, str))
+    assert "CPU bound by H = 500 overhead · H = 200,000 memory (one ATen call 1.6 µs, 16 GB/s, 180 GFLOP/s)" in text
+    assert "CUDA bound by H = 500 overhead · H = 200,000 overhead (one ATen call 5 µs, 4,000 GB/s, 50,000 GFLOP/s)" in text
+    assert "the GPU loses while both steps are overhead-bound" in text
+
+
+def test_peak_shows_all_three_ceilings(cli, cache, scripted):
+    entry = cli.json("peak", "--threads", "1")
+    assert (entry["gflops"], entry["bandwidth_gbs"], entry["op_overhead_us"]) == (50.0, 20.0, 2.0)
+    out = " ".join(cli("peak", "--threads", "1").stdout.split())
+    assert "peak: 50 GFLOP/s" in out and "bandwidth: 20 GB/s" in out and "op overhead: 2 µs per eager ATen call" in out
+    assert "this measurement: 25" in " ".join(cli("peak", "--threads", "1", "--remeasure").stdout.split())
+
+
+def test_run_json_holds_the_analysis(cli, quick_ceilings):
+    r = cli.json("run", "linreg", "--epochs", "50", "--threads", "1")
+    a = r["analysis"]
+    assert a["bound"] == "overhead" and set(a["floors_s"]) == {"compute", "memory", "overhead"}
+    assert (a["flops_per_step"], a["aten_ops_per_step"]) == (52, 18) and a["bytes_per_step"] > 0
+    assert set(a["phases"]) == {"forward", "backward", "update"}
+    assert a["step_s"] == r["timing"]["step_s_median"]

@@ -58,6 +58,11 @@ def fmt_si(n: float | None, unit: str) -> str:
     return text if n is None else f"{text}{unit}" if text[-1].isalpha() else f"{text} {unit}"
 
 
+def fmt_rate(x: float | None) -> str:
+    """A rate's figure, GB/s or GFLOP/s: 3 significant digits, whole numbers with separators from 1,000."""
+    return "-" if x is None else f"{x:.3g}" if abs(x) < 1000 else f"{x:,.0f}"
+
+
 def fmt_bytes(n: float | None) -> str:
     """Bytes with a binary prefix: 256 KiB, 1.5 MiB, 768 MiB (what cache sizes are quoted in)."""
     if n is None:
@@ -75,8 +80,8 @@ def fmt_bound(a: dict[str, Any]) -> str:
     if bound is None:
         return "-"
     why = {"overhead": lambda: f"{a['aten_ops_per_step']} ATen ops x {c.get('op_overhead_us', 0):.3g} µs",
-           "memory": lambda: f"{fmt_si(a['bytes_per_step'], 'B')} at {a.get('effective_bandwidth_gbs') or 0:.3g} GB/s",
-           "compute": lambda: f"{fmt_si(a['flops_per_step'], 'FLOP')} at {c.get('gflops', 0):.4g} GFLOP/s"}[bound]()
+           "memory": lambda: f"{fmt_si(a['bytes_per_step'], 'B')} at {fmt_rate(a.get('effective_bandwidth_gbs'))} GB/s",
+           "compute": lambda: f"{fmt_si(a['flops_per_step'], 'FLOP')} at {fmt_rate(c.get('gflops'))} GFLOP/s"}[bound]()
     text = f"{bound} · {why} = {fmt_s(a['floors_s'][bound])}"
     if a.get("step_over_bound") is not None:
         text += f" · step {fmt_s(a['step_s'])} = {fmt_multiple(a['step_over_bound'])} the floor"

@@ -157,13 +157,14 @@ def _bound(r: dict[str, Any], dev: str) -> str:
 def _why(w: dict[str, Any], series: str | None) -> list[str]:
     """The crossover explained by the bounds: per device, what bounds its step as H grows and the
     ceilings behind it (each op's cost while overhead-bound, the bandwidth once memory-bound)."""
+    from bpbench.report.format import fmt_rate
     ceilings, rows = w.get("ceilings") or {}, _rows(w, series) or w["rows"]
     lines = []
     for dev, c in ceilings.items():
         per_h = " · ".join(f"H = {r['width']:,} {r[f'{dev}_bound']}" for r in rows if r.get(f"{dev}_bound"))
         if per_h and c:
-            lines.append(f"{dev.upper()} bound by {per_h} (one ATen call {c.get('op_overhead_us') or 0:.3g} µs, "
-                         f"{c.get('bandwidth_gbs') or 0:.3g} GB/s, {c.get('gflops') or 0:.4g} GFLOP/s)")
+            lines.append(f"{dev.upper()} bound by {per_h} (one ATen call {fmt_rate(c.get('op_overhead_us'))} µs, "
+                         f"{fmt_rate(c.get('bandwidth_gbs'))} GB/s, {fmt_rate(c.get('gflops'))} GFLOP/s)")
     if len(lines) == 2:
         lines.append("the GPU loses while both steps are overhead-bound (a kernel launch costs more than a CPU "
                      "op) and wins once the CPU's step is bound by memory or compute, where the GPU's ceilings "
