@@ -120,3 +120,11 @@ def quiet_machine(monkeypatch):
     (tests/test_contention.py), which would otherwise make them pass or fail with the load."""
     from bpbench.results import contention
     monkeypatch.setattr(contention, "judge", lambda figures: None)
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    """A cache directory of the test's own ($BPBENCH_CACHE); returns the ceilings' cache file in it."""
+    from bpbench.measure import peak
+    monkeypatch.setenv("BPBENCH_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache" / peak.CACHE_FILE

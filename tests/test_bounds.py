@@ -200,12 +200,6 @@ def test_a_missing_ceiling_leaves_its_floor_out():
 # ---------------------------------------------------------------- the ceilings
 
 @pytest.fixture
-def cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("BPBENCH_CACHE", str(tmp_path / "cache"))
-    return tmp_path / "cache" / peak.CACHE_FILE
-
-
-@pytest.fixture
 def scripted(monkeypatch):
     """The three measurements replaced by scripted figures: the cache logic alone."""
     script = {"gflops": iter([50.0, 40.0]), "bandwidth_gbs": iter([20.0, 25.0]), "op_overhead_us": iter([2.0, 2.5])}

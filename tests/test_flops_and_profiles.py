@@ -196,12 +196,6 @@ def test_profile_ops_without_a_place_for_the_trace_says_how_to_get_one(cli, tmp_
 # ---------------------------------------------------------------- the peak
 
 @pytest.fixture
-def cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("BPBENCH_CACHE", str(tmp_path / "cache"))
-    return tmp_path / "cache" / peak.CACHE_FILE
-
-
-@pytest.fixture
 def fake_measure(monkeypatch):
     """peak.measure replaced by a scripted one: the cache logic alone, in milliseconds."""
     calls = []

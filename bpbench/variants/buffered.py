@@ -19,9 +19,9 @@ import torch
 from torch import Tensor, nn
 
 from bpbench.errors import BadInput
-from bpbench.variants.phases import phase
 from bpbench.variants import REGISTRY
 from bpbench.variants.base import make_optimizer
+from bpbench.variants.manual import ManualLearner
 
 MEAN = 1   # at::Reduction::Mean, mse_loss_backward's reduction argument
 
@@ -72,20 +72,17 @@ class BufferedMLP:
                 d = dh
 
 
-class BufferedLearner:
+class BufferedLearner(ManualLearner):
+    """The manual variant's step (forward, backward, update: bpbench.variants.manual), with the
+    module's own parameters and torch.optim's update."""
     static_grads = True      # the .grad tensors are the backward's buffers: never set to None
 
     def __init__(self, module: nn.Module, net: BufferedMLP, optimizer, names: dict[str, Tensor]):
-        self.module, self.net, self.optimizer, self._names = module, net, optimizer, names
+        super().__init__(net, lr=None)
+        self.module, self.optimizer, self._names = module, optimizer, names
 
-    def step(self, x: Tensor, y: Tensor) -> Tensor:
-        with phase("forward"):
-            loss = self.net.loss(x, y)
-        with phase("backward"):
-            self.net.backward()
-        with phase("update"):
-            self.optimizer.step()
-        return loss
+    def update(self) -> None:
+        self.optimizer.step()
 
     @torch.no_grad()
     def predict(self, x: Tensor) -> Tensor:
