@@ -190,6 +190,14 @@ def test_a_large_step_is_memory_bound_at_drams_bandwidth():
     assert bounds.floors({**c, "bytes_by_op_size": {}}, CEIL)["memory"] == pytest.approx(936_004_552 / 16e9)
 
 
+def test_a_step_below_its_own_floor_says_a_ceiling_is_too_low():
+    c = {"flops_per_step": 70, "bytes_per_step": 556, "aten_ops_per_step": 41}
+    assert bounds.floor_warning(bounds.analyse(c, CEIL, 71e-6)) is None
+    w = bounds.floor_warning(bounds.analyse(c, CEIL, 50e-6))
+    assert "0.76x its overhead floor" in w and "bpbench peak --remeasure" in w
+    assert bounds.floor_warning(bounds.analyse(c, CEIL, 50e-6, eager_only=True)) is None   # a compiled step may
+
+
 def test_a_missing_ceiling_leaves_its_floor_out():
     c = {"flops_per_step": 10, "bytes_per_step": 0, "aten_ops_per_step": 3}
     fl = bounds.floors(c, {"gflops": 1.0})

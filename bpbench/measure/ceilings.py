@@ -11,9 +11,10 @@
   on CUDA the kernel launch (kernels this small finish before the host has launched the next,
   so CUDA events around the loop time the launch rate).
 
-Each figure is the best of a few repeats: other work on the machine can only slow a measurement
-down (a peak or a bandwidth falls, a call's cost grows), so the best is the ceiling. bpbench.peak
-caches them per device, dtype and thread count.
+Each figure is the best of a few repeats, and on a CPU of one thread and the run's count (see
+`thread_counts`): other work on the machine can only slow a measurement down (a peak or a
+bandwidth falls, a call's cost grows), so the best is the ceiling. bpbench.peak caches them per
+device, dtype and thread count.
 """
 
 from __future__ import annotations
@@ -107,10 +108,18 @@ def best_seconds_per_call(fn: Callable[[], Any], device, calls: int, repeats: in
     return best
 
 
+def thread_counts(device, threads: int) -> list[int]:
+    """The thread counts a CPU ceiling for `threads` is measured at: 1 and `threads`. N threads
+    can do at least what one does, and on a busy machine one thread is measured far more
+    reliably (each parallel region of N waits for a core for every thread), so a ceiling is the
+    best of both."""
+    return [threads] if _on_cuda(device) else sorted({1, threads})
+
+
 def matmul_peak(device, dtype, threads: int, sizes: tuple[int, ...] | None = None,
                 min_run_time: float = 0.3) -> dict[str, Any]:
-    """Best GFLOP/s of `a @ b` over square sizes, timed by torch.utils.benchmark (which
-    synchronises CUDA and sets the thread count for the measurement)."""
+    """Best GFLOP/s of `a @ b` over square sizes (and over `thread_counts`), timed by
+    torch.utils.benchmark (which synchronises CUDA and sets the thread count for the measurement)."""
     import logging
 
     import torch
@@ -124,43 +133,46 @@ def matmul_peak(device, dtype, threads: int, sizes: tuple[int, ...] | None = Non
     for n in sizes:
         a = torch.randn(n, n, device=device, dtype=dtype)
         b = torch.randn(n, n, device=device, dtype=dtype)
-        m = benchmark.Timer("a @ b", globals={"a": a, "b": b}, num_threads=threads).blocked_autorange(
-            min_run_time=min_run_time)
-        # The fastest block: on a shared machine slower blocks measure other work.
-        gflops = 2 * n ** 3 / min(m.times) / 1e9
-        best = max(best, (gflops, n))
+        for t in thread_counts(device, threads):
+            m = benchmark.Timer("a @ b", globals={"a": a, "b": b}, num_threads=t).blocked_autorange(
+                min_run_time=min_run_time)
+            # The fastest block: on a shared machine slower blocks measure other work.
+            best = max(best, (2 * n ** 3 / min(m.times) / 1e9, n))
     return {"gflops": best[0], "size": best[1], "sizes": list(sizes), "dtype": str(dtype).removeprefix("torch."),
             "threads": threads, "measured": now()}
 
 
 def bandwidth(device, dtype, threads: int, mib: tuple[float, ...] | None = None,
               repeats: int = 5) -> dict[str, Any]:
-    """Best GB/s of a copy and a triad per tensor size in `mib`; the headline `bandwidth_gbs` is
-    the largest size's (beyond every cache), `bandwidth_curve` holds [bytes touched, GB/s] of
-    every measurement (a cache holds the smaller ones, and their bandwidth is higher)."""
+    """Best GB/s of a copy and a triad per tensor size in `mib` (and over `thread_counts`); the
+    headline `bandwidth_gbs` is the largest size's (beyond every cache), `bandwidth_curve` holds
+    [bytes touched, GB/s] of every measurement (a cache holds the smaller ones, and their
+    bandwidth is higher)."""
     mib = mib or CURVE_MIB
     curve = []
-    with _threads(threads):
-        for size in mib:
-            curve += _copy_and_triad(device, dtype, size, repeats)
+    for size in mib:
+        curve += _copy_and_triad(device, dtype, size, repeats, thread_counts(device, threads))
     largest = [gbs for touched, gbs in curve if touched >= 2 * max(mib) * 2 ** 20]
     return {"bandwidth_gbs": max(largest), "bandwidth_curve": sorted(curve),
             "bandwidth": {"method": "copy (2 x bytes) and triad (3 x bytes), best of each",
                           "mib": list(mib), "measured": now()}}
 
 
-def _copy_and_triad(device, dtype, mib: float, repeats: int) -> list[list[float]]:
-    """[[bytes touched, GB/s]] of `b.copy_(a)` and `a = b + 2 c` on tensors of `mib` MiB; each
-    timing covers at least ~64 MiB of traffic (many calls on small tensors), so the clock's
-    resolution does not limit it."""
+def _copy_and_triad(device, dtype, mib: float, repeats: int, threads: list[int]) -> list[list[float]]:
+    """[[bytes touched, GB/s]] of `b.copy_(a)` and `a = b + 2 c` on tensors of `mib` MiB, the
+    best over the thread counts; each timing covers at least ~64 MiB of traffic (many calls on
+    small tensors), so the clock's resolution does not limit it."""
     import torch
     n = int(mib * 2 ** 20) // torch.empty((), dtype=dtype).element_size()
     a, b, c = (torch.rand(n, device=device).to(dtype) for _ in range(3))
     nbytes = a.numel() * a.element_size()
     calls = max(1, 2 ** 26 // nbytes)
-    copy_s = best_seconds_per_call(lambda: b.copy_(a), device, calls=calls, repeats=repeats)
-    triad_s = best_seconds_per_call(lambda: torch.add(b, c, alpha=2.0, out=a), device, calls=calls,
-                                    repeats=repeats)
+    copy_s = triad_s = math.inf
+    for t in threads:
+        with _threads(t):
+            copy_s = min(copy_s, best_seconds_per_call(lambda: b.copy_(a), device, calls=calls, repeats=repeats))
+            triad_s = min(triad_s, best_seconds_per_call(lambda: torch.add(b, c, alpha=2.0, out=a), device,
+                                                         calls=calls, repeats=repeats))
     return [[2 * nbytes, 2 * nbytes / copy_s / 1e9], [3 * nbytes, 3 * nbytes / triad_s / 1e9]]
 
 

@@ -16,6 +16,7 @@ from bpbench import config as C
 from bpbench import experiments, variants
 from bpbench.errors import BadInput
 from bpbench.results import contention
+from bpbench.results.bounds import floor_warning
 from bpbench.results.schema import Final, Memory, RunResult, Timing
 from bpbench.results.timing import StepTimes
 
@@ -343,9 +344,11 @@ def _result(run: _Run) -> RunResult:
 
 
 def _warnings(run: _Run, times: StepTimes) -> list[str]:
-    """A busy machine first (it explains the rest), then noisy step times."""
+    """A busy machine first (it explains the rest), then noisy step times, then a step that ran
+    below its own floor (a ceiling measured too low)."""
     busy = contention.judge(run.contention)
-    return [w for w in [contention.warning(busy) if busy else None, times.warning()] if w]
+    return [w for w in [contention.warning(busy) if busy else None, times.warning(), floor_warning(run.analysis)]
+            if w]
 
 
 def _timing(run: _Run, times: StepTimes) -> Timing:

@@ -99,3 +99,13 @@ def cell_bound(runs: list[dict[str, Any]], step_s: float | None) -> dict[str, An
     floor = a["floors_s"].get(bound) if bound else None
     return {"bound": bound, "floor_s": floor, "step_over_bound": _ratio(step_s, floor),
             "bound_of_eager_step": bool(a) and a.get("counted_step") == "eager"}
+
+
+def floor_warning(analysis: dict[str, Any] | None) -> str | None:
+    """A step that ran below its own floor (one it counted itself) shows a ceiling measured too low:
+    on a busy machine, most likely. Said, so that no bound is read from it."""
+    if not analysis or analysis.get("counted_step") != "step" or (analysis.get("step_over_bound") or 1) >= 1:
+        return None
+    return (f"the step ran in {analysis['step_over_bound']:.2f}x its {analysis['bound']} floor: a ceiling it was "
+            f"set against is lower than this machine reaches (measured while it was busy?); "
+            f"`bpbench peak --remeasure` on a quieter machine keeps the better figures")
