@@ -209,7 +209,7 @@ def roofline_plot(doc: dict[str, Any], out_dir: Path) -> list[Path]:
         return []
     import numpy as np
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(7, 5))
+    fig, ax = plt.subplots(figsize=(7.5, 5.5 + 0.12 * len(pts)))
     roofs = _roofs(pts)
     ridges = [r["gflops"] / r["bandwidth_gbs"] for r in roofs.values() if r.get("gflops") and r.get("bandwidth_gbs")]
     lo = min(p["intensity"] for p in pts) / 10
@@ -222,14 +222,14 @@ def roofline_plot(doc: dict[str, Any], out_dir: Path) -> list[Path]:
         if r.get("gflops") and r.get("best_bandwidth_gbs"):
             ax.plot(x, np.minimum(r["gflops"], x * r["best_bandwidth_gbs"]), color=color, lw=1, ls=":",
                     label=f"{dev.upper()} in cache: {r['best_bandwidth_gbs']:.3g} GB/s")
-    for p in pts:
+    for i, p in enumerate(pts, 1):   # numbered: cells of one model share an intensity, and labels would pile up
         color = DEVICE_COLORS.get(p["device"], "C2")
-        ax.scatter([p["intensity"]], [p["gflops"]], color=color, zorder=3, s=25)
-        ax.annotate(f"{p['label']} ({p['bound'] or '?'})", (p["intensity"], p["gflops"]), fontsize=6,
-                    xytext=(4, 3), textcoords="offset points")
+        ax.scatter([p["intensity"]], [p["gflops"]], color=color, zorder=3, s=25,
+                   label=f"{i}: {p['label']} ({p['device']}, {p['bound'] or '?'})")
+        ax.annotate(str(i), (p["intensity"], p["gflops"]), fontsize=7, xytext=(4, 2), textcoords="offset points")
     ax.set(xscale="log", yscale="log", xlabel="arithmetic intensity (FLOP per byte moved, unfused count)",
            ylabel="achieved GFLOP/s (FLOPs per step / median step)", title="roofline: every cell under its device's ceilings")
-    ax.legend(fontsize=7, loc="upper left")   # above the roof: where no point can be
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2)
     return [save(fig, out_dir / "roofline.png")]
 
 
