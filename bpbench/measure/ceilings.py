@@ -45,22 +45,6 @@ CEILINGS: dict[str, tuple[tuple[str, ...], Callable[[float, float], float]]] = {
 }
 
 
-def valid(value: Any) -> bool:
-    """A ceiling's figure can be used: a finite, positive number (a cache file may hold anything)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
-
-
-def keep_best(cached: dict[str, Any], fresh: dict[str, Any]) -> dict[str, Any]:
-    """`cached` updated with each freshly measured ceiling that beats it (or replaces a missing or
-    broken one), together with the keys its measurement wrote."""
-    out = dict(cached)
-    for name, (keys, better) in CEILINGS.items():
-        if name in fresh and (not valid(cached.get(name)) or better(fresh[name], cached[name]) == fresh[name]):
-            out.update({k: fresh[k] for k in keys if k in fresh})
-    out.update({k: v for k, v in fresh.items() if k not in out})   # e.g. dtype, threads
-    return out
-
-
 def now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 

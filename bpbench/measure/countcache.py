@@ -42,6 +42,11 @@ def step_key(counter: str, experiment: str, cfg: Mapping[str, Any], device_type:
     }, sort_keys=True, default=str)
 
 
+def step_tensors(learner, x, y) -> dict[str, Any]:
+    """The tensors a step's counts depend on the shapes of: the batch and the parameters."""
+    return {"x": x, "y": y, **{f"param {name}": p for name, p in learner.params().items()}}
+
+
 def cached(key: str, count: Callable[[], dict[str, Any]]) -> tuple[dict[str, Any], str]:
     """(counts, where they came from): the cache's entry for `key`, or `count()` now (stored)."""
     entry = CACHE.lookup(key)

@@ -170,7 +170,13 @@ def counts_what_runs(learner) -> bool:
     return eager is None or eager is type(learner).step
 
 
-def analyse(learner, x, y, ceilings: dict[str, Any], step_s: float | None, sync=lambda: None) -> dict[str, Any]:
-    """A result's `analysis` (bpbench.results.bounds.analyse) of one counted step of `learner`."""
+def analyse(experiment: str, cfg: dict[str, Any], learner, x, y, ceilings: dict[str, Any],
+            step_s: float | None, sync=lambda: None) -> dict[str, Any]:
+    """A result's `analysis` (bpbench.results.bounds.analyse) of one counted step of `learner`,
+    the counts read from the per-shape cache when this model's step was counted before
+    (measure.countcache: counting costs a step under the mode and torch's FLOP formulas' import)."""
+    from bpbench.measure import countcache
     from bpbench.results.bounds import analyse as arithmetic
-    return arithmetic(count_step(learner, x, y, sync), ceilings, step_s, eager_only=not counts_what_runs(learner))
+    key = countcache.step_key("step counts", experiment, cfg, x.device.type, countcache.step_tensors(learner, x, y))
+    counts, source = countcache.cached(key, lambda: count_step(learner, x, y, sync))
+    return {**arithmetic(counts, ceilings, step_s, eager_only=not counts_what_runs(learner)), "counts_source": source}

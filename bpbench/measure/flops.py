@@ -60,8 +60,7 @@ def counted_step(experiment: str, cfg: dict[str, Any], learner, x, y, sync=lambd
     if cuda_memory:   # each phase's CUDA peak is measured with the count: every run measures it
         return {**count_step(learner, x, y, sync, cuda_memory=True), "source": "counted now"}
     from bpbench.measure import countcache
-    tensors = {"x": x, "y": y, **{f"param {name}": p for name, p in learner.params().items()}}
-    key = countcache.step_key("flops", experiment, cfg, x.device.type, tensors)
+    key = countcache.step_key("flops", experiment, cfg, x.device.type, countcache.step_tensors(learner, x, y))
     counts, source = countcache.cached(key, lambda: count_step(learner, x, y, sync))
     return {**counts, "source": source}
 

@@ -319,7 +319,7 @@ def _analyse(run: _Run, profile_ops: bool, trace_file) -> None:
             run.flops = counted_step(run.info.name, run.cfg, run.learner, x1, y1, run.sync,
                                      cuda_memory=run.device.type == "cuda")
             run.peak = peak.get(run.device, next(iter(run.learner.params().values())).dtype)
-            run.analysis = counts.analyse(run.learner, x1, y1, run.peak,
+            run.analysis = counts.analyse(run.info.name, run.cfg, run.learner, x1, y1, run.peak,
                                           StepTimes.of(run.loop.steady_step_s).median, run.sync)
     run.analysis_s = time.perf_counter() - t0
 

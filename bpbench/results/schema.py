@@ -164,6 +164,7 @@ class Analysis(TypedDict):
     top_ops: NotRequired[list[dict[str, Any]]]
     ceilings: NotRequired[dict[str, Any]]
     counted_step: NotRequired[Literal["step", "eager"]]   # eager: a compiled step, counted eagerly
+    counts_source: NotRequired[str]      # "counted now", or the per-shape cache's entry
 
 
 @dataclass
