@@ -170,8 +170,9 @@ def execute(info, cfg: dict[str, Any], *, profile_lines: bool = False, profile_o
         from bpbench.measure import instructions
         return instructions.execute(info.name, instructions.counted_config(cfg), on_log)
     if variants.get(cfg["variant"]).distributed:
+        _check_loglevel()
         from bpbench.measure import distributed
-        return distributed.execute(info, cfg, profile_lines=profile_lines, on_log=on_log)
+        return distributed.execute(info, cfg, profile_lines=profile_lines, profile_ops=profile_ops, on_log=on_log)
     from bpbench.measure.run import execute_in_process
     return execute_in_process(info, cfg, profile_lines=profile_lines, profile_ops=profile_ops,
                               trace_file=trace_file, on_log=on_log, on_epoch=on_epoch)
@@ -190,6 +191,17 @@ def check_metric(metric: str, cfg: dict[str, Any] | None = None, profiling: bool
         if cfg is not None:
             instructions.check_run(cfg, variants.get(cfg["variant"]).distributed)
     return metric
+
+
+def _check_loglevel() -> None:
+    """torch elastic hands $LOGLEVEL to logging as it is, on import: a level logging does not know
+    ("info", "verbose") would end a data-parallel run in a traceback."""
+    import logging
+    import os
+    level = os.environ.get("LOGLEVEL")
+    if level is not None and level not in logging.getLevelNamesMapping():
+        raise BadInput(f"LOGLEVEL={level[:40]!r} is not a logging level (torch elastic reads it): use one of "
+                       f"{', '.join(logging.getLevelNamesMapping())}, or unset it")
 
 
 def resolve(experiment: str, config: str | Path | None = None, **flags: Any):

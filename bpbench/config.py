@@ -54,8 +54,8 @@ def non_negative_int(key: str, v: Any) -> int:
 def thread_count(key: str, v: Any) -> int:
     """CPU threads: at most 8 per core this process may use (at least 64): OpenMP dies on far more
     (100,000 threads segfault libgomp, 2**31 overflows torch.set_num_threads)."""
-    import os
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    from bpbench.processes import usable_cores
+    cores = usable_cores()
     most = max(64, 8 * cores)
     n = _int_in(key, v, 1, math.inf, "a positive integer")
     if n > most:

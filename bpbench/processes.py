@@ -80,6 +80,12 @@ def child_setup() -> None:
         die_with_parent(int(parent))
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity, which a container or taskset narrows),
+    not merely those the machine has."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def set_process_name(name: str) -> None:
     """What `ps -o comm` and `top` show for this process."""
     _prctl(PR_SET_NAME, name.encode()[:15])

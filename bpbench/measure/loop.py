@@ -126,10 +126,8 @@ class _Loop:
                 evals = self.out.evaluations
                 if self.cfg.eval_every_updates and (not evals or evals[-1]["updates"] != self.step):
                     self.grid_point(self.epochs)   # the grid ends where training does
-        except KeyboardInterrupt:   # Ctrl-C or SIGTERM: stop, keeping every finished epoch
-            if _in_a_world():
-                raise       # a rank: its peers wait in collectives that only its exit breaks
-            self.out.interrupted_at = epoch
+        except KeyboardInterrupt:   # Ctrl-C or SIGTERM: stop, keeping every finished epoch (a rank
+            self.out.interrupted_at = epoch   # too: it runs no collective after this, see distributed.py)
             self.out.warmup_steps = min(self.warm, self.step)
             self.timer.split()
             self.flush()
@@ -289,12 +287,6 @@ class _Loop:
         out.steady_steps, out.steady_total_s = times.count, times.total_s
         out.steady_samples = round(times.count * self.t.samples_per_epoch / self.t.steps_per_epoch)
         return out
-
-
-def _in_a_world() -> bool:
-    """True in a rank of torch.distributed (bpbench's launcher or torchrun)."""
-    import torch.distributed as dist
-    return dist.is_available() and dist.is_initialized()
 
 
 def _stack(losses):
