@@ -58,13 +58,18 @@ def start_child(argv: list[str], **popen_kwargs):
 
 def stop_group(proc) -> None:
     """End a child's whole process group (it was started in a session of its own): SIGTERM,
-    then SIGKILL if it has not gone within 5 s."""
+    then SIGKILL if it has not gone within 5 s. The child's pipes are closed right after the
+    SIGTERM: nobody reads them any more, and a child writing into a full one (a cell printing its
+    partial result) would block there until the SIGKILL; closed, its write fails at once."""
     import subprocess
     for sig in (signal.SIGTERM, signal.SIGKILL):
         try:
             os.killpg(proc.pid, sig)
         except ProcessLookupError:
             return
+        for pipe in (getattr(proc, "stdout", None), getattr(proc, "stderr", None)):
+            if pipe is not None:
+                pipe.close()
         try:
             proc.wait(timeout=5)
             return
