@@ -56,18 +56,22 @@ def report_app():
 
 def study_doc(devices):
     """A comparison of the three studies' cells on `devices`, with ranks up to 16 (the widest
-    numbers a scaling row has: 8-digit samples/s, 'comm (share)', '19.75x')."""
+    numbers a scaling row has: 8-digit samples/s, 'comm (share)', '19.75x'). Each ddp cell has its
+    parity reference (autograd, one process), which it matches."""
     cells = []
+    digest = {"param_digest": {"w": {"norm": 1.0, "sum": 1.0, "head": [1.0]}}}
     for device in devices:
         for mode in ("strong", "weak"):
             for n in (1, 2, 4, 16):
                 batch = 12665 if mode == "strong" else 128 * n
                 step = 1.35e-2 / (n if mode == "strong" else 1) * (1 + 0.1 * (n > 1))   # 91% efficient
-                run = run_result("mnist01", "ddp", device, steps=[step] * 20,
+                run = run_result("mnist01", "ddp", device, steps=[step] * 20, reference_variant="autograd",
                                  distributed={"global_batch": batch, "per_rank_batch": batch // n,
                                               "comm_s_median": 1.23e-3 if n > 1 else None,
-                                              "comm_share": 0.12 if n > 1 else None})
+                                              "comm_share": 0.12 if n > 1 else None}, **digest)
                 run["env"].update(cpu_count=16, threads=1)
+                cells.append(cell(run_result("mnist01", "autograd", device, steps=[step * n] * 20, **digest),
+                                  study="scaling", label=f"{mode} N={n}", overrides={"batch_size": batch}))
                 cells.append(cell(run, study="scaling", label=f"{mode} N={n}",
                                   overrides={"nproc": n, "batch_size": batch}))
         for h, s in ((500, 6e-4), (200_000, 8.4e-2)):
@@ -337,3 +341,57 @@ def test_the_source_figures_say_how_they_were_computed():
     print_run(r, con)
     text = con.export_text()
     assert "train accuracy the source's way" in text and "updates before the source's last forward pass" in text
+
+
+def _doc_with(steps, **timing):
+    fast = cell(run_result(variant="manual", steps=[1e-4] * 19))
+    run = run_result(variant="autograd", steps=steps)
+    run["timing"].update(timing)
+    doc = document([fast, cell(run)])
+    cmp.refresh(doc, None)
+    return doc
+
+
+@pytest.mark.parametrize("bad,why", [(float("nan"), "a step time is nan"), (float("inf"), "a step time is inf"),
+                                     (-1e-4, "a step time is -0.0001"), (0.0, "a step time is 0.0"),
+                                     (5.0, "a step of 5 s is longer than the whole run (0.0039 s)")])
+def test_report_renders_times_that_are_no_measurement_as_invalid(cli, tmp_path, bad, why):
+    """A damaged or edited results.json (negative or zero step times, a step longer than its run),
+    or a document from Python (NaN, inf: JSON has neither, and the reader refuses them in a file),
+    were shown as "nan µs", "infx" and compared."""
+    from rich.console import Console
+    doc = _doc_with([1e-4] * 18 + [bad], total_s=0.0039)
+    if bad == bad and abs(bad) != float("inf"):
+        r = cli("report", write(tmp_path / "results.json", doc))
+        assert r.exit_code == 0, r.stderr
+        out = r.stdout
+    else:
+        console = Console(width=100, file=io.StringIO(), color_system=None)
+        report.print_comparison(doc, console)
+        out = console.file.getvalue()
+    row = next(line for line in out.splitlines() if "autograd" in line and "│" in line)
+    assert "invalid" in row and not any(w in out for w in ("nan µs", "nanx", "inf µs", "infx", "-100 µs"))
+    assert f"timing invalid ({why})" in " ".join(out.split())
+    assert "fastest per step" not in out and "clearly faster" not in out   # no verdict from it
+
+
+def test_a_huge_step_is_never_within_the_noise(cli, tmp_path):
+    """1e308 s against 1e-4 s: the bootstrap's ratios overflowed to NaN, read as 'within the noise'."""
+    path = write(tmp_path / "results.json", _doc_with([1e308] * 19, train_s=1e308, total_s=1e308))
+    r = cli("report", path)
+    text = " ".join(r.stdout.split())
+    assert r.exit_code == 0 and "within the measured noise" not in text
+    assert "fastest per step is manual (100 µs); autograd far slower (1e+308 s a step)" in text
+
+
+def test_a_fast_variant_whose_file_names_no_reference_is_not_left_unchecked(cli, tmp_path):
+    """`reference_variant: null` in a compiled cell's result skipped its parity check silently:
+    the registry says it must match autograd, so it is checked, and the file's word is a reason."""
+    digest = {"param_digest": {"w": {"norm": 1.0, "sum": 1.0, "head": [1.0]}}}
+    ref = cell(run_result(variant="autograd", **digest))
+    fast = cell(run_result(variant="compiled", reference_variant=None, **digest))
+    path = write(tmp_path / "results.json", document([ref, fast]))
+    r = cli("report", path, "--json")
+    compiled = next(c for c in json.loads(r.stdout)["cells"] if c["variant"] == "compiled")
+    assert compiled["status"] == "mismatch" and compiled["summary"]["parity_reference"] == "autograd"
+    assert compiled["error"] == "its result names reference variant None, but the compiled variant must match 'autograd'"

@@ -9,10 +9,19 @@ from dataclasses import dataclass, field
 from typing import Any, Union
 
 
+def measured(x: Any) -> bool:
+    """A figure a report may print as a number: finite and not negative. Times, sizes and ratios
+    in a file that is damaged or edited can be NaN, infinite or negative: printed as "invalid",
+    never as "nan µs" or "infx"."""
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and x == x and abs(x) != float("inf") and x >= 0
+
+
 def fmt_s(x: float | None) -> str:
     """Seconds with a unit that keeps three significant digits."""
     if x is None:
         return "-"
+    if not measured(x):
+        return "invalid"
     for unit, scale in (("s", 1.0), ("ms", 1e-3), ("µs", 1e-6)):
         if abs(x) >= scale or unit == "µs":
             return f"{x / scale:.3g} {unit}"
@@ -126,8 +135,10 @@ def _plain(text: str) -> str:
     return Text.from_markup(text).plain
 
 
-def fmt_ratio(x: float | None) -> str:
-    return "-" if x is None else f"{x:.2f}x"
+def fmt_ratio(x: float | None, digits: int = 2) -> str:
+    if x is None:
+        return "-"
+    return f"{x:.{digits}f}x" if measured(x) and x > 0 else "invalid"
 
 
 def fmt_loss(x: float | None) -> str:

@@ -19,9 +19,11 @@ from bpbench.report.format import (
     fmt_nested,
     fmt_num,
     fmt_s,
+    measured,
     fmt_throughput,
 )
 from bpbench.report.tables import show, wide_console
+from bpbench.results.timing import timing_problem
 
 
 @dataclass
@@ -64,9 +66,12 @@ def _rows(r: dict[str, Any], view: RunView) -> list[tuple[str, str]]:
     rows += view.rows(metrics) or [("final loss", fmt_num(f["loss"]))]
     rows += [(f"  {k}", fmt_nested(v)) for k, v in (f.get("params") or {}).items()]
     rows += [(f"  {view.metric_names.get(k, k)}", fmt_num(v)) for k, v in metrics.items()]
+    problem = timing_problem(t)
     rows += [("updates", f"{t['steps']} ({t['warmup_steps']} warm-up)"),
-             ("step time", f"{fmt_s(t['step_s_median'])} median, IQR {fmt_s(t['step_s_iqr'])}"),
-             ("throughput", "-" if t["samples_per_s"] is None else f"{t['samples_per_s']:,.0f} samples/s")]
+             ("step time", f"invalid: {problem}" if problem else
+              f"{fmt_s(t['step_s_median'])} median, IQR {fmt_s(t['step_s_iqr'])}"),
+             ("throughput", "-" if t["samples_per_s"] is None else
+              f"{t['samples_per_s']:,.0f} samples/s" if measured(t["samples_per_s"]) and not problem else "invalid")]
     if t.get("metric") == "instructions":
         rows.append(("instructions", _instructions_text(t)))
     if r.get("flops"):
