@@ -254,11 +254,12 @@ def compare(*targets: str, devices: Iterable[str] = (), variants: Iterable[str] 
             repeat: int = 1, output_dir: str | Path | None = None, baseline: dict[str, Any] | None = None,
             threshold: float | None = None, overrides: dict[str, Any] | None = None,
             threads: list[int] | None = None, on_cell=None, metric: str = "time",
-            **study_options: Any) -> Comparison:
+            on_warning: Callable[[str], None] | None = None, **study_options: Any) -> Comparison:
     """Run the experiment matrix or a study (`compare("width", widths=[500, 200000])`), each cell in
     a fresh process; returns the derived comparison, its cells measured by `metric` (time, or
     instructions under callgrind: CPU cells only). Ctrl-C raises KeyboardInterrupt after the
-    finished cells are kept (in `output_dir`, when given)."""
+    finished cells are kept (in `output_dir`, when given). `on_warning` hears, before any cell
+    runs, that another comparison is writing into `output_dir` (the document's notes say it too)."""
     from bpbench import comparison as cmp
     from bpbench.measure import env
     from bpbench.results.noise import MIN_CHANGE
@@ -268,10 +269,17 @@ def compare(*targets: str, devices: Iterable[str] = (), variants: Iterable[str] 
         devices = _counted_devices(list(devices))
     preset, cells, unavailable, notes = plan(targets, devices=devices, variants=variants, preset=preset,
                                              study_options=study_options, overrides=overrides, threads=threads)
+    cmp.check_repeat(cells, repeat)
     out = Path(output_dir) if output_dir is not None else None
-    comparison = cmp.Comparison(preset, cells, notes, out, baseline, env.collect(), threshold or MIN_CHANGE, metric)
-    try:
-        cmp.execute(comparison, set(unavailable), repeat, on_cell)
-    except KeyboardInterrupt:
-        raise ComparisonInterrupted(Comparison(comparison.doc)) from None
+    with cmp.output_lock(out) as clash:
+        if clash:
+            notes.append(clash)
+            if on_warning:
+                on_warning(clash)
+        comparison = cmp.Comparison(preset, cells, notes, out, baseline, env.collect(), threshold or MIN_CHANGE,
+                                    metric)
+        try:
+            cmp.execute(comparison, set(unavailable), repeat, on_cell)
+        except KeyboardInterrupt:
+            raise ComparisonInterrupted(Comparison(comparison.doc)) from None
     return Comparison(comparison.doc)

@@ -1,6 +1,8 @@
 """Limits checked before any work starts (memory, ulimit -v), and an allocation that fails anyway
 ending in one line. The data-parallel bounds (--nproc) are in test_distributed.py."""
 
+import json
+import os
 import resource
 
 import psutil
@@ -51,3 +53,36 @@ def test_other_runtime_errors_still_propagate(monkeypatch):
     info, cfg = runner.resolve("linreg", None, {})
     with pytest.raises(RuntimeError, match="a bug"):
         runner.execute_in_process(info, cfg)
+
+
+@pytest.mark.parametrize("args,msg", [
+    (["compare", "scaling", "--nprocs", "100000"],
+     "scaling:mnist01/ddp/cpu/strong N=100000, batch=full: --nproc 100000 is more ranks than this machine can run"),
+    (["compare", "mnist01", "--variant", "allreduce", "--set", "nproc=99999999999999999999"],
+     "--nproc 99999999999999999999 is more ranks than this machine can run"),
+    (["compare", "--repeat", "100000000"], "compare --repeat 100000000 would need about "),
+])
+def test_compare_refuses_what_no_cell_could_finish_before_any_cell_starts(cli, monkeypatch, args, msg):
+    """--nprocs 100000 started ranks for 12 s until 'Too many open files'; --repeat 100000000 kept
+    every run's result (all its step times) in memory with no estimate."""
+    from bpbench import processes
+    monkeypatch.setattr(processes, "start_child", lambda *a, **k: pytest.fail("a cell was started"))
+    line = one_line(cli(*args), 2)
+    assert msg in line
+    if "--repeat" in args:
+        assert line.endswith("GiB: use a smaller --repeat")
+
+
+def test_two_compares_into_one_output_dir_are_warned(cli, tmp_path, in_process_cells):
+    """The second one says so before its cells run, and its document notes it; the lock goes with
+    the process that held it (flock), so a finished or killed compare leaves none behind."""
+    from bpbench import comparison as cmp
+    with cmp.output_lock(tmp_path) as first:
+        assert first is None
+        r = cli("compare", "linreg", "--variant", "manual", "--set", "epochs=3", "--output-dir", tmp_path)
+        assert r.exit_code == 0, r.stderr
+        warning = f"another compare (pid {os.getpid()}) is writing into {tmp_path} too"
+        assert f"bpbench: warning: {warning}" in r.stderr
+        assert any(n.startswith(warning) for n in json.loads((tmp_path / "results.json").read_text())["notes"])
+    with cmp.output_lock(tmp_path) as again:
+        assert again is None

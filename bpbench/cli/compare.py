@@ -144,7 +144,8 @@ def compare(
             result = api.compare(*(targets or []), devices=device, variants=variant, preset=preset, repeat=repeat,
                                  output_dir=output_dir, baseline=base, threshold=threshold,
                                  overrides=C.parse_set(set_), threads=_thread_counts(threads), on_cell=progress,
-                                 metric=metric, **opts)
+                                 metric=metric, on_warning=lambda w: sys.stderr.write(f"bpbench: warning: {w}\n"),
+                                 **opts)
         except api.ComparisonInterrupted as e:
             result, interrupted = e.comparison, True
         finally:

@@ -58,18 +58,23 @@ def check_memory(info, cfg: dict[str, Any], device) -> None:
     harness's records (bounded: measure.records; the log and evaluation points asked for grow
     with the run). An estimate, so it errs only on the impossible: it compares with the total
     memory (or what ulimit -v leaves), not with what happens to be free."""
-    from bpbench.measure.records import record_bytes
-
     fp = info.footprint(cfg)
-    steps = cfg.get("updates") or cfg["epochs"] * fp.steps_per_epoch
-    records = record_bytes(math.ceil(steps / fp.steps_per_epoch), steps,
-                           cfg.get("log_every", 0), cfg.get("eval_every", 0), cfg.get("eval_every_updates", 0))
+    steps, records = history_bytes(info, cfg)
     parts = [("data, model and activations", fp.device_bytes), (f"records of {steps:,} updates", records)]
     if device.type == "cuda":
         import torch
         refuse_beyond(info.name, parts[:1], torch.cuda.get_device_properties(device).total_memory, "the GPU has")
         parts = parts[1:]
     refuse_beyond(info.name, parts, *host_memory())
+
+
+def history_bytes(info, cfg: dict[str, Any]) -> tuple[int, int]:
+    """(updates, bytes of the run's records: measure.records)."""
+    from bpbench.measure.records import record_bytes
+    fp = info.footprint(cfg)
+    steps = cfg.get("updates") or cfg["epochs"] * fp.steps_per_epoch
+    return steps, record_bytes(math.ceil(steps / fp.steps_per_epoch), steps, cfg.get("log_every", 0),
+                               cfg.get("eval_every", 0), cfg.get("eval_every_updates", 0))
 
 
 def host_memory() -> tuple[int, str]:
@@ -89,14 +94,15 @@ def host_memory() -> tuple[int, str]:
     return left, f"the address-space limit (ulimit -v {limit // 1024}) leaves this process"
 
 
-def refuse_beyond(name: str, parts: list[tuple[str, int]], total: int, where: str) -> None:
+def refuse_beyond(name: str, parts: list[tuple[str, int]], total: int, where: str,
+                  fix: str = "use a smaller size or fewer epochs") -> None:
     """BadInput when the `parts` (what, bytes) of `name`'s need exceed `total` ("`where` N GiB")."""
     need = sum(n for _, n in parts)
     if need > total:
         gib = 1024 ** 3
         raise BadInput(f"{name} would need about {need / gib:,.1f} GiB of memory ("
                        + ", ".join(f"{what} {n / gib:,.1f} GiB" for what, n in parts)
-                       + f"); {where} {total / gib:,.1f} GiB: use a smaller size or fewer epochs")
+                       + f"); {where} {total / gib:,.1f} GiB: {fix}")
 
 
 @contextmanager
