@@ -395,3 +395,18 @@ def test_a_fast_variant_whose_file_names_no_reference_is_not_left_unchecked(cli,
     compiled = next(c for c in json.loads(r.stdout)["cells"] if c["variant"] == "compiled")
     assert compiled["status"] == "mismatch" and compiled["summary"]["parity_reference"] == "autograd"
     assert compiled["error"] == "its result names reference variant None, but the compiled variant must match 'autograd'"
+
+
+@pytest.mark.parametrize("profiled,says,never", [
+    (3e-4, "100 µs in the timed loop: the difference is mostly the profiler's own cost", "longer"),
+    (5e-5, "100 µs in the timed loop, longer: these steps repeat one batch", "profiler's own cost")])
+def test_profile_ops_explains_the_difference_with_the_timed_loop_either_way(profiled, says, never):
+    """'the rest is the profiler's own cost' was said when the profiled step was the shorter."""
+    from rich.console import Console
+    from bpbench.report.run import print_profile
+    profile = {"top_ops": [], "phases": {}, "steps": 5, "trace_file": None,
+               "split": {"step_s": profiled, "in_aten_ops_s": profiled / 2, "outside_ops_s": profiled / 2}}
+    console = Console(width=200, file=io.StringIO(), color_system=None)
+    print_profile(profile, console, timed_step_s=1e-4)
+    out = console.file.getvalue()
+    assert says in out and never not in out

@@ -133,8 +133,7 @@ def print_profile(p: dict[str, Any], console: Console, timed_step_s: float | Non
     share = lambda x: f"{fmt_s(x)} ({x / step:.0%})" if step else fmt_s(x)   # noqa: E731
     phases = " · ".join(f"{k} {share(v['cpu_s'])}" for k, v in p["phases"].items())
     console.print(f"step {fmt_s(step)} under torch.profiler ({p['steps']} steps"
-                  + (f"; {fmt_s(timed_step_s)} in the timed loop: the rest is the profiler's own cost"
-                     if timed_step_s else "") + "): " + (phases or "no phases marked"))
+                  + _against_the_timed_loop(step, timed_step_s) + "): " + (phases or "no phases marked"))
     console.print(f"{sp.get('aten_calls_per_step', 0):g} ATen op calls a step; "
                   f"inside ATen ops {share(sp['in_aten_ops_s'])} · outside them (Python, modules, autograd "
                   f"engine, optimizer loop) {share(sp['outside_ops_s'])}"
@@ -146,6 +145,16 @@ def print_profile(p: dict[str, Any], console: Console, timed_step_s: float | Non
     else:   # without --output there is no default place for it, and silence reads as "no trace exists"
         console.print("[dim]no trace written: --trace-file PATH (or --output, which puts it beside the "
                       "result) writes a Perfetto trace of these steps[/]")
+
+
+def _against_the_timed_loop(profiled: float | None, timed: float | None) -> str:
+    """How the profiled step compares with the timed loop's median, and why they differ."""
+    if not (measured(profiled) and measured(timed) and timed):
+        return ""
+    if profiled > timed:
+        return f"; {fmt_s(timed)} in the timed loop: the difference is mostly the profiler's own cost"
+    return (f"; {fmt_s(timed)} in the timed loop, longer: these steps repeat one batch, with warm caches, "
+            "and a busy machine moves either figure")
 
 
 def print_peak(e: dict[str, Any], console: Console | None = None) -> None:
