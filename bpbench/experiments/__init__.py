@@ -134,7 +134,7 @@ class ExperimentInfo:
 
 
 def _key(check: C.Validator, help: str, panel: str = "Training", boolean: bool = False,
-         metavar: str = "TEXT", label: str | None = None) -> C.Key:
+         metavar: str | None = None, label: str | None = None) -> C.Key:
     return C.Key(check, help, panel, boolean, metavar, label)
 
 
@@ -168,7 +168,7 @@ REGISTRY: dict[str, ExperimentInfo] = {
             options={
                 "updates": _key(C.positive_int, "Stop after N updates instead (mnist01).", metavar="N"),
                 "loader": _key(C.one_of("resident", "dataloader"), "mnist01: 'resident' or 'dataloader'.", "Data",
-                                 metavar="resident|dataloader"),
+                                 metavar="MODE"),
                 "digits": _key(C.one_of("0,1", "0-9"), "mnist01: '0,1' or '0-9'.", "Data", metavar="0,1|0-9"),
                 "data_dir": _key(C.text, "mnist01: a folder of MNIST's four files, or a torchvision MNIST root "
                                            "(default: $BPBENCH_DATA, else the user cache dir).", "Data", metavar="DIR"),
