@@ -410,3 +410,54 @@ def test_profile_ops_explains_the_difference_with_the_timed_loop_either_way(prof
     print_profile(profile, console, timed_step_s=1e-4)
     out = console.file.getvalue()
     assert says in out and never not in out
+
+
+def _rendered(blocks, width):
+    from rich.console import Console
+    console = Console(width=width, file=io.StringIO(), color_system=None)
+    report.show(blocks, console)
+    return console.file.getvalue()
+
+
+def test_a_ten_class_confusion_matrix_fits_80_columns_with_every_count_whole():
+    """It was cut at 80 columns ("5,8…"): its narrow form heads each column by the bare class."""
+    from bpbench import experiments
+    matrix = [[(7 * i + 13 * j) * 61 % 6743 for j in range(10)] for i in range(10)]
+    matrix[1][1] = 60000
+    exp = experiments.get("mnist01").load()
+    out = _rendered(exp.run_tables({"confusion": {"train": matrix}}), 80)
+    assert max(map(len, out.splitlines())) <= 80
+    assert all(re.search(rf"│ +{i} │" + "".join(rf" +{n} │" for n in row), out) for i, row in enumerate(matrix))
+    wide = _rendered(exp.run_tables({"confusion": {"train": matrix}}), 100)
+    assert "pred 9" in wide and "60,000" in wide         # where it fits: as it always was
+
+
+def test_a_table_that_cannot_fit_is_printed_whole_never_with_digits_cut():
+    tab = report.Tab("wide", ["name"] + [f"c{i}" for i in range(12)], [["x"] + ["123,456,789"] * 12])
+    out = _rendered([tab], 80)
+    assert out.count("123,456,789") == 12
+
+
+def test_gradcheck_fits_80_columns_with_every_number_whole():
+    """A header was cut to "numeric…" and mnist01's "256/25088" to "256/250…"."""
+    from rich.console import Console
+    from bpbench.report.run import print_gradcheck
+    check = {"param": "layer1.weight", "numel": 25088, "checked": 256, "manual_vs_autograd": 0.0,
+             "manual_vs_numerical": 8.55e-11, "autograd_vs_numerical": 8.55e-11, "rel_error": 8.55e-11, "ok": True}
+    rep = {"experiment": "mnist01", "note": "4 samples", "tol": 1e-6, "ok": True, "checks": [check]}
+    for width, header in ((80, "autograd-"), (100, "autograd vs")):
+        console = Console(width=width, file=io.StringIO(), color_system=None)
+        print_gradcheck(rep, console)
+        out = console.file.getvalue()
+        assert max(map(len, out.splitlines())) <= width and "…" not in out
+        assert "256/25088" in out and header in out and "8.55e-11" in out
+
+
+@pytest.mark.parametrize("args", [["list"], ["run", "linreg", "--epochs", "5", "--no-flops"]])
+def test_piped_output_is_100_columns_for_every_command(args):
+    """`run` printed at 80 columns into a pipe, `compare` and `report` at 100."""
+    from typer.testing import CliRunner
+    from bpbench.cli import app
+    r = CliRunner().invoke(app, args, env={"COLUMNS": None})
+    assert r.exit_code == 0, r.stderr
+    assert 80 < max(map(len, r.stdout.splitlines())) <= 100

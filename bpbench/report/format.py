@@ -86,13 +86,15 @@ FOLD = 16           # a text cell (a run's label) may fold to this width to make
 class Tab:
     """A table as data, so one comparison renders to the terminal (rich) and to markdown alike.
     Cells may hold rich markup; the first `text` columns are text, the rest numbers. `spare`
-    names columns a narrow terminal may leave out, the first to go first (markdown keeps all)."""
+    names columns a narrow terminal may leave out, the first to go first (markdown keeps all);
+    `narrow`, the same table written more tightly, for a terminal it does not fit."""
     title: str
     columns: list[str]
     rows: list[list[str]] = field(default_factory=list)
     text: int = 1
     sections: list[int] = field(default_factory=list)    # row indices that start a new section
     spare: list[str] = field(default_factory=list)
+    narrow: "Tab | None" = None
 
     def keep(self, used: list[int]) -> "Tab":
         return Tab(self.title, [self.columns[i] for i in used], [[r[i] for i in used] for r in self.rows],
@@ -116,8 +118,9 @@ class Tab:
         return min(max(map(len, words), default=1), FOLD)
 
     def fit(self, width: int) -> tuple["Tab", list[str]]:
-        """Leave out spare columns until the table fits `width`; returns it and what was left out."""
-        tab, left = self, []
+        """Its narrow form if it does not fit `width`, then without spare columns until it does;
+        returns it and what was left out."""
+        tab, left = self.narrow if self.narrow and self.width() > width else self, []
         for name in self.spare:
             if tab.width() <= width:
                 break

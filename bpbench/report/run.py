@@ -13,14 +13,15 @@ from rich.table import Table
 
 from bpbench.report.format import (
     Block,
+    Tab,
     fmt_count,
     fmt_flops,
     fmt_mib,
     fmt_nested,
     fmt_num,
     fmt_s,
-    measured,
     fmt_throughput,
+    measured,
 )
 from bpbench.report.tables import show, wide_console
 from bpbench.results.timing import timing_problem
@@ -36,7 +37,7 @@ class RunView:
 
 
 def print_run(r: dict[str, Any], console: Console | None = None, view: RunView | None = None) -> None:
-    console = console or Console()
+    console = console or wide_console()
     view = view or RunView()
     tab = Table(title=_title(r), show_header=False, title_justify="left")
     tab.add_column(style="bold")
@@ -158,7 +159,7 @@ def _against_the_timed_loop(profiled: float | None, timed: float | None) -> str:
 
 
 def print_peak(e: dict[str, Any], console: Console | None = None) -> None:
-    console = console or Console()
+    console = console or wide_console()
     lines = [f"peak: {e['gflops']:.4g} GFLOP/s ({e['dtype']}, {e['threads']} threads, best of square matrix "
              f"products n = {', '.join(map(str, e['sizes']))}; best at n = {e['size']})",
              f"source: {e['source']}"]
@@ -170,7 +171,7 @@ def print_peak(e: dict[str, Any], console: Console | None = None) -> None:
 
 
 def print_trace(tr: dict[str, Any], console: Console | None = None) -> None:
-    console = console or Console()
+    console = console or wide_console()
     source = tr.get("source", "the source")
     fw = Table(title=f"forward pass ({source}'s hand-computed values beside ours)", title_justify="left")
     for c in ("value", "bpbench", source, "difference"):
@@ -191,13 +192,14 @@ def print_trace(tr: dict[str, Any], console: Console | None = None) -> None:
 
 def print_gradcheck(rep: dict[str, Any], console: Console | None = None) -> None:
     console = console or wide_console()
-    tab = Table(title=f"gradcheck {rep['experiment']} ({rep['note']}; tol {rep['tol']:g})", title_justify="left")
-    for c in ("parameter", "elements", "manual vs autograd", "manual vs numerical",
-              "autograd vs numerical", "rel. error", "ok"):
-        tab.add_column(c, justify="left" if c == "parameter" else "right", no_wrap=c == "parameter")
-    for c in rep["checks"]:
-        tab.add_row(c["param"], f"{c['checked']}/{c['numel']}", f"{c['manual_vs_autograd']:.2e}",
-                    f"{c['manual_vs_numerical']:.2e}", f"{c['autograd_vs_numerical']:.2e}",
-                    f"{c['rel_error']:.2e}", "[green]yes[/]" if c["ok"] else "[red]NO[/]")
-    console.print(tab)
+    title = f"gradcheck {rep['experiment']} ({rep['note']}; tol {rep['tol']:g})"
+    rows = [[c["param"], f"{c['checked']}/{c['numel']}", f"{c['manual_vs_autograd']:.2e}",
+             f"{c['manual_vs_numerical']:.2e}", f"{c['autograd_vs_numerical']:.2e}", f"{c['rel_error']:.2e}",
+             "[green]yes[/]" if c["ok"] else "[red]NO[/]"] for c in rep["checks"]]
+    tab = Tab(title, ["parameter", "elements", "manual vs\nautograd", "manual vs\nnumerical",
+                      "autograd vs\nnumerical", "rel. error", "ok"], rows)
+    # 80 columns: the differences' headers written tighter (numbers are never cut)
+    tab.narrow = Tab(title, ["parameter", "elements", "manual-\nautograd", "manual-\nnumeric",
+                             "autograd-\nnumeric", "rel.\nerror", "ok"], rows)
+    show([tab], console)
     console.print("[green]all gradients agree[/]" if rep["ok"] else "[red]gradient check FAILED[/]")

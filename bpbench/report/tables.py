@@ -56,8 +56,13 @@ def show(blocks: list[Block], console: Console) -> None:
             if j in b.sections and j:
                 tab.add_section()
             tab.add_row(*row)
-        # a table the spares could not bring within the width: wider lines, never a cut-off edge
-        console.print(tab, crop=b.width() <= console.width)
+        # a table the spares could not bring within the width: printed at its own width (wider
+        # lines), for rich would shrink even no_wrap columns to the console and cut digits off
+        if b.width() <= console.width:
+            console.print(tab)
+        else:
+            Console(file=console.file, width=b.width(), color_system=console.color_system,
+                    force_terminal=console.is_terminal).print(tab, crop=False)
     if hidden:
         console.print(f"[dim]left out to fit {console.width} columns: {', '.join(hidden)} "
                       "(--wide, --format markdown and the files have them)[/]")
