@@ -461,3 +461,52 @@ def test_piped_output_is_100_columns_for_every_command(args):
     r = CliRunner().invoke(app, args, env={"COLUMNS": None})
     assert r.exit_code == 0, r.stderr
     assert 80 < max(map(len, r.stdout.splitlines())) <= 100
+
+
+def _figures(monkeypatch):
+    figs = []
+    monkeypatch.setattr(plots, "save", lambda fig, path: figs.append((path.name, fig)) or path)
+    return figs
+
+
+def _labels(axis) -> list[str]:
+    axis.axes.figure.canvas.draw()
+    return [t.get_text() for t in axis.get_ticklabels() if t.get_text()]
+
+
+def test_plots_read_in_units_say_when_they_are_logarithmic_and_draw_the_baseline(monkeypatch, tmp_path):
+    """threads.png read "2.6x10^-4" seconds; a steps plot turned logarithmic without saying so;
+    a comparison with --baseline drew no baseline."""
+    if not plots.available():
+        pytest.skip("matplotlib is not installed")
+    cells = [cell(run_result("linreg", v, steps=[s * k] * 20), label=f"threads={n}", overrides={"threads": n})
+             for n, s in ((1, 2.6e-4), (2, 1.6e-4)) for v, k in (("manual", 1.0), ("autograd", 3.0))]
+    cells += [cell(run_result("mnist01", "autograd", steps=[2e-2] * 20)), cell(run_result("mnist01", "manual", steps=[1e-3] * 20))]
+    doc = document(cells)
+    cmp.refresh(doc, document([cell(run_result("mnist01", "autograd", steps=[3e-2] * 20))]))
+    figs = _figures(monkeypatch)
+    plots.write_all(doc, tmp_path, sections.plots(doc))
+    by_name = dict(figs)
+    (threads,) = by_name["threads.png"].axes
+    ticks = _labels(threads.yaxis)
+    assert all(t.endswith(" s") or t.endswith("µs") for t in ticks) and "200 µs" in ticks and threads.get_ylim()[0] == 0
+    (steps,) = by_name["steps_mnist01.png"].axes
+    assert steps.get_xscale() == "log" and steps.get_xlabel().endswith("(log scale)")
+    (mark,) = [line for line in steps.get_lines() if line.get_label() == "baseline median"]
+    assert list(mark.get_xdata()) == [3e-2]
+    (linear,) = by_name["steps_linreg.png"].axes
+    assert linear.get_xscale() == "linear" and "log" not in linear.get_xlabel()
+
+
+def test_the_width_plot_labels_widths_and_shares_plainly(monkeypatch, tmp_path):
+    """Two log axes labelled 10^3 and 10^-2: the widths and the % of peak are written out."""
+    if not plots.available():
+        pytest.skip("matplotlib is not installed")
+    from bpbench.studies import width as study
+    from test_explain import width_cell
+    figs = _figures(monkeypatch)
+    study.plot(study.derive([width_cell("autograd", "cpu", h, s, p) for h, s, p in
+                             ((500, 6e-4, 0.3), (2000, 1.2e-3, 0.9), (200_000, 0.19, 4.1))]), tmp_path)
+    ax, ax2 = figs[0][1].axes
+    assert {"500", "2,000", "200,000"} <= set(_labels(ax.xaxis)) and ax.get_xlabel().endswith("(log scale)")
+    assert _labels(ax2.yaxis) and all(label.endswith("%") for label in _labels(ax2.yaxis))
