@@ -86,3 +86,32 @@ def test_two_compares_into_one_output_dir_are_warned(cli, tmp_path, in_process_c
         assert any(n.startswith(warning) for n in json.loads((tmp_path / "results.json").read_text())["notes"])
     with cmp.output_lock(tmp_path) as again:
         assert again is None
+
+
+def test_an_output_dir_that_cannot_hold_the_lock_is_no_error(tmp_path, monkeypatch):
+    """A folder named like the lock, or a file system without flock: the comparison runs unwarned."""
+    import fcntl
+
+    from bpbench import comparison as cmp
+    from bpbench.comparison.execute import LOCK
+    (tmp_path / "a" / LOCK).mkdir(parents=True)
+    with cmp.output_lock(tmp_path / "a") as clash:
+        assert clash is None
+    monkeypatch.setattr(fcntl, "flock", lambda *a: (_ for _ in ()).throw(OSError(37, "No locks available")))
+    with cmp.output_lock(tmp_path / "b") as clash:
+        assert clash is None
+
+
+def test_a_ulimit_too_small_for_torch_itself_is_one_line():
+    """Below what torch's libraries map (about 3 GiB here) even importing torch fails: that was
+    an ImportError traceback ("failed to map segment from shared object")."""
+    import subprocess
+    import sys
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_AS, (2_500_000 * 1024, resource.RLIM_INFINITY))
+    r = subprocess.run([sys.executable, "-m", "bpbench", "run", "linreg"], capture_output=True, text=True,
+                       preexec_fn=limit, timeout=120)
+    assert r.returncode == 1 and r.stderr.count("\n") == 1, r.stderr
+    assert r.stderr.startswith("bpbench: error: out of memory loading the libraries (")
+    assert r.stderr.endswith("an address-space limit (ulimit -v) leaves too little for torch\n")

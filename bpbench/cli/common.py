@@ -116,6 +116,11 @@ class OneLineErrors(PlainHelp, typer.core.TyperGroup):
             fail(str(e))
         except RunFailed as e:
             fail(str(e), EXIT_FAILED)
+        except (ImportError, MemoryError) as e:
+            if not _out_of_address_space(e):
+                raise
+            fail(f"out of memory loading the libraries ({' '.join(str(e).split())[:200] or type(e).__name__}): "
+                 "an address-space limit (ulimit -v) leaves too little for torch", EXIT_FAILED)
         except OSError as e:   # a file the user named that the system refuses, a full stdout, ...
             fail(f"{e.filename}: {e.strerror}" if e.filename and e.strerror else e.strerror or str(e))
         except (typer.Abort, KeyboardInterrupt):
@@ -130,6 +135,11 @@ class OneLineErrors(PlainHelp, typer.core.TyperGroup):
             return super().invoke(ctx)
         except KeyboardInterrupt:   # before Typer turns it into a silent exit 130
             fail("interrupted", EXIT_INTERRUPTED)
+
+
+def _out_of_address_space(e: BaseException) -> bool:
+    """torch's shared libraries cannot be mapped (or Python cannot allocate) under `ulimit -v`."""
+    return isinstance(e, MemoryError) or "failed to map segment" in str(e) or "cannot allocate memory" in str(e)
 
 
 def _no_such_option(e) -> str:

@@ -139,21 +139,31 @@ def output_lock(output_dir: Path | None):
     except ImportError:     # not POSIX: no lock to take
         yield None
         return
-    output_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(output_dir / LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "?"
-            yield (f"another compare (pid {holder}) is writing into {output_dir} too: each rewrites results.json "
-                   "and results.csv with its own cells, so they will hold one comparison's cells, not both")
-            return
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        output_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(output_dir / LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
+    except OSError:      # a folder or link by that name, a read-only folder: no lock, no warning
         yield None
+        return
+    try:
+        yield _take(fd, fcntl, output_dir)
     finally:
         os.close(fd)     # releases the lock
+
+
+def _take(fd: int, fcntl, output_dir: Path) -> str | None:
+    """Lock `fd` and write this pid into it; or the warning naming the compare that holds it."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "?"
+        return (f"another compare (pid {holder}) is writing into {output_dir} too: each rewrites results.json "
+                "and results.csv with its own cells, so they will hold one comparison's cells, not both")
+    except OSError:      # a file system without locks (some network ones): nothing to tell
+        return None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return None
 
 
 def execute(cmp: Comparison, unavailable: set[str], repeat: int,

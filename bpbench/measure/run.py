@@ -210,6 +210,7 @@ class _Run:
     peak: dict | None = None
     analysis_s: float = 0.0
     contention: dict | None = None   # the timed loop's figures (measure.contention)
+    cut_short: str | None = None   # what Ctrl-C/SIGTERM stopped after the training loop had finished
 
     def sync(self) -> None:
         from bpbench.measure.timer import synchronize
@@ -320,7 +321,10 @@ def _train(run: _Run, profile_lines: bool, on_log, on_epoch, step_counter=None) 
         _judge_the_end(res, check)
         t0 = time.perf_counter()
         if not run.stopped:
-            run.metrics, run.extra = run.task.metrics(learner), run.task.extra(learner)
+            try:
+                run.metrics, run.extra = run.task.metrics(learner), run.task.extra(learner)
+            except KeyboardInterrupt:   # the training is finished: it is kept, without these
+                run.cut_short, run.metrics, run.extra = "the final metrics", {}, {}
         run.sync()
         run.eval_s = res.eval_s + time.perf_counter() - t0
     run.rss = rss
@@ -351,13 +355,18 @@ def _analyse(run: _Run, profile_ops: bool, trace_file) -> None:
     from bpbench.measure.flops import counted_step
     t0 = time.perf_counter()
     x1, y1 = run.session.sample_batches()[0]
-    if not run.stopped:   # a broken model has nothing to count or profile (and BCELoss refuses NaN)
+    if run.stopped or run.cut_short:   # a broken model has nothing to count (and BCELoss refuses NaN)
+        run.analysis_s = time.perf_counter() - t0
+        return
+    try:
         if profile_ops:
             run.profile = opprofile.profile_steps(run.learner, x1, y1, run.device, trace_file=trace_file)
         if run.cfg.get("flops") is not False:
             run.flops = counted_step(run.info.name, run.cfg, run.learner, x1, y1, run.sync,
                                      cuda_memory=run.device.type == "cuda")
             run.peak = peak.get(run.device, next(iter(run.learner.params().values())).dtype)
+    except KeyboardInterrupt:   # each of these rewinds the learner: the trained model is the run's
+        run.cut_short, run.profile, run.flops, run.peak = "the FLOP count, peak and profile", None, None, None
     run.analysis_s = time.perf_counter() - t0
 
 
@@ -376,7 +385,7 @@ def _result(run: _Run) -> RunResult:
         env=env.collect(run.device), variant_details=run.details, flops=run.flops,
         throughput=throughput(run.flops["per_step"], times.median, run.peak) if run.flops else None,
         profile=run.profile, warnings=_warnings(run, times), extra=run.extra)
-    _set_status(result, res)
+    _set_status(result, res, run.cut_short)
     return result
 
 
@@ -412,7 +421,7 @@ def _memory(run: _Run) -> Memory:
                   cublas_workspace_mib=flops.pop("cublas_workspace_mib", None))
 
 
-def _set_status(result: RunResult, res) -> None:
+def _set_status(result: RunResult, res, cut_short: str | None = None) -> None:
     if res.diverged_at is not None:
         result.status = "diverged"
         what = res.diverged_reason or ("the model's values became NaN/inf" if res.diverged_inside
@@ -422,3 +431,7 @@ def _set_status(result: RunResult, res) -> None:
         result.status = "interrupted"
         result.error = (f"interrupted in epoch {res.interrupted_at}: the {res.interrupted_at - 1:,} finished "
                         f"epoch(s) are kept (the parameters as the interrupt left them)")
+    elif cut_short is not None:
+        result.status = "interrupted"
+        done = res.history[-1]["epoch"] if res.history else 0
+        result.error = f"interrupted after training, in {cut_short}: the {done:,} epoch(s) are kept, without it"
