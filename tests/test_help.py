@@ -65,3 +65,11 @@ def test_shell_completion_offers_the_registries_names():
     assert '"xor"' in complete("bpbench run bce --data ") and '"offline"' not in complete("bpbench run bce --data ")
     assert '"scatter30"' in complete("bpbench run linreg --data s")
     assert '"offline"' in complete("bpbench run mnist01 --data ") and '"mnist"' in complete("bpbench gradcheck mnist01 --data ")
+
+
+@pytest.mark.parametrize("columns", ["0", "-5", "abc"])
+def test_a_columns_value_that_is_no_width_is_ignored(columns):
+    """COLUMNS=0: rich took 0 for the width and printed nothing at all, help and tables alike."""
+    for args, shows in ((["--help"], "Train one experiment"), (["list"], "linreg")):
+        r = CliRunner().invoke(app, args, env={"COLUMNS": columns})
+        assert r.exit_code == 0 and shows in r.stdout, (args, r.stdout)

@@ -98,6 +98,7 @@ class OneLineErrors(PlainHelp, typer.core.TyperGroup):
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         _usable_streams()
+        _usable_columns()
         try:
             os.getcwd()
         except FileNotFoundError:    # torch's own libraries abort the process from a deleted cwd
@@ -154,6 +155,14 @@ def _no_such_option(e) -> str:
     picks = close + [b for b in bare if typed and b.startswith(typed) and b not in close]
     return f"No such option: {e.option_name}" + (f" (did you mean {' or '.join(bare[b] for b in picks[:3])}?)"
                                                   if picks else "")
+
+
+def _usable_columns() -> None:
+    """A $COLUMNS that is no width (0, -5, "abc") is dropped, as if unset: rich took 0 for a
+    width and printed nothing at all (tables, help)."""
+    value = os.environ.get("COLUMNS")
+    if value is not None and not (value.strip().isdigit() and int(value) > 0):
+        del os.environ["COLUMNS"]
 
 
 def _usable_streams() -> None:
