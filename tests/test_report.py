@@ -503,7 +503,7 @@ def test_the_width_plot_labels_widths_and_shares_plainly(monkeypatch, tmp_path):
     if not plots.available():
         pytest.skip("matplotlib is not installed")
     from bpbench.studies import width as study
-    from test_explain import width_cell
+    from test_flops_and_profiles import width_cell
     figs = _figures(monkeypatch)
     study.plot(study.derive([width_cell("autograd", "cpu", h, s, p) for h, s, p in
                              ((500, 6e-4, 0.3), (2000, 1.2e-3, 0.9), (200_000, 0.19, 4.1))]), tmp_path)
