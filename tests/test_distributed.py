@@ -88,7 +88,7 @@ def test_nproc_from_set_and_from_a_config_file(cli, tmp_path):
      "--nproc 2 is more ranks than the batch has samples (1, the whole training set); every rank needs "
      "at least one: use fewer ranks"),
     (["mnist01", "--variant", "ddp", "--nproc", "2", "--profile-ops"],
-     "--profile-ops and --trace-file profile one process; the ddp variant trains with 2 ranks: profile its "
+     "--profile-ops and --trace-file profile one process; the ddp variant trains with 2 rank(s): profile its "
      "reference variant (autograd) instead"),
     (["mnist01", "--variant", "allreduce", "--nproc", "2", "--trace-file", "t.json"],
      "profile its reference variant (manual) instead"),

@@ -168,7 +168,7 @@ def execute(info, cfg: dict[str, Any], *, profile_lines: bool = False, profile_o
     """Rank 0's merged result (None on the other ranks under torchrun)."""
     if profile_ops:   # torch.profiler sees one process; N ranks' profiles would be N documents
         raise BadInput(f"--profile-ops and --trace-file profile one process; the {cfg['variant']} variant "
-                       f"trains with {cfg.get('nproc') or 1} ranks: profile its reference variant "
+                       f"trains with {cfg.get('nproc') or 1} rank(s): profile its reference variant "
                        f"({variants.reference_of(cfg['variant'], cfg)[0]}) instead")
     cfg = resolve(cfg, info.footprint(cfg).samples)
     if under_torchrun():
