@@ -170,8 +170,9 @@ def execute(info, cfg: dict[str, Any], *, profile_lines: bool = False, profile_o
         from bpbench.measure import instructions
         return instructions.execute(info.name, instructions.counted_config(cfg), on_log)
     if variants.get(cfg["variant"]).distributed:
+        _check_loglevel()
         from bpbench.measure import distributed
-        return distributed.execute(info, cfg, profile_lines=profile_lines, on_log=on_log)
+        return distributed.execute(info, cfg, profile_lines=profile_lines, profile_ops=profile_ops, on_log=on_log)
     from bpbench.measure.run import execute_in_process
     return execute_in_process(info, cfg, profile_lines=profile_lines, profile_ops=profile_ops,
                               trace_file=trace_file, on_log=on_log, on_epoch=on_epoch)
@@ -190,6 +191,17 @@ def check_metric(metric: str, cfg: dict[str, Any] | None = None, profiling: bool
         if cfg is not None:
             instructions.check_run(cfg, variants.get(cfg["variant"]).distributed)
     return metric
+
+
+def _check_loglevel() -> None:
+    """torch elastic hands $LOGLEVEL to logging as it is, on import: a level logging does not know
+    ("info", "verbose") would end a data-parallel run in a traceback."""
+    import logging
+    import os
+    level = os.environ.get("LOGLEVEL")
+    if level is not None and level not in logging.getLevelNamesMapping():
+        raise BadInput(f"LOGLEVEL={level[:40]!r} is not a logging level (torch elastic reads it): use one of "
+                       f"{', '.join(logging.getLevelNamesMapping())}, or unset it")
 
 
 def resolve(experiment: str, config: str | Path | None = None, **flags: Any):
@@ -242,11 +254,12 @@ def compare(*targets: str, devices: Iterable[str] = (), variants: Iterable[str] 
             repeat: int = 1, output_dir: str | Path | None = None, baseline: dict[str, Any] | None = None,
             threshold: float | None = None, overrides: dict[str, Any] | None = None,
             threads: list[int] | None = None, on_cell=None, metric: str = "time",
-            **study_options: Any) -> Comparison:
+            on_warning: Callable[[str], None] | None = None, **study_options: Any) -> Comparison:
     """Run the experiment matrix or a study (`compare("width", widths=[500, 200000])`), each cell in
     a fresh process; returns the derived comparison, its cells measured by `metric` (time, or
     instructions under callgrind: CPU cells only). Ctrl-C raises KeyboardInterrupt after the
-    finished cells are kept (in `output_dir`, when given)."""
+    finished cells are kept (in `output_dir`, when given). `on_warning` hears, before any cell
+    runs, that another comparison is writing into `output_dir` (the document's notes say it too)."""
     from bpbench import comparison as cmp
     from bpbench.measure import env
     from bpbench.results.noise import MIN_CHANGE
@@ -256,10 +269,17 @@ def compare(*targets: str, devices: Iterable[str] = (), variants: Iterable[str] 
         devices = _counted_devices(list(devices))
     preset, cells, unavailable, notes = plan(targets, devices=devices, variants=variants, preset=preset,
                                              study_options=study_options, overrides=overrides, threads=threads)
+    cmp.check_repeat(cells, repeat)
     out = Path(output_dir) if output_dir is not None else None
-    comparison = cmp.Comparison(preset, cells, notes, out, baseline, env.collect(), threshold or MIN_CHANGE, metric)
-    try:
-        cmp.execute(comparison, set(unavailable), repeat, on_cell)
-    except KeyboardInterrupt:
-        raise ComparisonInterrupted(Comparison(comparison.doc)) from None
+    with cmp.output_lock(out) as clash:
+        if clash:
+            notes.append(clash)
+            if on_warning:
+                on_warning(clash)
+        comparison = cmp.Comparison(preset, cells, notes, out, baseline, env.collect(), threshold or MIN_CHANGE,
+                                    metric)
+        try:
+            cmp.execute(comparison, set(unavailable), repeat, on_cell)
+        except KeyboardInterrupt:
+            raise ComparisonInterrupted(Comparison(comparison.doc)) from None
     return Comparison(comparison.doc)

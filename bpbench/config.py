@@ -54,8 +54,8 @@ def non_negative_int(key: str, v: Any) -> int:
 def thread_count(key: str, v: Any) -> int:
     """CPU threads: at most 8 per core this process may use (at least 64): OpenMP dies on far more
     (100,000 threads segfault libgomp, 2**31 overflows torch.set_num_threads)."""
-    import os
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    from bpbench.processes import usable_cores
+    cores = usable_cores()
     most = max(64, 8 * cores)
     n = _int_in(key, v, 1, math.inf, "a positive integer")
     if n > most:
@@ -117,6 +117,7 @@ def one_of(*choices: str) -> Validator:
         if v not in choices:
             raise BadInput(f"unknown {key} {quoted(v)} (choose from: {', '.join(choices)})")
         return v
+    check.choices = choices       # for --help and shell completion
     return check
 
 
@@ -125,6 +126,12 @@ def int_list(key: str, v: Any) -> list[int]:
     if not isinstance(items, list) or not items:
         raise BadInput(f"{key} must be a list of positive integers, got {quoted(v)}")
     return [positive_int(key, i) for i in items]
+
+
+# What a validator's values are called in --help.
+VALUE_NAMES: dict[Validator, str] = {positive_int: "N", non_negative_int: "N", thread_count: "N", seed: "N",
+                                     positive_float: "X", fraction: "F", batch_size: "full|N",
+                                     int_list: "N,N,...", text: "NAME"}
 
 
 @dataclass(frozen=True)
@@ -139,11 +146,22 @@ class Key:
     help: str
     panel: str = "Training"
     boolean: bool = False            # an on/off flag: --name/--no-name
-    metavar: str = "TEXT"            # what --help shows for the value
+    metavar: str | None = None       # what --help shows for the value (None: what the validator implies)
     label: str | None = None         # its short name in a comparison cell's label ("H=500")
 
     def __call__(self, key: str, v: Any) -> Any:
         return self.check(key, v)
+
+    @property
+    def value_name(self) -> str:
+        """--help's name for the value: the declared metavar, else the choices (when they are
+        short enough not to fold in a narrow terminal), else what the validator takes (N, X, ...)."""
+        if self.metavar:
+            return self.metavar
+        choices = getattr(self.check, "choices", ())
+        if choices and len("|".join(choices)) <= 12:
+            return "|".join(choices)
+        return VALUE_NAMES.get(self.check, "NAME" if choices else "VALUE")
 
     def flag(self, name: str) -> str:
         dashed = name.replace("_", "-")

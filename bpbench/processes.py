@@ -58,13 +58,18 @@ def start_child(argv: list[str], **popen_kwargs):
 
 def stop_group(proc) -> None:
     """End a child's whole process group (it was started in a session of its own): SIGTERM,
-    then SIGKILL if it has not gone within 5 s."""
+    then SIGKILL if it has not gone within 5 s. The child's pipes are closed right after the
+    SIGTERM: nobody reads them any more, and a child writing into a full one (a cell printing its
+    partial result) would block there until the SIGKILL; closed, its write fails at once."""
     import subprocess
     for sig in (signal.SIGTERM, signal.SIGKILL):
         try:
             os.killpg(proc.pid, sig)
         except ProcessLookupError:
             return
+        for pipe in (getattr(proc, "stdout", None), getattr(proc, "stderr", None)):
+            if pipe is not None:
+                pipe.close()
         try:
             proc.wait(timeout=5)
             return
@@ -78,6 +83,12 @@ def child_setup() -> None:
     parent = os.environ.pop(PARENT_ENV, None)
     if parent is not None:
         die_with_parent(int(parent))
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity, which a container or taskset narrows),
+    not merely those the machine has."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def set_process_name(name: str) -> None:

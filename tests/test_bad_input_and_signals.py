@@ -534,3 +534,31 @@ def test_closed_or_ascii_streams_do_not_raise(monkeypatch):
     sys.stderr.write("· µs")
     sys.stderr.flush()
     assert ascii_err.buffer.getvalue() == b"\\xb7 \\xb5s"
+
+
+@pytest.mark.parametrize("where,what", [("counted_step", "the FLOP count, peak and profile"),
+                                        ("metrics", "the final metrics")])
+def test_ctrl_c_after_training_keeps_the_trained_result(cli, tmp_path, monkeypatch, where, what):
+    """The FLOP count and the first peak measurement take seconds after the loop: a Ctrl-C there
+    lost the whole finished run."""
+    from bpbench.measure import flops
+    from bpbench.measure import run as runner
+
+    def interrupt(*a, **k):
+        raise KeyboardInterrupt
+
+    def interrupted_metrics(*a):
+        task, learner, session = build(*a)
+        task.metrics = interrupt
+        return task, learner, session
+    build = runner.build_session
+    if where == "counted_step":
+        monkeypatch.setattr(flops, "counted_step", interrupt)
+    else:
+        monkeypatch.setattr(runner, "build_session", interrupted_metrics)
+    out = tmp_path / "r.json"
+    r = cli("run", "linreg", "--epochs", "30", "--output", out)
+    assert r.exit_code == 130 and r.stderr == (f"bpbench: error: interrupted after training, in {what}: the 30 "
+                                               "epoch(s) are kept, without it\n")
+    kept = json.loads(out.read_text())
+    assert kept["status"] == "interrupted" and len(kept["history"]) == 30 and kept["flops"] is None

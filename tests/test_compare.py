@@ -325,3 +325,23 @@ def test_interrupt_keeps_finished_cells(tmp_path, sig):
     assert children and not [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
 
 
+
+
+def test_a_stopped_cell_writing_into_its_pipe_ends_without_sigkill():
+    """compare stops reading a cell when it stops it; a cell that answers SIGTERM by printing
+    (its partial result, more than a pipe holds) must fail at once on the closed pipe, not block
+    until the SIGKILL that follows 5 s later."""
+    from bpbench import processes
+    child = ("import signal, sys, time\n"
+             "def stop(signum, frame):\n"
+             "    sys.stdout.write('x' * 2**20)\n"
+             "    sys.stdout.flush()\n"
+             "    sys.exit(0)\n"
+             "signal.signal(signal.SIGTERM, stop)\n"
+             "print('ready', flush=True)\n"
+             "time.sleep(60)\n")
+    proc = processes.start_child([sys.executable, "-c", child], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                 text=True, start_new_session=True)
+    assert proc.stdout.readline() == "ready\n"
+    processes.stop_group(proc)
+    assert proc.returncode not in (None, -signal.SIGKILL) and proc.stdout.closed

@@ -5,6 +5,7 @@ Ranks are forked from the process that launches them (pytest here, in-process Cl
 a 2-rank run costs about a second; the failure tests run `bpbench` in a subprocess to kill it."""
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -73,12 +74,28 @@ def test_nproc_from_set_and_from_a_config_file(cli, tmp_path):
     (["mnist01", "--variant", "ddp", "--set", "nproc=-2"], "--nproc must be a positive integer"),
     (["mnist01", "--variant", "ddp", "--backend", "nccl"], "--backend nccl all-reduces CUDA tensors"),
     (["mnist01", "--variant", "ddp", "--backend", "mpi"], "unknown --backend 'mpi'"),
-    (["mnist01", "--variant", "allreduce", "--nproc", "3", "--batch-size", "2"],
-     "--nproc 3 is more ranks than the batch has samples (2)"),
+    (["mnist01", "--variant", "allreduce", "--nproc", "2", "--batch-size", "1"],
+     "--nproc 2 is more ranks than the batch has samples (1); every rank needs at least one: use fewer ranks "
+     "or a larger --batch-size"),
     (["mnist01", "--nproc", "2"], "--nproc does not apply to the autograd variant (variants that take it: ddp, allreduce)"),
     (["width", "--variant", "allreduce"], "unknown variant 'allreduce' for width"),   # no hand-written backward
+    # bounded by the machine (one core or GPU a rank) and by the batch, before a rank starts
+    (["mnist01", "--variant", "ddp", "--nproc", "100000"],
+     "--nproc 100000 is more ranks than this machine can run (one core per rank; this process may use "),
+    (["mnist01", "--variant", "allreduce", "--nproc", "99999999999999999999"],
+     "--nproc 99999999999999999999 is more ranks than this machine can run"),
+    (["bce", "--variant", "allreduce", "--nproc", "2"],            # seed 002: one sample
+     "--nproc 2 is more ranks than the batch has samples (1, the whole training set); every rank needs "
+     "at least one: use fewer ranks"),
+    (["mnist01", "--variant", "ddp", "--nproc", "2", "--profile-ops"],
+     "--profile-ops and --trace-file profile one process; the ddp variant trains with 2 rank(s): profile its "
+     "reference variant (autograd) instead"),
+    (["mnist01", "--variant", "allreduce", "--nproc", "2", "--trace-file", "t.json"],
+     "profile its reference variant (manual) instead"),
 ])
-def test_bad_input_is_one_line_before_any_rank_starts(cli, args, msg):
+def test_bad_input_is_one_line_before_any_rank_starts(cli, args, msg, monkeypatch):
+    from bpbench.measure import distributed
+    monkeypatch.setattr(distributed, "launch", lambda *a: pytest.fail("ranks were started"))
     r = cli("run", *args)
     assert r.exit_code == 2, r.stdout
     assert r.stderr.strip().splitlines() == [f"bpbench: error: {r.stderr.split('error: ', 1)[1].strip()}"]
@@ -95,8 +112,6 @@ def test_nccl_or_cuda_without_gpus_is_bad_input(cli):
 
 
 @pytest.mark.parametrize("args,msg", [
-    (["bce", "--variant", "allreduce", "--nproc", "2"],            # seed 002: one sample
-     "--nproc 2 is more ranks than the batch has samples (1)"),
     (["mnist01", "--variant", "ddp", "--nproc", "2", "--batch-size", "12664"],   # 12,665 = 12,664 + 1
      "--nproc 2 is more ranks than the last batch of each epoch (after the full ones of 12664) has samples (1)"),
 ])
@@ -119,6 +134,35 @@ def test_divergence_ends_every_rank_exit_3(cli, tmp_path):
     saved = json.loads(out.read_text())
     assert saved["status"] == "diverged" and saved["history"][-1]["epoch"] == 17
     assert saved["distributed"]["world_size"] == 2
+
+
+def test_a_launch_leaves_no_folder_in_the_temp_dir(cli, tmp_path, monkeypatch):
+    """torch elastic's logs and error files go to a folder of the launch's own, removed with it
+    (by default each launch left a torchelastic_* folder in the temp dir)."""
+    import tempfile
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    assert cli.json("run", "linreg", "--variant", "allreduce", "--nproc", "2", "--epochs", "3")["status"] == "ok"
+    # (torch's own compile cache, torchinductor_USER, is a cache meant to stay)
+    assert [p.name for p in tmp_path.iterdir() if not p.name.startswith("torchinductor_")] == []
+
+
+@pytest.mark.parametrize("env,msg", [
+    ({"LOCAL_RANK": "0"}, "TORCHELASTIC_RUN_ID is set, as torchrun sets it for its ranks, but RANK, WORLD_SIZE, "
+                          "LOCAL_WORLD_SIZE, MASTER_ADDR, MASTER_PORT are not: start the run with torchrun, "
+                          "or unset TORCHELASTIC_RUN_ID"),
+    ({"RANK": "0", "WORLD_SIZE": "two", "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "2", "MASTER_ADDR": "localhost",
+      "MASTER_PORT": "29500"}, "torchrun's WORLD_SIZE must be a non-negative integer, got 'two'"),
+    ({"RANK": "3", "WORLD_SIZE": "2", "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "2", "MASTER_ADDR": "localhost",
+      "MASTER_PORT": "29500"}, "torchrun's environment does not describe a world (RANK 3 of WORLD_SIZE 2"),
+])
+def test_a_partial_torchrun_environment_is_one_line(cli, monkeypatch, env, msg):
+    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "leftover")
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    r = cli("run", "mnist01", "--variant", "ddp")
+    assert r.exit_code == 2 and r.stderr.startswith(f"bpbench: error: {msg}") and r.stderr.count("\n") == 1, r.stderr
 
 
 # ---------------------------------------------------------------- failures of a running job
@@ -159,34 +203,47 @@ def test_a_rank_that_dies_stops_every_rank_and_is_named(cli):
     assert _all_gone(seen["family"])   # no hung rank, no orphaned RSS monitor
 
 
-def _start_long_run():
+def _start_long_run(*extra, **popen):
     """`bpbench run` in a subprocess, returned once rank 0 has logged its first epoch."""
-    proc = subprocess.Popen([sys.executable, "-m", "bpbench", *LONG_RUN, "--log-every", "1"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-m", "bpbench", *LONG_RUN, "--log-every", "1", *map(str, extra)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
     assert proc.stdout.readline().startswith("Epoch [1/100000]")
+    out: list[str] = []
     err: list[str] = []
-    readers = [threading.Thread(target=lambda: [None for _ in proc.stdout]),   # keep the pipe flowing
+    readers = [threading.Thread(target=lambda: out.extend(proc.stdout)),   # keep the pipes flowing
                threading.Thread(target=lambda: err.extend(proc.stderr))]
     for t in readers:
         t.start()
-    return proc, psutil.Process(proc.pid).children(recursive=True), readers, err
+    return proc, psutil.Process(proc.pid).children(recursive=True), readers, (out, err)
 
 
 @pytest.mark.e2e
-def test_ctrl_c_stops_every_rank():
-    proc, family, readers, err = _start_long_run()
-    proc.send_signal(signal.SIGINT)
+@pytest.mark.parametrize("to,sig", [("launcher", signal.SIGTERM), ("process group", signal.SIGINT)])
+def test_ctrl_c_or_sigterm_keeps_what_rank_0_finished(tmp_path, to, sig):
+    """As in one process: the epochs rank 0 finished are shown and written to --output (status
+    "interrupted"), exit 130, whether the signal reaches the launcher alone (kill) or every rank
+    too (Ctrl-C in a terminal); every rank stops, and the launch leaves no folder in the temp dir
+    (torch elastic's torchelastic_* logs would stay there)."""
+    temp, out = tmp_path / "tmp", tmp_path / "r.json"
+    temp.mkdir()
+    proc, family, readers, (stdout, stderr) = _start_long_run(
+        "--output", out, env={**os.environ, "TMPDIR": str(temp)}, start_new_session=True)
+    (os.killpg if to == "process group" else os.kill)(proc.pid, sig)
     proc.wait(timeout=30)
     for t in readers:
         t.join(timeout=10)
     assert _all_gone(family)
-    # (Typer turns the KeyboardInterrupt into exit 130 before bpbench can print its line)
-    assert proc.returncode == 130 and err in ([], ["bpbench: error: interrupted\n"])
+    assert proc.returncode == 130 and len(stderr) == 1 and stderr[0].startswith("bpbench: error: interrupted in epoch ")
+    kept = json.loads(out.read_text())
+    assert kept["status"] == "interrupted" and kept["distributed"]["world_size"] == 2
+    assert [h["epoch"] for h in kept["history"]] == list(range(1, len(kept["history"]) + 1)) and kept["history"]
+    assert any("INTERRUPTED" in line for line in stdout) and f"result written to {out}\n" in stdout
+    assert list(temp.iterdir()) == []
 
 
 @pytest.mark.e2e
 def test_a_killed_launcher_leaves_no_orphans():
-    proc, family, readers, err = _start_long_run()
+    proc, family, readers, _ = _start_long_run()
     proc.kill()
     proc.wait(timeout=10)
     assert len(family) == 2 and _all_gone(family)    # 2 ranks (peak RSS is the kernel's mark: no monitor process)
@@ -223,7 +280,7 @@ def test_under_torchrun_bpbench_is_one_rank_of_its_world():
 # ---------------------------------------------------------------- the scaling study
 
 def test_scaling_plans_strong_and_weak_cells_up_to_the_cores(monkeypatch):
-    monkeypatch.setattr(scaling.os, "sched_getaffinity", lambda pid: set(range(6)))
+    monkeypatch.setattr(scaling, "usable_cores", lambda: 6)
     assert scaling.default_nprocs("cpu") == [1, 2, 4, 6]
     cells = scaling.plan(["cpu"], [], {"weak_batch": 100, "updates": 7}, {"nprocs": [1, 2]})
     got = [(c.tag, c.variant, dict(c.overrides)["batch_size"], dict(c.overrides)["nproc"]) for c in cells]
@@ -280,3 +337,26 @@ def test_compare_scaling(cli, tmp_path, in_process_cells, quiet_machine):
     from bpbench.report import plots
     if plots.available():
         assert (out / "scaling.png").stat().st_size > 1000
+
+
+@pytest.mark.parametrize("level", ["info", "", "verbose"])
+def test_a_loglevel_torch_elastic_cannot_take_is_one_line(cli, monkeypatch, level):
+    """torch elastic passes $LOGLEVEL to logging as it is when imported ("info": a traceback)."""
+    monkeypatch.setenv("LOGLEVEL", level)
+    r = cli("run", "linreg", "--variant", "allreduce", "--nproc", "2")
+    assert r.exit_code == 2 and r.stderr == (f"bpbench: error: LOGLEVEL={level!r} is not a logging level (torch "
+                                             "elastic reads it): use one of CRITICAL, FATAL, ERROR, WARN, WARNING, "
+                                             "INFO, DEBUG, NOTSET, or unset it\n")
+
+
+@pytest.mark.parametrize("value,msg", [("abc", "must be a positive integer, got 'abc'"),
+                                       ("100000", "must be at most ")])
+def test_omp_num_threads_for_the_ranks_is_checked_before_they_start(cli, monkeypatch, value, msg):
+    """Each rank takes OMP_NUM_THREADS threads: text was a ValueError traceback, 100,000 a rank
+    failing with "Resource temporarily unavailable"."""
+    from bpbench.measure import distributed
+    monkeypatch.setenv("OMP_NUM_THREADS", value)
+    monkeypatch.setattr(distributed, "_run_ranks", lambda *a: pytest.fail("ranks were started"))
+    r = cli("run", "linreg", "--variant", "allreduce", "--nproc", "2")
+    assert r.exit_code == 2 and r.stderr.startswith(f"bpbench: error: OMP_NUM_THREADS {msg}") and \
+        r.stderr.count("\n") == 1

@@ -140,3 +140,34 @@ def test_small_params():
     ps = {"w": torch.tensor([[2.0]]), "b": torch.tensor([1.0, 2.0])}
     assert runner.small_params(ps) == {"w": 2.0, "b": [1.0, 2.0]}
     assert runner.small_params({"big": torch.zeros(100)}) is None
+
+
+def test_line_profile_increments_never_exceed_the_peak():
+    """memory_profiler measured a nested profiled function's first line from the caller's lines
+    or from zero (the whole footprint again at every call) and summed a line's rises over its
+    occurrences; here each call is measured in its own frame and a line keeps its largest rise."""
+    import re
+
+    from bpbench.measure.memory import LineProfile, rss_mib
+
+    class Net:
+        def inner(self):
+            block = bytearray(20 * 2**20)
+            block[::4096] = b"\1" * len(range(0, len(block), 4096))   # touched: resident
+            del block
+
+        def outer(self):
+            self.inner()
+            return 1
+
+    net, lines = Net(), LineProfile()
+    lines.attach(net, "inner")
+    lines.attach(net, "outer")
+    for _ in range(10):
+        net.outer()
+    table = lines.table()
+    rows = [tuple(map(float, m.groups())) for m in re.finditer(r"^\s*\d+\s+([\d.]+) MiB\s+(-?[\d.]+) MiB\s+(\d+)", table, re.M)]
+    assert len(rows) == 7 and all(n in (10, 20) for _, _, n in rows)      # both functions, every call
+    assert max(inc for _, inc, _ in rows) < 25                            # one block, not ten, not the footprint
+    assert max(mem for mem, _, _ in rows) <= rss_mib() + 25
+    assert "Increment: the most one execution" in table

@@ -55,3 +55,19 @@ def test_repeats_widen_the_interval_with_the_spread_between_runs():
     single = noise.relative_noise([one])
     both = noise.relative_noise([one, other])
     assert single < 0.02 and both > 0.05
+
+
+def test_step_times_that_are_no_measurement_give_no_verdict():
+    good = [1e-4] * 50
+    for bad in (float("nan"), float("inf"), -1e-4, 0.0, "1e-4", True):
+        assert not noise.valid([[*good[:-1], bad]]) and noise.ratio([[*good[:-1], bad]], [good]) is None
+        assert noise.relative_noise([[bad] * 50]) is None
+    assert noise.valid([good, [2e-4]])
+
+
+def test_a_huge_step_is_slower_beyond_the_noise_not_within_it():
+    """1e308 s against 1e-4 s: the ratio overflows float64; in logs it stays inf, and a quantile
+    between infs is no longer NaN (which no interval test passes: "within the noise")."""
+    r = noise.ratio([[1e308] * 50], [[1e-4] * 50])
+    assert r.significant() and r.slower_beyond(0.10) and r.median.value == float("inf")
+    assert noise.ratio([[1e-4] * 50], [[1e308] * 50]).significant()

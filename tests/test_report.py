@@ -56,18 +56,22 @@ def report_app():
 
 def study_doc(devices):
     """A comparison of the three studies' cells on `devices`, with ranks up to 16 (the widest
-    numbers a scaling row has: 8-digit samples/s, 'comm (share)', '19.75x')."""
+    numbers a scaling row has: 8-digit samples/s, 'comm (share)', '19.75x'). Each ddp cell has its
+    parity reference (autograd, one process), which it matches."""
     cells = []
+    digest = {"param_digest": {"w": {"norm": 1.0, "sum": 1.0, "head": [1.0]}}}
     for device in devices:
         for mode in ("strong", "weak"):
             for n in (1, 2, 4, 16):
                 batch = 12665 if mode == "strong" else 128 * n
                 step = 1.35e-2 / (n if mode == "strong" else 1) * (1 + 0.1 * (n > 1))   # 91% efficient
-                run = run_result("mnist01", "ddp", device, steps=[step] * 20,
+                run = run_result("mnist01", "ddp", device, steps=[step] * 20, reference_variant="autograd",
                                  distributed={"global_batch": batch, "per_rank_batch": batch // n,
                                               "comm_s_median": 1.23e-3 if n > 1 else None,
-                                              "comm_share": 0.12 if n > 1 else None})
+                                              "comm_share": 0.12 if n > 1 else None}, **digest)
                 run["env"].update(cpu_count=16, threads=1)
+                cells.append(cell(run_result("mnist01", "autograd", device, steps=[step * n] * 20, **digest),
+                                  study="scaling", label=f"{mode} N={n}", overrides={"batch_size": batch}))
                 cells.append(cell(run, study="scaling", label=f"{mode} N={n}",
                                   overrides={"nproc": n, "batch_size": batch}))
         for h, s in ((500, 6e-4), (200_000, 8.4e-2)):
@@ -337,3 +341,172 @@ def test_the_source_figures_say_how_they_were_computed():
     print_run(r, con)
     text = con.export_text()
     assert "train accuracy the source's way" in text and "updates before the source's last forward pass" in text
+
+
+def _doc_with(steps, **timing):
+    fast = cell(run_result(variant="manual", steps=[1e-4] * 19))
+    run = run_result(variant="autograd", steps=steps)
+    run["timing"].update(timing)
+    doc = document([fast, cell(run)])
+    cmp.refresh(doc, None)
+    return doc
+
+
+@pytest.mark.parametrize("bad,why", [(float("nan"), "a step time is nan"), (float("inf"), "a step time is inf"),
+                                     (-1e-4, "a step time is -0.0001"), (0.0, "a step time is 0.0"),
+                                     (5.0, "a step of 5 s is longer than the whole run (0.0039 s)")])
+def test_report_renders_times_that_are_no_measurement_as_invalid(cli, tmp_path, bad, why):
+    """A damaged or edited results.json (negative or zero step times, a step longer than its run),
+    or a document from Python (NaN, inf: JSON has neither, and the reader refuses them in a file),
+    were shown as "nan µs", "infx" and compared."""
+    from rich.console import Console
+    doc = _doc_with([1e-4] * 18 + [bad], total_s=0.0039)
+    if bad == bad and abs(bad) != float("inf"):
+        r = cli("report", write(tmp_path / "results.json", doc))
+        assert r.exit_code == 0, r.stderr
+        out = r.stdout
+    else:
+        console = Console(width=100, file=io.StringIO(), color_system=None)
+        report.print_comparison(doc, console)
+        out = console.file.getvalue()
+    row = next(line for line in out.splitlines() if "autograd" in line and "│" in line)
+    assert "invalid" in row and not any(w in out for w in ("nan µs", "nanx", "inf µs", "infx", "-100 µs"))
+    assert f"timing invalid ({why})" in " ".join(out.split())
+    assert "fastest per step" not in out and "clearly faster" not in out   # no verdict from it
+
+
+def test_a_huge_step_is_never_within_the_noise(cli, tmp_path):
+    """1e308 s against 1e-4 s: the bootstrap's ratios overflowed to NaN, read as 'within the noise'."""
+    path = write(tmp_path / "results.json", _doc_with([1e308] * 19, train_s=1e308, total_s=1e308))
+    r = cli("report", path)
+    text = " ".join(r.stdout.split())
+    assert r.exit_code == 0 and "within the measured noise" not in text
+    assert "fastest per step is manual (100 µs); autograd far slower (1e+308 s a step)" in text
+
+
+def test_a_fast_variant_whose_file_names_no_reference_is_not_left_unchecked(cli, tmp_path):
+    """`reference_variant: null` in a compiled cell's result skipped its parity check silently:
+    the registry says it must match autograd, so it is checked, and the file's word is a reason."""
+    digest = {"param_digest": {"w": {"norm": 1.0, "sum": 1.0, "head": [1.0]}}}
+    ref = cell(run_result(variant="autograd", **digest))
+    fast = cell(run_result(variant="compiled", reference_variant=None, **digest))
+    path = write(tmp_path / "results.json", document([ref, fast]))
+    r = cli("report", path, "--json")
+    compiled = next(c for c in json.loads(r.stdout)["cells"] if c["variant"] == "compiled")
+    assert compiled["status"] == "mismatch" and compiled["summary"]["parity_reference"] == "autograd"
+    assert compiled["error"] == "its result names reference variant None, but the compiled variant must match 'autograd'"
+
+
+@pytest.mark.parametrize("profiled,says,never", [
+    (3e-4, "100 µs in the timed loop: the difference is mostly the profiler's own cost", "longer"),
+    (5e-5, "100 µs in the timed loop, longer: these steps repeat one batch", "profiler's own cost")])
+def test_profile_ops_explains_the_difference_with_the_timed_loop_either_way(profiled, says, never):
+    """'the rest is the profiler's own cost' was said when the profiled step was the shorter."""
+    from rich.console import Console
+    from bpbench.report.run import print_profile
+    profile = {"top_ops": [], "phases": {}, "steps": 5, "trace_file": None,
+               "split": {"step_s": profiled, "in_aten_ops_s": profiled / 2, "outside_ops_s": profiled / 2}}
+    console = Console(width=200, file=io.StringIO(), color_system=None)
+    print_profile(profile, console, timed_step_s=1e-4)
+    out = console.file.getvalue()
+    assert says in out and never not in out
+
+
+def _rendered(blocks, width):
+    from rich.console import Console
+    console = Console(width=width, file=io.StringIO(), color_system=None)
+    report.show(blocks, console)
+    return console.file.getvalue()
+
+
+def test_a_ten_class_confusion_matrix_fits_80_columns_with_every_count_whole():
+    """It was cut at 80 columns ("5,8…"): its narrow form heads each column by the bare class."""
+    from bpbench import experiments
+    matrix = [[(7 * i + 13 * j) * 61 % 6743 for j in range(10)] for i in range(10)]
+    matrix[1][1] = 60000
+    exp = experiments.get("mnist01").load()
+    out = _rendered(exp.run_tables({"confusion": {"train": matrix}}), 80)
+    assert max(map(len, out.splitlines())) <= 80
+    assert all(re.search(rf"│ +{i} │" + "".join(rf" +{n} │" for n in row), out) for i, row in enumerate(matrix))
+    wide = _rendered(exp.run_tables({"confusion": {"train": matrix}}), 100)
+    assert "pred 9" in wide and "60,000" in wide         # where it fits: as it always was
+
+
+def test_a_table_that_cannot_fit_is_printed_whole_never_with_digits_cut():
+    tab = report.Tab("wide", ["name"] + [f"c{i}" for i in range(12)], [["x"] + ["123,456,789"] * 12])
+    out = _rendered([tab], 80)
+    assert out.count("123,456,789") == 12
+
+
+def test_gradcheck_fits_80_columns_with_every_number_whole():
+    """A header was cut to "numeric…" and mnist01's "256/25088" to "256/250…"."""
+    from rich.console import Console
+    from bpbench.report.run import print_gradcheck
+    check = {"param": "layer1.weight", "numel": 25088, "checked": 256, "manual_vs_autograd": 0.0,
+             "manual_vs_numerical": 8.55e-11, "autograd_vs_numerical": 8.55e-11, "rel_error": 8.55e-11, "ok": True}
+    rep = {"experiment": "mnist01", "note": "4 samples", "tol": 1e-6, "ok": True, "checks": [check]}
+    for width, header in ((80, "autograd-"), (100, "autograd vs")):
+        console = Console(width=width, file=io.StringIO(), color_system=None)
+        print_gradcheck(rep, console)
+        out = console.file.getvalue()
+        assert max(map(len, out.splitlines())) <= width and "…" not in out
+        assert "256/25088" in out and header in out and "8.55e-11" in out
+
+
+@pytest.mark.parametrize("args", [["list"], ["run", "linreg", "--epochs", "5", "--no-flops"]])
+def test_piped_output_is_100_columns_for_every_command(args):
+    """`run` printed at 80 columns into a pipe, `compare` and `report` at 100."""
+    from typer.testing import CliRunner
+    from bpbench.cli import app
+    r = CliRunner().invoke(app, args, env={"COLUMNS": None})
+    assert r.exit_code == 0, r.stderr
+    assert 80 < max(map(len, r.stdout.splitlines())) <= 100
+
+
+def _figures(monkeypatch):
+    figs = []
+    monkeypatch.setattr(plots, "save", lambda fig, path: figs.append((path.name, fig)) or path)
+    return figs
+
+
+def _labels(axis) -> list[str]:
+    axis.axes.figure.canvas.draw()
+    return [t.get_text() for t in axis.get_ticklabels() if t.get_text()]
+
+
+def test_plots_read_in_units_say_when_they_are_logarithmic_and_draw_the_baseline(monkeypatch, tmp_path):
+    """threads.png read "2.6x10^-4" seconds; a steps plot turned logarithmic without saying so;
+    a comparison with --baseline drew no baseline."""
+    if not plots.available():
+        pytest.skip("matplotlib is not installed")
+    cells = [cell(run_result("linreg", v, steps=[s * k] * 20), label=f"threads={n}", overrides={"threads": n})
+             for n, s in ((1, 2.6e-4), (2, 1.6e-4)) for v, k in (("manual", 1.0), ("autograd", 3.0))]
+    cells += [cell(run_result("mnist01", "autograd", steps=[2e-2] * 20)), cell(run_result("mnist01", "manual", steps=[1e-3] * 20))]
+    doc = document(cells)
+    cmp.refresh(doc, document([cell(run_result("mnist01", "autograd", steps=[3e-2] * 20))]))
+    figs = _figures(monkeypatch)
+    plots.write_all(doc, tmp_path, sections.plots(doc))
+    by_name = dict(figs)
+    (threads,) = by_name["threads.png"].axes
+    ticks = _labels(threads.yaxis)
+    assert all(t.endswith(" s") or t.endswith("µs") for t in ticks) and "200 µs" in ticks and threads.get_ylim()[0] == 0
+    (steps,) = by_name["steps_mnist01.png"].axes
+    assert steps.get_xscale() == "log" and steps.get_xlabel().endswith("(log scale)")
+    (mark,) = [line for line in steps.get_lines() if line.get_label() == "baseline median"]
+    assert list(mark.get_xdata()) == [3e-2]
+    (linear,) = by_name["steps_linreg.png"].axes
+    assert linear.get_xscale() == "linear" and "log" not in linear.get_xlabel()
+
+
+def test_the_width_plot_labels_widths_and_shares_plainly(monkeypatch, tmp_path):
+    """Two log axes labelled 10^3 and 10^-2: the widths and the % of peak are written out."""
+    if not plots.available():
+        pytest.skip("matplotlib is not installed")
+    from bpbench.studies import width as study
+    from test_flops_and_profiles import width_cell
+    figs = _figures(monkeypatch)
+    study.plot(study.derive([width_cell("autograd", "cpu", h, s, p) for h, s, p in
+                             ((500, 6e-4, 0.3), (2000, 1.2e-3, 0.9), (200_000, 0.19, 4.1))]), tmp_path)
+    ax, ax2 = figs[0][1].axes
+    assert {"500", "2,000", "200,000"} <= set(_labels(ax.xaxis)) and ax.get_xlabel().endswith("(log scale)")
+    assert _labels(ax2.yaxis) and all(label.endswith("%") for label in _labels(ax2.yaxis))

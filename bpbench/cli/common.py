@@ -43,12 +43,62 @@ def fail(message: str, code: int = EXIT_BAD_INPUT) -> None:
     raise SystemExit(code)
 
 
-class OneLineErrors(typer.core.TyperGroup):
+class PlainHelp:
+    """Help as a man page writes it: `run [OPTIONS] EXPERIMENT`, each value named by a word (N,
+    FILE, KEY=VALUE) and a flag by none, instead of Typer's `{experiment}`, `<bool>`, `<str>`,
+    `<path>` and `<list[str]>`. Options name their own metavars where a word says more; the rest
+    are named here from their type."""
+
+    def get_params(self, ctx):
+        params = super().get_params(ctx)   # Typer adds some (--help, --install-completion) late
+        for param in params:
+            if param.metavar is None:
+                param.metavar = _value_name(param)
+            if type(param) is typer.core.TyperArgument:
+                param.__class__ = _NamedArgument
+        return params
+
+    def collect_usage_pieces(self, ctx) -> list[str]:
+        return [piece.replace("{", "").replace("}", "") for piece in super().collect_usage_pieces(ctx)]
+
+
+class Command(PlainHelp, typer.core.TyperCommand):
+    """Every command of the app."""
+
+
+class _NamedArgument(typer.core.TyperArgument):
+    """An argument its name describes (EXPERIMENT): no type beside it."""
+
+    def display_type_rich(self, ctx) -> None:
+        return None
+
+
+# What the value of an option (by parameter name) is called, where its type alone says too little.
+VALUE_NAMES = {"set_": "KEY=VALUE", "variant": "NAME", "preset": "NAME", "data": "NAME", "dtype": "NAME",
+               "digits": "0,1|0-9", "data_dir": "DIR", "baseline": "FILE|NAME", "format": "FORMAT",
+               "fmt": "FORMAT", "device": "DEVICE", "threads": "N,N,..."}
+
+
+def _value_name(param) -> str:
+    if isinstance(param, typer.core.TyperArgument):
+        return "FILE" if param.type_descriptor.is_path else param.name.upper()
+    if getattr(param, "is_flag", False):
+        return ""
+    kind = getattr(param, "type_descriptor", None)
+    if kind is None:        # a plain click option (none here takes a value)
+        return ""
+    if kind.is_path:
+        return "DIR" if param.name.endswith("dir") else "FILE"
+    return {int: "N", float: "X"}.get(kind.annotation) or VALUE_NAMES.get(param.name, "VALUE")
+
+
+class OneLineErrors(PlainHelp, typer.core.TyperGroup):
     """Turns usage errors, BadInput, OS errors and Ctrl-C/SIGTERM into one line on stderr and an
     exit code."""
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         _usable_streams()
+        _usable_columns()
         try:
             os.getcwd()
         except FileNotFoundError:    # torch's own libraries abort the process from a deleted cwd
@@ -59,12 +109,19 @@ class OneLineErrors(typer.core.TyperGroup):
                               standalone_mode=False, **extra)
         except _NoArgsIsHelp:  # Typer has already printed the help
             raise SystemExit(0)
+        except click.exceptions.NoSuchOption as e:
+            fail(_no_such_option(e))
         except click.exceptions.UsageError as e:
             fail(e.format_message())
         except BadInput as e:
             fail(str(e))
         except RunFailed as e:
             fail(str(e), EXIT_FAILED)
+        except (ImportError, MemoryError) as e:
+            if not _out_of_address_space(e):
+                raise
+            fail(f"out of memory loading the libraries ({' '.join(str(e).split())[:200] or type(e).__name__}): "
+                 "an address-space limit (ulimit -v) leaves too little for torch", EXIT_FAILED)
         except OSError as e:   # a file the user named that the system refuses, a full stdout, ...
             fail(f"{e.filename}: {e.strerror}" if e.filename and e.strerror else e.strerror or str(e))
         except (typer.Abort, KeyboardInterrupt):
@@ -79,6 +136,33 @@ class OneLineErrors(typer.core.TyperGroup):
             return super().invoke(ctx)
         except KeyboardInterrupt:   # before Typer turns it into a silent exit 130
             fail("interrupted", EXIT_INTERRUPTED)
+
+
+def _out_of_address_space(e: BaseException) -> bool:
+    """torch's shared libraries cannot be mapped (or Python cannot allocate) under `ulimit -v`."""
+    return isinstance(e, MemoryError) or "failed to map segment" in str(e) or "cannot allocate memory" in str(e)
+
+
+def _no_such_option(e) -> str:
+    """click offers every option within a loose likeness (--epoch: "--epochs, --foreach, --nproc");
+    here only the close ones (difflib's ratio 0.8, dashes aside) and those the typed name begins."""
+    import difflib
+    names = [o for p in e.ctx.command.get_params(e.ctx) for o in (*p.opts, *p.secondary_opts)] \
+        if e.ctx else list(e.possibilities or ())
+    bare = {o.lstrip("-"): o for o in names if o.startswith("--")}
+    typed = e.option_name.lstrip("-")
+    close = difflib.get_close_matches(typed, list(bare), n=3, cutoff=0.8)
+    picks = close + [b for b in bare if typed and b.startswith(typed) and b not in close]
+    return f"No such option: {e.option_name}" + (f" (did you mean {' or '.join(bare[b] for b in picks[:3])}?)"
+                                                  if picks else "")
+
+
+def _usable_columns() -> None:
+    """A $COLUMNS that is no width (0, -5, "abc") is dropped, as if unset: rich took 0 for a
+    width and printed nothing at all (tables, help)."""
+    value = os.environ.get("COLUMNS")
+    if value is not None and not (value.strip().isdigit() and int(value) > 0):
+        del os.environ["COLUMNS"]
 
 
 def _usable_streams() -> None:
@@ -109,7 +193,14 @@ def _terminate_like_interrupt():
         return None
 
 
-app = typer.Typer(cls=OneLineErrors, add_completion=True, no_args_is_help=True,
+class App(typer.Typer):
+    """The app: every command made with `Command`."""
+
+    def command(self, *args, cls=None, **kwargs):
+        return super().command(*args, cls=cls or Command, **kwargs)
+
+
+app = App(cls=OneLineErrors, add_completion=True, no_args_is_help=True,
                   context_settings={"help_option_names": ["-h", "--help"]},
                   pretty_exceptions_enable=False,
                   help="A command-line lab for backpropagation: the same small models trained with "

@@ -13,6 +13,7 @@ from typing import Any, List, Optional
 import typer
 
 from bpbench import studies
+from bpbench.cli import completion as complete
 from bpbench.cli.common import FORMATS, _format, app, fail
 from bpbench.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_REGRESSION, BadInput
 
@@ -97,9 +98,11 @@ FAIL_ON = typer.Option(None, "--fail-on-regression", metavar="PCT",
 
 def compare(
     targets: Optional[List[str]] = typer.Argument(
-        None, help=f"Experiments, or a study: {' | '.join(STUDIES)} (default: the preset's experiments)."),
+        None, help=f"Experiments, or a study: {' | '.join(STUDIES)} (default: the preset's experiments).",
+        autocompletion=complete.targets),
     device: List[str] = typer.Option([], "--device", help="cpu | cuda | all (repeatable; default: every available one)."),
-    variant: List[str] = typer.Option([], "--variant", help="Only these variants (repeatable)."),
+    variant: List[str] = typer.Option([], "--variant", help="Only these variants (repeatable).",
+                                      autocompletion=complete.variants),
     preset: Optional[str] = typer.Option(
         None, "--preset", help="quick (CI smoke run) or full (the sources' settings). Default: quick; "
                                f"full when only studies are named ({', '.join(STUDIES)})."),
@@ -144,7 +147,8 @@ def compare(
             result = api.compare(*(targets or []), devices=device, variants=variant, preset=preset, repeat=repeat,
                                  output_dir=output_dir, baseline=base, threshold=threshold,
                                  overrides=C.parse_set(set_), threads=_thread_counts(threads), on_cell=progress,
-                                 metric=metric, **opts)
+                                 metric=metric, on_warning=lambda w: sys.stderr.write(f"bpbench: warning: {w}\n"),
+                                 **opts)
         except api.ComparisonInterrupted as e:
             result, interrupted = e.comparison, True
         finally:
@@ -158,7 +162,7 @@ def _study_parameters() -> list[inspect.Parameter]:
     out = []
     for name, (key, owners) in studies.options().items():
         option = typer.Option(None, key.flag(name), help=f"{', '.join(owners)}: {key.help}",
-                              rich_help_panel=key.panel, metavar=key.metavar)
+                              rich_help_panel=key.panel, metavar=key.value_name)
         out.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=Optional[str]))
     return out
 

@@ -24,10 +24,10 @@ def list_cmd(as_json: bool = typer.Option(False, "--json", help="Print the regis
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    from bpbench.report.tables import wide_console
+    console = wide_console()
     t = Table(title="bpbench experiments", show_lines=True)
     for col in ("experiment", "variants", "defaults", "source"):
         t.add_column(col, overflow="fold")

@@ -12,6 +12,7 @@ from typing import Any, List, Optional
 import typer
 
 from bpbench import variants
+from bpbench.cli import completion as complete
 from bpbench.cli.common import _is_stdout, app, fail
 from bpbench.errors import EXIT_DIVERGED, EXIT_INTERRUPTED, BadInput
 
@@ -33,7 +34,8 @@ def _config_params() -> list[inspect.Parameter]:
         if not isinstance(key, C.Key):     # a bare validator: still a flag, with generic help
             key = C.Key(key, f"config key {name} (see docs/commands.md).")
         option = typer.Option(None, key.flag(name), help=key.help, rich_help_panel=key.panel,
-                              metavar=None if key.boolean else key.metavar)
+                              metavar=None if key.boolean else key.value_name,
+                              autocompletion=complete.BY_KEY.get(name))
         out.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option,
                                      annotation=Optional[bool] if key.boolean else Optional[str]))
     return out
@@ -47,7 +49,8 @@ def _opt(flag: str, help: str, panel: str, default: Any = None):
 def _run_signature() -> inspect.Signature:
     P = inspect.Parameter
     head = [P("experiment", P.KEYWORD_ONLY, annotation=str,
-              default=typer.Argument(..., help="Experiment name (see `bpbench list`)."))]
+              default=typer.Argument(..., help="Experiment name (see `bpbench list`).",
+                                     autocompletion=complete.experiments))]
     head += [P(v, P.KEYWORD_ONLY, annotation=bool, default=_opt(f"--{v}", f"Shorthand for --variant {v}.",
                                                                 "Variant", False)) for v in variants.shorthands()]
     tail = [
@@ -246,8 +249,8 @@ class _LazyProgress:
 
 @app.command()
 def gradcheck(
-    experiment: str = typer.Argument(..., help="Experiment with a manual variant."),
-    data: Optional[str] = typer.Option(None, "--data", help="Data set (per experiment)."),
+    experiment: str = typer.Argument(..., help="Experiment with a manual variant.", autocompletion=complete.experiments),
+    data: Optional[str] = typer.Option(None, "--data", help="Data set (per experiment).", autocompletion=complete.data),
     digits: Optional[str] = typer.Option(None, "--digits", help="mnist01: '0,1' or '0-9'."),
     data_dir: Optional[str] = typer.Option(
         None, "--data-dir", help="mnist01: a folder of MNIST's four files, or a torchvision MNIST root."),

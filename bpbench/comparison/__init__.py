@@ -24,11 +24,13 @@ from bpbench.comparison.execute import (
                                     ISOLATION,
                                     Comparison,
                                     execute,
+                                    output_lock,
                                     run_cell,
                                     why_unavailable,
 )
 from bpbench.comparison.plan import (
                                     check_cell,
+                                    check_repeat,
                                     default_preset,
                                     load_preset,
                                     plan,
@@ -39,6 +41,6 @@ from bpbench.results.cells import LABEL_KEYS, Cell, cell_key, make_cell
 from bpbench.results.noise import step_samples
 
 __all__ = ["CSV_COLUMNS", "FAILED", "ISOLATION", "LABEL_KEYS", "Cell", "Comparison", "cell_key", "check_cell",
-           "csv_rows", "default_preset", "derive", "execute", "failures", "load_preset", "make_cell", "plan",
-           "refresh", "regressions", "resolve_devices", "run_cell", "step_samples", "summarize", "why_unavailable",
+           "check_repeat", "csv_rows", "default_preset", "derive", "execute", "failures", "load_preset", "make_cell", "output_lock",
+           "plan", "refresh", "regressions", "resolve_devices", "run_cell", "step_samples", "summarize", "why_unavailable",
            "with_references"]

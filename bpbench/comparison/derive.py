@@ -36,9 +36,24 @@ def _config(cell: dict[str, Any]) -> str | None:
     return json.dumps(cell["runs"][-1]["config"], sort_keys=True) if cell.get("runs") else None
 
 
-def _parity(c: dict[str, Any], by_key: dict[str, dict]) -> list[str]:
+def reference_variant(c: dict[str, Any]) -> tuple[str | None, list[str]]:
+    """(the variant this cell's runs must match, why its file cannot be trusted on that). The
+    registry says which, from the variant and its run's config: a file's `reference_variant` that
+    says otherwise (null, to skip the check) is no reason to skip it, and is itself a reason."""
+    run = c["runs"][0]
+    recorded = run.get("reference_variant")
+    if c["variant"] not in V.REGISTRY:   # a variant this bpbench does not know: the file's word
+        return recorded, []
+    expected = V.reference_of(c["variant"], run.get("config") or {})[0]
+    if recorded == expected:
+        return expected, []
+    return expected, [f"its result names reference variant {recorded!r}, but the {c['variant']} variant "
+                      f"must match {expected!r}" if expected else
+                      f"its result names reference variant {recorded!r}, but {c['variant']} is a reference itself"]
+
+
+def _parity(c: dict[str, Any], ref_variant: str, by_key: dict[str, dict]) -> list[str]:
     """Why this cell's runs do not match its reference variant's (empty: they match)."""
-    ref_variant = c["runs"][0]["reference_variant"]
     ref = by_key.get(c.get("reference_key") or   # documents written before cells named it: same label
                      cell_key(c["study"], c["experiment"], ref_variant, c["device"], c["label"]))
     if ref is None or not ref.get("runs"):
@@ -57,10 +72,14 @@ def derive(cells: list[dict[str, Any]], baseline: dict[str, Any] | None = None,
     cost = METRICS[metric][0]
     by_key = {c["key"]: c for c in cells}
     for c in cells:   # parity first: a mismatching cell gets no ratio below
-        if c["status"] in ("ok", "mismatch") and c.get("runs") and c["runs"][0].get("reference_variant"):
-            reasons = _parity(c, by_key)
+        if c["status"] not in ("ok", "mismatch") or not c.get("runs"):
+            continue
+        ref_variant, reasons = reference_variant(c)
+        if ref_variant:
+            reasons += _parity(c, ref_variant, by_key)
+            c.setdefault("summary", {})["parity_reference"] = ref_variant
+        if ref_variant or reasons:
             c["status"], c["error"] = ("mismatch", "; ".join(dict.fromkeys(reasons))) if reasons else ("ok", None)
-            c.setdefault("summary", {})["parity_reference"] = c["runs"][0]["reference_variant"]
     # Cells a ratio may be drawn from: finished, matching, and (step times) not measured on a busy
     # machine; instruction counts do not move with the machine's load.
     ok = {k: c for k, c in by_key.items() if c["status"] == "ok" and (c.get("summary") or {}).get(cost)

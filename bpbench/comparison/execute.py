@@ -15,9 +15,11 @@ interrupted comparison keeps every finished cell.
 from __future__ import annotations
 
 import datetime as _dt
+import os
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable
 
@@ -119,6 +121,49 @@ class Comparison:
                 write(self.output_dir / name)
             except OSError as e:       # a full disk, say: name the file
                 raise BadInput(f"cannot write {self.output_dir / name}: {e.strerror or e}") from None
+
+
+LOCK = ".bpbench.lock"   # in --output-dir while a comparison writes there
+
+
+@contextmanager
+def output_lock(output_dir: Path | None):
+    """Hold `output_dir`'s lock (flock on LOCK, released by the kernel however this process ends)
+    while a comparison writes there. Yields None, or the warning that another comparison holds it:
+    each rewrites results.json and results.csv with its own cells after every cell."""
+    if output_dir is None:
+        yield None
+        return
+    try:
+        import fcntl
+    except ImportError:     # not POSIX: no lock to take
+        yield None
+        return
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(output_dir / LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
+    except OSError:      # a folder or link by that name, a read-only folder: no lock, no warning
+        yield None
+        return
+    try:
+        yield _take(fd, fcntl, output_dir)
+    finally:
+        os.close(fd)     # releases the lock
+
+
+def _take(fd: int, fcntl, output_dir: Path) -> str | None:
+    """Lock `fd` and write this pid into it; or the warning naming the compare that holds it."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "?"
+        return (f"another compare (pid {holder}) is writing into {output_dir} too: each rewrites results.json "
+                "and results.csv with its own cells, so they will hold one comparison's cells, not both")
+    except OSError:      # a file system without locks (some network ones): nothing to tell
+        return None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return None
 
 
 def execute(cmp: Comparison, unavailable: set[str], repeat: int,

@@ -101,19 +101,52 @@ def plan(targets: list[str], devices: list[str], variants: list[str], preset: di
     return cells
 
 
+def _resolved(c: Cell):
+    info = experiments.REGISTRY[c.experiment]
+    return info, C.resolve(c.experiment, info.keys, None, {**dict(c.overrides), "variant": c.variant, "device": c.device})
+
+
 def check_cell(c: Cell) -> None:
-    """What `run` would refuse before training: bad values, a data file that is not there, a run
-    that cannot fit in this machine's memory (CPU cells; a CUDA cell's GPU is its own to check)."""
+    """What `run` would refuse before training: bad values, a data file that is not there, more
+    ranks than the machine or the batch holds, a run that cannot fit in this machine's memory
+    (CPU cells; a CUDA cell's GPU is its own to check)."""
     from types import SimpleNamespace
 
     from bpbench.measure import run as runner
-    info = experiments.REGISTRY[c.experiment]
-    cfg = C.resolve(c.experiment, info.keys, None, {**dict(c.overrides), "variant": c.variant, "device": c.device})
+    info, cfg = _resolved(c)
     data = str(cfg.get("data", ""))
     if data.endswith((".csv", ".npz")) and not Path(data).is_file():
         raise BadInput(f"{c.key}: data file {data} is not a readable file")
+    if V.get(c.variant).distributed:
+        from bpbench.measure import distributed
+        try:
+            distributed.check_world(cfg, cfg.get("nproc") or 1, info.footprint(cfg).samples)
+        except BadInput as e:
+            raise BadInput(f"{c.key}: {e}") from None
     if c.device == "cpu":
         runner.check_memory(info, cfg, SimpleNamespace(type="cpu"))
+
+
+# What a finished run's result holds in compare's memory beyond its history and step times:
+# config, env, memory, digests (measured: 12.5 KB for linreg, 17.6 KB for mnist01, parsed). Its
+# history entries and per-update losses take about what the run's own records do
+# (run.history_bytes); its kept step times, parsed into a list, 32 bytes each instead of 8.
+RESULT_BYTES = 20_000
+PARSED_STEP_BYTES = 24
+
+
+def check_repeat(cells: list[Cell], repeat: int) -> None:
+    """Refuse, before any cell runs, a comparison whose results cannot be held: compare keeps every
+    run of every cell (its kept step times) in memory, and in results.json."""
+    from bpbench.measure import run as runner
+    from bpbench.measure.records import KEEP_STEPS
+
+    def run_bytes(c: Cell) -> int:
+        steps, records = runner.history_bytes(*_resolved(c))
+        return RESULT_BYTES + records + PARSED_STEP_BYTES * min(steps, KEEP_STEPS)
+    need = sum(run_bytes(c) for c in cells) * repeat
+    runner.refuse_beyond(f"compare --repeat {repeat}", [(f"{len(cells)} cells x {repeat:,} runs' results", need)],
+                         *runner.host_memory(), fix="use a smaller --repeat")
 
 
 def with_references(cells: list[Cell]) -> list[Cell]:

@@ -23,9 +23,12 @@ if TYPE_CHECKING:
 class Footprint(NamedTuple):
     """What a run will need, estimated from its config before anything is allocated (see
     bpbench.run.check_memory): bytes on the device for data, parameters, gradients, optimizer
-    state and activations; and updates per epoch (the harness keeps a record of each)."""
+    state and activations; updates per epoch (the harness keeps a record of each); and the
+    training samples when they are known before loading (a built-in data set; None for a file),
+    which bound the ranks a full batch can be shared by."""
     device_bytes: int
     steps_per_epoch: int
+    samples: int | None = None
 
 
 def _no_footprint(cfg: dict[str, Any]) -> Footprint:
@@ -47,13 +50,15 @@ def _file_size(path: str) -> int:
 def _linreg_footprint(cfg: dict[str, Any]) -> Footprint:
     # A CSV row ("x,y" and a newline) takes about 8 bytes or more; each point costs ~100 bytes
     # (two Python floats while reading, then two float32 tensor elements).
-    n = {"line4": 4, "scatter30": 30}.get(cfg["data"]) or max(1, _file_size(cfg["data"]) // 8)
-    return Footprint(100 * n, _steps(n, cfg["batch_size"]))
+    known = {"line4": 4, "scatter30": 30}.get(cfg["data"])
+    n = known or max(1, _file_size(cfg["data"]) // 8)
+    return Footprint(100 * n, _steps(n, cfg["batch_size"]), known)
 
 
 def _bce_footprint(cfg: dict[str, Any]) -> Footprint:
-    n = 64 if cfg["data"] == "xor" else 1
-    return Footprint(1024 * n, _steps(n, cfg["batch_size"]))
+    xor = cfg["data"] == "xor"
+    n = 4 if xor else 1                                # XOR's four points, or seed 002's one sample
+    return Footprint(1024 * 64 if xor else 1024, _steps(n, cfg["batch_size"]), n)
 
 
 def _data_file(cfg: dict[str, Any]) -> list[str]:
@@ -75,14 +80,17 @@ def _mnist01_inputs(cfg: dict[str, Any]) -> list[str]:
 
 
 def _mnist01_footprint(cfg: dict[str, Any]) -> Footprint:
+    train = None                                       # samples trained on, where known up front
     if _reads_full_mnist(cfg):
         n = 60_000                                     # MNIST's training split
+        train = 60_000 if cfg.get("digits") == "0-9" else 12_665
     elif cfg["data"] == "offline":
         n = 12_665 + 2_115                             # the shipped 0s and 1s, both splits
+        train = 12_665
     else:
         n = max(1, _file_size(cfg["data"]) // 785)     # an .npz: 784 pixels and a label an image
     # uint8 images, their float32 copy and one float32 temporary; the nets are tiny beside them.
-    return Footprint(9 * 784 * n, _steps(n, cfg["batch_size"]))
+    return Footprint(9 * 784 * n, _steps(train or n, cfg["batch_size"]), train)
 
 
 def _width_footprint(cfg: dict[str, Any]) -> Footprint:
@@ -91,7 +99,7 @@ def _width_footprint(cfg: dict[str, Any]) -> Footprint:
     # Three (rows x H) float32 activations (Linear, ReLU, a gradient) and five float32 copies of
     # the 3H parameters (values, gradients, Adam's two moments, a temporary): 12 rows + 60 bytes
     # per unit, 1,260 at full batch; measured here: 1,244 (peak RSS at H = 1e6 and 4e6).
-    return Footprint(h * (12 * rows + 60), _steps(100, bs))
+    return Footprint(h * (12 * rows + 60), _steps(100, bs), 100)
 
 
 @dataclass(frozen=True)
@@ -126,7 +134,7 @@ class ExperimentInfo:
 
 
 def _key(check: C.Validator, help: str, panel: str = "Training", boolean: bool = False,
-         metavar: str = "TEXT", label: str | None = None) -> C.Key:
+         metavar: str | None = None, label: str | None = None) -> C.Key:
     return C.Key(check, help, panel, boolean, metavar, label)
 
 
@@ -160,7 +168,7 @@ REGISTRY: dict[str, ExperimentInfo] = {
             options={
                 "updates": _key(C.positive_int, "Stop after N updates instead (mnist01).", metavar="N"),
                 "loader": _key(C.one_of("resident", "dataloader"), "mnist01: 'resident' or 'dataloader'.", "Data",
-                                 metavar="resident|dataloader"),
+                                 metavar="MODE"),
                 "digits": _key(C.one_of("0,1", "0-9"), "mnist01: '0,1' or '0-9'.", "Data", metavar="0,1|0-9"),
                 "data_dir": _key(C.text, "mnist01: a folder of MNIST's four files, or a torchvision MNIST root "
                                            "(default: $BPBENCH_DATA, else the user cache dir).", "Data", metavar="DIR"),

@@ -276,9 +276,12 @@ class MNIST01(Experiment):
         from bpbench.report.format import Tab
         out = []
         for split, matrix in (result.get("confusion") or {}).items():
-            tab = Tab({"train": "training set", "test": "held-out set"}.get(split, split),
-                      ["true"] + [f"pred {k}" for k in range(len(matrix))], text=0)
+            title = {"train": "training set", "test": "held-out set"}.get(split, split)
+            tab = Tab(title, ["true"] + [f"pred {k}" for k in range(len(matrix))], text=0)
             tab.rows = [[str(k)] + [f"{n:,}" for n in row] for k, row in enumerate(matrix)]
+            # ten classes in 80 columns: headed by the bare class, counts without separators
+            tab.narrow = Tab(title, ["true"] + [str(k) for k in range(len(matrix))], text=0,
+                             rows=[[str(k)] + [str(n) for n in row] for k, row in enumerate(matrix)])
             out.append(tab)
         return ["confusion matrices (rows: true class, columns: predicted class)"] + out if out else []
 

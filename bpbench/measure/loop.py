@@ -37,7 +37,7 @@ class LoopConfig:
     eval_every: int = 0           # epochs between evaluate() calls (0: at log points only)
     eval_every_updates: int = 0   # also evaluate every N updates, mid-epoch too (one grid for any batching)
     max_updates: int | None = None
-    check_every: int = 50         # CUDA only: epochs between divergence checks (host syncs)
+    check_every: int = 50         # epochs between parameter checks (and, on CUDA, loss read-backs)
 
 
 @dataclass
@@ -57,13 +57,15 @@ class LoopResult:
     diverged_at: int | None = None
     diverged_loss: float | None = None
     diverged_inside: bool = False     # a step or evaluation failed on non-finite values
+    diverged_reason: str | None = None   # why, with the epoch, when a rule of divergence.py ended it
     interrupted_at: int | None = None   # the epoch Ctrl-C / SIGTERM stopped (history: the ones before)
 
 
 def run_loop(t: Trainable, cfg: LoopConfig, device,
              on_log: Callable[[dict, int], None] | None = None,
              on_epoch: Callable[[int, int, dict | None], None] | None = None,
-             diverged_by: Callable[[Exception], bool] | None = None, timer=None) -> LoopResult:
+             diverged_by: Callable[[Exception], bool] | None = None, timer=None,
+             check: Callable[[], str | None] | None = None) -> LoopResult:
     """Drive `t` for cfg.epochs (or cfg.max_updates) with every step timed.
 
     `timer(record)`, given the loop's StepRecord, returns the step timer that replaces the
@@ -76,18 +78,20 @@ def run_loop(t: Trainable, cfg: LoopConfig, device,
     `diverged_by(error)` says whether an exception that a step or an evaluation raised means the
     run has diverged (nn.BCELoss, for one, raises on the NaN its input becomes instead of
     returning a NaN loss): the loop then ends there as on a NaN loss; other errors propagate.
+    `check()` (every cfg.check_every epochs and after the last) says why the model has diverged
+    even though its loss is finite (divergence.blown_up: huge parameters), or None.
     """
     was_enabled = gc.isenabled()
     gc.disable()
     try:
-        return _run_loop(t, cfg, device, on_log, on_epoch, diverged_by, timer)
+        return _run_loop(t, cfg, device, on_log, on_epoch, diverged_by, timer, check)
     finally:
         if was_enabled:
             gc.enable()
 
 
-def _run_loop(t, cfg, device, on_log, on_epoch, diverged_by, timer=None) -> LoopResult:
-    loop = _Loop(t, cfg, device, on_log, on_epoch, diverged_by)
+def _run_loop(t, cfg, device, on_log, on_epoch, diverged_by, timer=None, check=None) -> LoopResult:
+    loop = _Loop(t, cfg, device, on_log, on_epoch, diverged_by, check)
     if timer is not None:   # the caller's timer, writing into the loop's record of step times
         loop.timer = timer(loop.timer.times)
     return loop.run()
@@ -96,9 +100,9 @@ def _run_loop(t, cfg, device, on_log, on_epoch, diverged_by, timer=None) -> Loop
 class _Loop:
     """One drive of a Trainable: the epochs, their timed steps, the read-backs and evaluations."""
 
-    def __init__(self, t, cfg: LoopConfig, device, on_log, on_epoch, diverged_by):
+    def __init__(self, t, cfg: LoopConfig, device, on_log, on_epoch, diverged_by, check):
         self.t, self.cfg, self.device = t, cfg, device
-        self.on_log, self.on_epoch, self.diverged_by = on_log, on_epoch, diverged_by
+        self.on_log, self.on_epoch, self.diverged_by, self.check = on_log, on_epoch, diverged_by, check
         self.out = LoopResult()
         self.total_steps = cfg.max_updates or cfg.epochs * t.steps_per_epoch
         self.epochs = math.ceil(self.total_steps / t.steps_per_epoch)
@@ -126,10 +130,8 @@ class _Loop:
                 evals = self.out.evaluations
                 if self.cfg.eval_every_updates and (not evals or evals[-1]["updates"] != self.step):
                     self.grid_point(self.epochs)   # the grid ends where training does
-        except KeyboardInterrupt:   # Ctrl-C or SIGTERM: stop, keeping every finished epoch
-            if _in_a_world():
-                raise       # a rank: its peers wait in collectives that only its exit breaks
-            self.out.interrupted_at = epoch
+        except KeyboardInterrupt:   # Ctrl-C or SIGTERM: stop, keeping every finished epoch (a rank
+            self.out.interrupted_at = epoch   # too: it runs no collective after this, see distributed.py)
             self.out.warmup_steps = min(self.warm, self.step)
             self.timer.split()
             self.flush()
@@ -151,15 +153,24 @@ class _Loop:
         cfg = self.cfg
         log_now = cfg.log_every and (epoch % cfg.log_every == 0 or epoch == self.epochs)
         eval_now = log_now or (cfg.eval_every and (epoch % cfg.eval_every == 0 or epoch == self.epochs))
-        if self.on_cpu or log_now or eval_now or epoch % cfg.check_every == 0 or epoch == self.epochs:
+        check_now = epoch % cfg.check_every == 0 or epoch == self.epochs
+        if self.on_cpu or log_now or eval_now or check_now:
             self.timer.split()       # read-back and evaluation pauses stay outside every block
-            if not self.flush():
+            if not self.flush() or (check_now and self.blown_up(epoch)):
                 return False
         if eval_now and not self.evaluate(epoch, log_now):
             return False
         if self.on_epoch:
             self.on_epoch(epoch, self.epochs, self.out.history[-1] if self.out.history else None)
         return True
+
+    def blown_up(self, epoch: int) -> bool:
+        """Ask `check` (after a flush): True, and the run ends at `epoch`, if the model diverged."""
+        reason = self.check() if self.check else None
+        if reason is not None:
+            self.out.diverged_at, self.out.diverged_loss = epoch, self.out.history[-1]["loss"]
+            self.out.diverged_reason = f"{reason} at epoch {epoch}"
+        return reason is not None
 
     # The hot path: a handful of Python operations around t.step(), names bound once.
     def one_update(self, epoch: int):
@@ -289,12 +300,6 @@ class _Loop:
         out.steady_steps, out.steady_total_s = times.count, times.total_s
         out.steady_samples = round(times.count * self.t.samples_per_epoch / self.t.steps_per_epoch)
         return out
-
-
-def _in_a_world() -> bool:
-    """True in a rank of torch.distributed (bpbench's launcher or torchrun)."""
-    import torch.distributed as dist
-    return dist.is_available() and dist.is_initialized()
 
 
 def _stack(losses):

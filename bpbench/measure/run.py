@@ -9,12 +9,14 @@ import contextlib
 import math
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from bpbench import config as C
 from bpbench import experiments, variants
-from bpbench.errors import BadInput
+from bpbench.errors import BadInput, RunFailed
+from bpbench.measure import divergence
 from bpbench.results import contention
 from bpbench.results.bounds import floor_warning
 from bpbench.results.schema import Final, Memory, RunResult, Timing
@@ -51,45 +53,74 @@ def cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
-# What torch raises, instead of returning NaN, when a non-finite value reaches it: nn.BCELoss on
-# a probability that overflowed to NaN (huge but finite weights are enough: inf - inf).
-_NON_FINITE_ERRORS = ("all elements of input should be between 0 and 1",)
-
-
-def _refuses_non_finite(error: Exception) -> bool:
-    return isinstance(error, RuntimeError) and any(m in str(error) for m in _NON_FINITE_ERRORS)
-
-
 def check_memory(info, cfg: dict[str, Any], device) -> None:
     """Refuse, before anything is allocated, a run whose estimated memory exceeds what its device
     has: the experiment's Footprint (data, model, optimizer state, activations) plus the
     harness's records (bounded: measure.records; the log and evaluation points asked for grow
     with the run). An estimate, so it errs only on the impossible: it compares with the total
-    memory, not with what happens to be free."""
-    import psutil
-
-    from bpbench.measure.records import record_bytes
-
+    memory (or what ulimit -v leaves), not with what happens to be free."""
     fp = info.footprint(cfg)
-    steps = cfg.get("updates") or cfg["epochs"] * fp.steps_per_epoch
-    records = record_bytes(math.ceil(steps / fp.steps_per_epoch), steps,
-                           cfg.get("log_every", 0), cfg.get("eval_every", 0), cfg.get("eval_every_updates", 0))
-    ram = psutil.virtual_memory().total
+    steps, records = history_bytes(info, cfg)
     parts = [("data, model and activations", fp.device_bytes), (f"records of {steps:,} updates", records)]
     if device.type == "cuda":
         import torch
-        _refuse_beyond(info.name, parts[:1], torch.cuda.get_device_properties(device).total_memory, "the GPU")
+        refuse_beyond(info.name, parts[:1], torch.cuda.get_device_properties(device).total_memory, "the GPU has")
         parts = parts[1:]
-    _refuse_beyond(info.name, parts, ram, "this machine")
+    refuse_beyond(info.name, parts, *host_memory())
 
 
-def _refuse_beyond(name: str, parts: list[tuple[str, int]], total: int, where: str) -> None:
+def history_bytes(info, cfg: dict[str, Any]) -> tuple[int, int]:
+    """(updates, bytes of the run's records: measure.records)."""
+    from bpbench.measure.records import record_bytes
+    fp = info.footprint(cfg)
+    steps = cfg.get("updates") or cfg["epochs"] * fp.steps_per_epoch
+    return steps, record_bytes(math.ceil(steps / fp.steps_per_epoch), steps, cfg.get("log_every", 0),
+                               cfg.get("eval_every", 0), cfg.get("eval_every_updates", 0))
+
+
+def host_memory() -> tuple[int, str]:
+    """(bytes this process may still allocate on the host, what says so): the machine's RAM, or
+    less where an address-space limit (ulimit -v, RLIMIT_AS) is set: the limit less what the
+    process has mapped already (torch alone maps about 3 GiB)."""
+    import psutil
+    ram = psutil.virtual_memory().total
+    try:
+        import resource
+        limit = resource.getrlimit(resource.RLIMIT_AS)[0]
+    except (ImportError, OSError, ValueError):   # not POSIX
+        return ram, "this machine has"
+    if limit == resource.RLIM_INFINITY or limit - psutil.Process().memory_info().vms >= ram:
+        return ram, "this machine has"
+    left = max(limit - psutil.Process().memory_info().vms, 0)
+    return left, f"the address-space limit (ulimit -v {limit // 1024}) leaves this process"
+
+
+def refuse_beyond(name: str, parts: list[tuple[str, int]], total: int, where: str,
+                  fix: str = "use a smaller size or fewer epochs") -> None:
+    """BadInput when the `parts` (what, bytes) of `name`'s need exceed `total` ("`where` N GiB")."""
     need = sum(n for _, n in parts)
     if need > total:
         gib = 1024 ** 3
         raise BadInput(f"{name} would need about {need / gib:,.1f} GiB of memory ("
                        + ", ".join(f"{what} {n / gib:,.1f} GiB" for what, n in parts)
-                       + f"); {where} has {total / gib:,.1f} GiB: use a smaller size or fewer epochs")
+                       + f"); {where} {total / gib:,.1f} GiB: {fix}")
+
+
+@contextmanager
+def out_of_memory_is_one_line():
+    """An allocation that fails after all (the estimate is an estimate; other processes use memory
+    too) ends the run in one line, not torch's traceback: RunFailed (exit 1)."""
+    import torch
+    try:
+        yield
+    except (MemoryError, torch.OutOfMemoryError, RuntimeError) as e:
+        text = str(e)
+        if isinstance(e, RuntimeError) and not isinstance(e, torch.OutOfMemoryError) \
+                and "can't allocate memory" not in text:
+            raise
+        said = text.split("DefaultCPUAllocator: ", 1)[-1].split(". Error code")[0].splitlines()[0] if text else ""
+        raise RunFailed(f"out of memory{f' ({said[:200]})' if said else ''}: use a smaller size or fewer "
+                        "epochs, or allow more memory (ulimit -v)") from None
 
 
 def _representable_lr(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -181,6 +212,7 @@ class _Run:
     analysis: dict | None = None
     analysis_s: float = 0.0
     contention: dict | None = None   # the timed loop's figures (measure.contention)
+    cut_short: str | None = None   # what Ctrl-C/SIGTERM stopped after the training loop had finished
 
     def sync(self) -> None:
         from bpbench.measure.timer import synchronize
@@ -205,6 +237,11 @@ def execute_in_process(info, cfg: dict[str, Any], *, profile_lines: bool = False
     peak is looked up (or measured once and cached), and with `profile_ops` a few steps run
     under torch.profiler; each of these rewinds the learner, so the trajectory is the run's.
     """
+    with out_of_memory_is_one_line():
+        return _execute(info, cfg, profile_lines, profile_ops, trace_file, on_log, on_epoch, step_counter)
+
+
+def _execute(info, cfg, profile_lines, profile_ops, trace_file, on_log, on_epoch, step_counter) -> dict[str, Any]:
     import torch
 
     from bpbench.measure import memory
@@ -249,17 +286,12 @@ def _set_up(run: _Run) -> None:
             run.first_step_s = prepare(run.session.sample_batches(), run.sync) if prepare else \
                 prime(run.learner, run.session.sample_batches()[:1], steps=1, sync=run.sync)
         except RuntimeError as e:    # a diverging lr can break the model already here; rewound,
-            if not _refuses_non_finite(e):   # the timed loop meets it again and reports it (exit 3)
+            if not divergence.refuses_non_finite(e):   # the timed loop meets it again (exit 3)
                 raise
     run.setup_rss_peak = setup_rss.peak
     # The baseline the model's own training memory is measured from: data, model, optimizer and
     # the primed step's buffers are in; imports and torch's one-time state too.
     run.rss_setup = memory.rss_mib()
-
-
-def _finite(learner) -> bool:
-    import torch
-    return all(bool(torch.isfinite(p).all()) for p in learner.params().values())
 
 
 def _train(run: _Run, profile_lines: bool, on_log, on_epoch, step_counter=None) -> None:
@@ -280,21 +312,21 @@ def _train(run: _Run, profile_lines: bool, on_log, on_epoch, step_counter=None) 
                               eval_every_updates=cfg.get("eval_every_updates", 0),
                               max_updates=cfg.get("updates"))
         counter = step_counter() if step_counter else None
+        check = lambda: divergence.blown_up(learner.params())   # noqa: E731
         with Probe() as busy, counter or contextlib.nullcontext():   # busy: did the loop's threads wait for a CPU?
             res = run.loop = run_loop(run.session, loop_cfg, run.device,
                                       on_log=(lambda entry, n: on_log(exp.log_line(entry, n))) if on_log else None,
-                                      on_epoch=on_epoch,
-                                      diverged_by=lambda e: _refuses_non_finite(e) or not _finite(learner),
+                                      on_epoch=on_epoch, check=check,
+                                      diverged_by=lambda e: divergence.refuses_non_finite(e) or check() is not None,
                                       timer=counter.timer if counter else None)
         run.contention = busy.figures(res.steps, torch.get_num_threads())
-        if res.diverged_at is None and res.history and not _finite(learner):
-            # The last update broke the model after its loss was read: still a divergence, and
-            # evaluating it would only raise (nn.BCELoss refuses NaN input).
-            res.diverged_at, res.diverged_loss, res.diverged_inside = res.history[-1]["epoch"], \
-                res.history[-1]["loss"], True
+        _judge_the_end(res, check)
         t0 = time.perf_counter()
         if not run.stopped:
-            run.metrics, run.extra = run.task.metrics(learner), run.task.extra(learner)
+            try:
+                run.metrics, run.extra = run.task.metrics(learner), run.task.extra(learner)
+            except KeyboardInterrupt:   # the training is finished: it is kept, without these
+                run.cut_short, run.metrics, run.extra = "the final metrics", {}, {}
         run.sync()
         run.eval_s = res.eval_s + time.perf_counter() - t0
     run.rss = rss
@@ -302,6 +334,20 @@ def _train(run: _Run, profile_lines: bool, on_log, on_epoch, step_counter=None) 
     # variant's "compiled again after prepare" must describe the timed loop alone).
     run.details = learner.details() if hasattr(learner, "details") else {}
     run.cuda_peaks = memory.cuda_peaks_mib(run.device)
+
+
+def _judge_the_end(res, check: Callable[[], str | None]) -> None:
+    """Divergence that only the end shows (divergence.py's rules 2 and 3): the last update broke
+    the model after its loss was read, or the loss froze far above where it started."""
+    if res.diverged_at is not None or res.interrupted_at is not None or not res.history:
+        return
+    last = res.history[-1]
+    reason, frozen = check(), divergence.saturated(res.history)
+    if reason is not None:
+        res.diverged_at, res.diverged_reason = last["epoch"], f"{reason} after epoch {last['epoch']}"
+    elif frozen is not None:
+        res.diverged_at, res.diverged_reason = frozen
+    res.diverged_loss = last["loss"]
 
 
 def _analyse(run: _Run, profile_ops: bool, trace_file) -> None:
@@ -312,7 +358,10 @@ def _analyse(run: _Run, profile_ops: bool, trace_file) -> None:
     from bpbench.measure.flops import counted_step
     t0 = time.perf_counter()
     x1, y1 = run.session.sample_batches()[0]
-    if not run.stopped:   # a broken model has nothing to count or profile (and BCELoss refuses NaN)
+    if run.stopped or run.cut_short:   # a broken model has nothing to count (and BCELoss refuses NaN)
+        run.analysis_s = time.perf_counter() - t0
+        return
+    try:
         if profile_ops:
             run.profile = opprofile.profile_steps(run.learner, x1, y1, run.device, trace_file=trace_file)
         if run.cfg.get("flops") is not False:
@@ -321,6 +370,9 @@ def _analyse(run: _Run, profile_ops: bool, trace_file) -> None:
             run.peak = peak.get(run.device, next(iter(run.learner.params().values())).dtype)
             run.analysis = counts.analyse(run.info.name, run.cfg, run.learner, x1, y1, run.peak,
                                           StepTimes.of(run.loop.steady_step_s).median, run.sync)
+    except KeyboardInterrupt:   # each of these rewinds the learner: the trained model is the run's
+        run.cut_short, run.profile, run.flops, run.peak, run.analysis = \
+            "the FLOP count, peak, bound and profile", None, None, None, None
     run.analysis_s = time.perf_counter() - t0
 
 
@@ -339,7 +391,7 @@ def _result(run: _Run) -> RunResult:
         env=env.collect(run.device), variant_details=run.details, flops=run.flops,
         throughput=throughput(run.flops["per_step"], times.median, run.peak) if run.flops else None,
         profile=run.profile, analysis=run.analysis, warnings=_warnings(run, times), extra=run.extra)
-    _set_status(result, res)
+    _set_status(result, res, run.cut_short)
     return result
 
 
@@ -377,12 +429,17 @@ def _memory(run: _Run) -> Memory:
                   cublas_workspace_mib=flops.pop("cublas_workspace_mib", None))
 
 
-def _set_status(result: RunResult, res) -> None:
+def _set_status(result: RunResult, res, cut_short: str | None = None) -> None:
     if res.diverged_at is not None:
         result.status = "diverged"
-        what = "the model's values became NaN/inf" if res.diverged_inside else f"loss became {res.diverged_loss}"
-        result.error = f"{what} at epoch {res.diverged_at}: the run diverged (try a smaller --lr)"
+        what = res.diverged_reason or ("the model's values became NaN/inf" if res.diverged_inside
+                                       else f"loss became {res.diverged_loss}") + f" at epoch {res.diverged_at}"
+        result.error = f"{what}: the run diverged (try a smaller --lr)"
     elif res.interrupted_at is not None:
         result.status = "interrupted"
         result.error = (f"interrupted in epoch {res.interrupted_at}: the {res.interrupted_at - 1:,} finished "
                         f"epoch(s) are kept (the parameters as the interrupt left them)")
+    elif cut_short is not None:
+        result.status = "interrupted"
+        done = res.history[-1]["epoch"] if res.history else 0
+        result.error = f"interrupted after training, in {cut_short}: the {done:,} epoch(s) are kept, without it"

@@ -9,10 +9,19 @@ from dataclasses import dataclass, field
 from typing import Any, Union
 
 
+def measured(x: Any) -> bool:
+    """A figure a report may print as a number: finite and not negative. Times, sizes and ratios
+    in a file that is damaged or edited can be NaN, infinite or negative: printed as "invalid",
+    never as "nan µs" or "infx"."""
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and x == x and abs(x) != float("inf") and x >= 0
+
+
 def fmt_s(x: float | None) -> str:
     """Seconds with a unit that keeps three significant digits."""
     if x is None:
         return "-"
+    if not measured(x):
+        return "invalid"
     for unit, scale in (("s", 1.0), ("ms", 1e-3), ("µs", 1e-6)):
         if abs(x) >= scale or unit == "µs":
             return f"{x / scale:.3g} {unit}"
@@ -140,13 +149,15 @@ FOLD = 16           # a text cell (a run's label) may fold to this width to make
 class Tab:
     """A table as data, so one comparison renders to the terminal (rich) and to markdown alike.
     Cells may hold rich markup; the first `text` columns are text, the rest numbers. `spare`
-    names columns a narrow terminal may leave out, the first to go first (markdown keeps all)."""
+    names columns a narrow terminal may leave out, the first to go first (markdown keeps all);
+    `narrow`, the same table written more tightly, for a terminal it does not fit."""
     title: str
     columns: list[str]
     rows: list[list[str]] = field(default_factory=list)
     text: int = 1
     sections: list[int] = field(default_factory=list)    # row indices that start a new section
     spare: list[str] = field(default_factory=list)
+    narrow: "Tab | None" = None
 
     def keep(self, used: list[int]) -> "Tab":
         return Tab(self.title, [self.columns[i] for i in used], [[r[i] for i in used] for r in self.rows],
@@ -170,8 +181,9 @@ class Tab:
         return min(max(map(len, words), default=1), FOLD)
 
     def fit(self, width: int) -> tuple["Tab", list[str]]:
-        """Leave out spare columns until the table fits `width`; returns it and what was left out."""
-        tab, left = self, []
+        """Its narrow form if it does not fit `width`, then without spare columns until it does;
+        returns it and what was left out."""
+        tab, left = self.narrow if self.narrow and self.width() > width else self, []
         for name in self.spare:
             if tab.width() <= width:
                 break
@@ -189,8 +201,10 @@ def _plain(text: str) -> str:
     return Text.from_markup(text).plain
 
 
-def fmt_ratio(x: float | None) -> str:
-    return "-" if x is None else f"{x:.2f}x"
+def fmt_ratio(x: float | None, digits: int = 2) -> str:
+    if x is None:
+        return "-"
+    return f"{x:.{digits}f}x" if measured(x) and x > 0 else "invalid"
 
 
 def fmt_loss(x: float | None) -> str:

@@ -62,14 +62,32 @@ def seconds_axis(axis) -> None:
         axis.set_minor_formatter(MinorSeconds(unit="s"))
 
 
-def loss_scale(ax, values: list[Any]) -> None:
-    """Log axis when the loss spans more than a decade; else linear with plain ticks (a loss that
-    moves within a narrow band on a log axis gets ticks like 7.075e-1)."""
+LOG = " (log scale)"   # what an axis label says when the axis turned logarithmic
+
+
+def spans_decades(values: list[Any]) -> bool:
+    """More than a decade between the smallest and the largest positive value: a log axis."""
     vals = [v for v in values if v is not None]
-    if vals and min(vals) > 0 and max(vals) / min(vals) > 10:
+    return bool(vals) and min(vals) > 0 and max(vals) / min(vals) > 10
+
+
+def plain_log_ticks(axis, values: list[float], fmt) -> None:
+    """A log axis labelled at the values themselves (500, 2,000, 200,000; 0.1%, 4.8%), by `fmt`,
+    instead of matplotlib's 10^3 and 2x10^-4; no minor labels."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
+    axis.set_major_locator(FixedLocator(sorted(set(values))))
+    axis.set_major_formatter(FuncFormatter(lambda x, pos: fmt(x)))
+    axis.set_minor_formatter(NullFormatter())
+
+
+def loss_scale(ax, values: list[Any]) -> bool:
+    """Log axis when the loss spans more than a decade (returns True); else linear with plain
+    ticks (a loss that moves within a narrow band on a log axis gets ticks like 7.075e-1)."""
+    if spans_decades(values):
         ax.set_yscale("log")
-    else:
-        ax.ticklabel_format(axis="y", style="plain", useOffset=False)
+        return True
+    ax.ticklabel_format(axis="y", style="plain", useOffset=False)
+    return False
 
 
 def _curve(run: dict[str, Any]) -> tuple[list[int], list[float], str]:
@@ -113,8 +131,8 @@ def loss_plot(exp: str, cells: list[dict[str, Any]], out_dir: Path) -> Path:
             # A line of one point draws nothing (a one-update run): few points get markers.
             ax.plot(xs, ys, ls=LINESTYLES[i % len(LINESTYLES)], lw=1, label=f"{c['variant']} ({c['device']})",
                     marker="o" if len(xs) <= FEW_POINTS else None, ms=4)
-        loss_scale(ax, shown)
-        ax.set(xlabel="updates", ylabel=ylabel, title=f"{exp} · {label}" if label else exp)
+        log = loss_scale(ax, shown)
+        ax.set(xlabel="updates", ylabel=ylabel + (LOG if log else ""), title=f"{exp} · {label}" if label else exp)
         ax.legend(fontsize=7)
     return save(fig, out_dir / f"loss_{exp}.png")
 
@@ -147,11 +165,24 @@ def step_plot(exp: str, cells: list[dict[str, Any]], out_dir: Path) -> Path | No
     ax.set_yticks(range(len(cells)), [" · ".join(x for x in (c["variant"], c["device"], c["label"]) if x)
                                       for c in cells], fontsize=8)
     ax.invert_yaxis()
-    if max(med) / min(med) > 10:
+    base = _baseline_marks(ax, cells)
+    log = spans_decades(med + base)
+    if log:
         ax.set_xscale("log")
     seconds_axis(ax.xaxis)
-    ax.set(xlabel="time per step (median; bars: interquartile range)", title=f"{exp}: step time")
+    ax.set(xlabel="time per step (median; bars: interquartile range)" + (LOG if log else ""), title=f"{exp}: step time")
     return save(fig, out_dir / f"steps_{exp}.png")
+
+
+def _baseline_marks(ax, cells: list[dict[str, Any]]) -> list[float]:
+    """Each cell's baseline median (compare/report --baseline) as a black diamond on its bar;
+    returns the times drawn."""
+    marks = [(i, c["summary"]["baseline_step_s"]) for i, c in enumerate(cells) if c["summary"].get("baseline_step_s")]
+    if marks:
+        ax.plot([t for _, t in marks], [i for i, _ in marks], "D", color="black", mfc="none", ms=7, ls="none",
+                label="baseline median")
+        ax.legend(fontsize=7, loc="lower right")
+    return [t for _, t in marks]
 
 
 def write_all(doc: dict[str, Any], out_dir: Path, extra: list[Callable[[Path], list[Path]]] = ()) -> list[Path]:
@@ -259,7 +290,12 @@ def plot_thread_scaling(doc: dict[str, Any], out_dir: Path) -> list[Path]:
     fig, ax = plt.subplots(figsize=(6, 4))
     for i, (name, pts) in enumerate(series.items()):
         ax.plot(*zip(*pts), marker="o", ls=LINESTYLES[i % len(LINESTYLES)], label=name)
-    ax.set(xlabel="CPU threads", ylabel="seconds per step", yscale="log", title="step time per thread count")
+    log = spans_decades([t for pts in series.values() for _, t in pts])
+    ax.set(xlabel="CPU threads", ylabel="time per step (median)" + (LOG if log else ""),
+           yscale="log" if log else "linear", title="step time per thread count")
+    seconds_axis(ax.yaxis)   # after the scale, which replaces the formatters (labels read 2.6x10^-4)
+    if not log:
+        ax.set_ylim(bottom=0)   # a linear time axis from zero: the gaps read as they are
     ax.set_xticks(sorted({n for pts in series.values() for n, _ in pts}))
     ax.legend(fontsize=7)
     return [save(fig, out_dir / "threads.png")]

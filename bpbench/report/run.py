@@ -13,6 +13,7 @@ from rich.table import Table
 
 from bpbench.report.format import (
     Block,
+    Tab,
     fmt_bound,
     fmt_bytes,
     fmt_count,
@@ -23,8 +24,10 @@ from bpbench.report.format import (
     fmt_s,
     fmt_step_counts,
     fmt_throughput,
+    measured,
 )
 from bpbench.report.tables import show, wide_console
+from bpbench.results.timing import timing_problem
 
 
 @dataclass
@@ -37,7 +40,7 @@ class RunView:
 
 
 def print_run(r: dict[str, Any], console: Console | None = None, view: RunView | None = None) -> None:
-    console = console or Console()
+    console = console or wide_console()
     view = view or RunView()
     tab = Table(title=_title(r), show_header=False, title_justify="left")
     tab.add_column(style="bold")
@@ -67,9 +70,12 @@ def _rows(r: dict[str, Any], view: RunView) -> list[tuple[str, str]]:
     rows += view.rows(metrics) or [("final loss", fmt_num(f["loss"]))]
     rows += [(f"  {k}", fmt_nested(v)) for k, v in (f.get("params") or {}).items()]
     rows += [(f"  {view.metric_names.get(k, k)}", fmt_num(v)) for k, v in metrics.items()]
+    problem = timing_problem(t)
     rows += [("updates", f"{t['steps']} ({t['warmup_steps']} warm-up)"),
-             ("step time", f"{fmt_s(t['step_s_median'])} median, IQR {fmt_s(t['step_s_iqr'])}"),
-             ("throughput", "-" if t["samples_per_s"] is None else f"{t['samples_per_s']:,.0f} samples/s")]
+             ("step time", f"invalid: {problem}" if problem else
+              f"{fmt_s(t['step_s_median'])} median, IQR {fmt_s(t['step_s_iqr'])}"),
+             ("throughput", "-" if t["samples_per_s"] is None else
+              f"{t['samples_per_s']:,.0f} samples/s" if measured(t["samples_per_s"]) and not problem else "invalid")]
     if t.get("metric") == "instructions":
         rows.append(("instructions", _instructions_text(t)))
     if r.get("flops"):
@@ -133,8 +139,7 @@ def print_profile(p: dict[str, Any], console: Console, timed_step_s: float | Non
     share = lambda x: f"{fmt_s(x)} ({x / step:.0%})" if step else fmt_s(x)   # noqa: E731
     phases = " · ".join(f"{k} {share(v['cpu_s'])}" for k, v in p["phases"].items())
     console.print(f"step {fmt_s(step)} under torch.profiler ({p['steps']} steps"
-                  + (f"; {fmt_s(timed_step_s)} in the timed loop: the rest is the profiler's own cost"
-                     if timed_step_s else "") + "): " + (phases or "no phases marked"))
+                  + _against_the_timed_loop(step, timed_step_s) + "): " + (phases or "no phases marked"))
     console.print(f"{sp.get('aten_calls_per_step', 0):g} ATen op calls a step; "
                   f"inside ATen ops {share(sp['in_aten_ops_s'])} · outside them (Python, modules, autograd "
                   f"engine, optimizer loop) {share(sp['outside_ops_s'])}"
@@ -148,9 +153,19 @@ def print_profile(p: dict[str, Any], console: Console, timed_step_s: float | Non
                       "result) writes a Perfetto trace of these steps[/]")
 
 
+def _against_the_timed_loop(profiled: float | None, timed: float | None) -> str:
+    """How the profiled step compares with the timed loop's median, and why they differ."""
+    if not (measured(profiled) and measured(timed) and timed):
+        return ""
+    if profiled > timed:
+        return f"; {fmt_s(timed)} in the timed loop: the difference is mostly the profiler's own cost"
+    return (f"; {fmt_s(timed)} in the timed loop, longer: these steps repeat one batch, with warm caches, "
+            "and a busy machine moves either figure")
+
+
 def print_peak(e: dict[str, Any], console: Console | None = None) -> None:
     """The three ceilings of a cache entry (measure.peak.get)."""
-    console = console or Console()
+    console = console or wide_console()
     lines = [f"peak: {e['gflops']:.4g} GFLOP/s ({e['dtype']}, {e['threads']} threads, best of square matrix "
              f"products n = {', '.join(map(str, e['sizes']))}; best at n = {e['size']})",
              f"source: {e['source']}"]
@@ -177,7 +192,7 @@ def _ceiling_lines(e: dict[str, Any]) -> list[str]:
 
 
 def print_trace(tr: dict[str, Any], console: Console | None = None) -> None:
-    console = console or Console()
+    console = console or wide_console()
     source = tr.get("source", "the source")
     fw = Table(title=f"forward pass ({source}'s hand-computed values beside ours)", title_justify="left")
     for c in ("value", "bpbench", source, "difference"):
@@ -198,13 +213,14 @@ def print_trace(tr: dict[str, Any], console: Console | None = None) -> None:
 
 def print_gradcheck(rep: dict[str, Any], console: Console | None = None) -> None:
     console = console or wide_console()
-    tab = Table(title=f"gradcheck {rep['experiment']} ({rep['note']}; tol {rep['tol']:g})", title_justify="left")
-    for c in ("parameter", "elements", "manual vs autograd", "manual vs numerical",
-              "autograd vs numerical", "rel. error", "ok"):
-        tab.add_column(c, justify="left" if c == "parameter" else "right", no_wrap=c == "parameter")
-    for c in rep["checks"]:
-        tab.add_row(c["param"], f"{c['checked']}/{c['numel']}", f"{c['manual_vs_autograd']:.2e}",
-                    f"{c['manual_vs_numerical']:.2e}", f"{c['autograd_vs_numerical']:.2e}",
-                    f"{c['rel_error']:.2e}", "[green]yes[/]" if c["ok"] else "[red]NO[/]")
-    console.print(tab)
+    title = f"gradcheck {rep['experiment']} ({rep['note']}; tol {rep['tol']:g})"
+    rows = [[c["param"], f"{c['checked']}/{c['numel']}", f"{c['manual_vs_autograd']:.2e}",
+             f"{c['manual_vs_numerical']:.2e}", f"{c['autograd_vs_numerical']:.2e}", f"{c['rel_error']:.2e}",
+             "[green]yes[/]" if c["ok"] else "[red]NO[/]"] for c in rep["checks"]]
+    tab = Tab(title, ["parameter", "elements", "manual vs\nautograd", "manual vs\nnumerical",
+                      "autograd vs\nnumerical", "rel. error", "ok"], rows)
+    # 80 columns: the differences' headers written tighter (numbers are never cut)
+    tab.narrow = Tab(title, ["parameter", "elements", "manual-\nautograd", "manual-\nnumeric",
+                             "autograd-\nnumeric", "rel.\nerror", "ok"], rows)
+    show([tab], console)
     console.print("[green]all gradients agree[/]" if rep["ok"] else "[red]gradient check FAILED[/]")

@@ -57,8 +57,13 @@ def show(blocks: list[Block], console: Console) -> None:
             if j in b.sections and j:
                 tab.add_section()
             tab.add_row(*row)
-        # a table the spares could not bring within the width: wider lines, never a cut-off edge
-        console.print(tab, crop=b.width() <= console.width)
+        # a table the spares could not bring within the width: printed at its own width (wider
+        # lines), for rich would shrink even no_wrap columns to the console and cut digits off
+        if b.width() <= console.width:
+            console.print(tab)
+        else:
+            Console(file=console.file, width=b.width(), color_system=console.color_system,
+                    force_terminal=console.is_terminal).print(tab, crop=False)
     if hidden:
         console.print(f"[dim]left out to fit {console.width} columns: {', '.join(hidden)} "
                       "(--wide, --format markdown and the files have them)[/]")
@@ -100,7 +105,7 @@ def _break_even(s: dict[str, Any]) -> str:
 
 # The figures of a cell: (header, value, only with --wide). Columns empty in a group are dropped.
 FIGURES: list[tuple[str, Callable[[dict[str, Any]], str], bool]] = [
-    ("step", lambda s: fmt_s(s.get("step_s_median")), False),
+    ("step", lambda s: "invalid" if s.get("invalid_timing") else fmt_s(s.get("step_s_median")), False),
     ("instr.\n/step", lambda s: fmt_count(s.get("instructions_per_step")), False),
     ("IQR", lambda s: fmt_s(s.get("step_s_iqr")), False),
     ("noise", lambda s: "-" if s.get("noise") is None else f"±{s['noise']:.1%}", True),
@@ -198,6 +203,9 @@ def comparison_blocks(doc: dict[str, Any], wide: bool = False, sections: list[Bl
     for c in cells:
         if c["status"] not in ("ok", "unavailable"):
             blocks.append(f"[yellow]{c['key']}: {c['status']}: {c.get('error')}[/]")
+        if (c.get("summary") or {}).get("invalid_timing"):
+            blocks.append(f"[yellow]{c['key']}: timing invalid ({c['summary']['invalid_timing']}): no step time, "
+                          "ratio or verdict is drawn from it[/]")
     blocks += [] if counted else busy_warning(cells) + noise_warning(cells)   # of step times: valgrind's here
     blocks += [f"[dim]note: {note}[/]" for note in doc.get("notes", [])]
     missing = len(doc.get("planned", [])) - len(cells)
@@ -249,6 +257,12 @@ def _clearly_slower(c: dict[str, Any], best: dict[str, Any]) -> bool:
     return c["summary"]["step_s_median"] / best["summary"]["step_s_median"] - 1 > noise.MIN_CHANGE
 
 
+def _slower_by(step: float, best: float) -> str:
+    """'3.1x slower'; a ratio beyond float64 (1e308 s against 1e-4 s) says the times instead."""
+    ratio = step / best
+    return f"{fmt_ratio(ratio, 1)} slower" if ratio < float("inf") else f"far slower ({fmt_s(step)} a step)"
+
+
 def verdicts(cells: list[dict[str, Any]]) -> list[str]:
     """One line per experiment, run and device: the fastest variant and how the others compare."""
     groups: dict[tuple, list[dict]] = {}
@@ -271,7 +285,7 @@ def verdicts(cells: list[dict[str, Any]]) -> list[str]:
             times = ", ".join(f"{c['variant']} {fmt_s(c['summary']['step_s_median'])}" for c in group)
             lines.append(f"{where}: no variant is clearly faster per step ({times}: within the measured noise)")
             continue
-        others = ", ".join(f"{c['variant']} " + (f"{c['summary']['step_s_median'] / best:.1f}x slower"
+        others = ", ".join(f"{c['variant']} " + (_slower_by(c["summary"]["step_s_median"], best)
                                                  if slower[c["variant"]] else "within noise") for c in group[1:])
         lines.append(f"{where}: fastest per step is {group[0]['variant']} ({fmt_s(best)}); {others}")
     return lines

@@ -30,6 +30,7 @@ Torch-free; numpy does the resampling.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -87,22 +88,33 @@ class Ratio:
         return all(i.low > 1.0 and i.value - 1 > threshold for i in (self.median, self.fast))
 
 
+def valid(runs: Runs) -> bool:
+    """Every recorded step time is a positive, finite number of seconds. A NaN, an infinity, a
+    negative or zero time, a string is no measurement (a damaged or edited file): nothing is
+    inferred from it."""
+    return all(isinstance(s, (int, float)) and not isinstance(s, bool) and math.isfinite(s) and s > 0
+               for r in runs for s in r)
+
+
 def usable(runs: Runs | None) -> bool:
-    return bool(runs) and all(len(r) > 0 for r in runs) and sum(len(r) for r in runs) >= MIN_STEPS
+    return bool(runs) and all(len(r) > 0 for r in runs) and sum(len(r) for r in runs) >= MIN_STEPS \
+        and valid(runs)
 
 
 def _blocks(runs: Runs) -> list[np.ndarray]:
+    """Each run cut into contiguous blocks, in logs: a ratio of times is a difference of logs, and
+    neither a median of two 1e308 s steps nor the ratio 1e308 / 1e-4 overflows there."""
     per_run = max(1, BLOCKS // len(runs))
     out: list[np.ndarray] = []
     for r in runs:
-        a = np.asarray(r, dtype=float)
+        a = np.log(np.asarray(r, dtype=float))
         out += np.array_split(a, min(per_run, len(a)))
     return out
 
 
 def _bootstrap(runs: Runs, q: float, rng: np.random.Generator) -> np.ndarray:
-    """Bootstrap distribution of the q-th percentile: resample the blocks, take the median of
-    the resampled blocks' own q-th percentiles."""
+    """Bootstrap distribution of the q-th percentile's log: resample the blocks, take the median
+    of the resampled blocks' own q-th percentiles."""
     per_block = np.asarray([np.percentile(b, q) for b in _blocks(runs)])
     picks = rng.integers(0, len(per_block), size=(RESAMPLES, len(per_block)))
     return np.median(per_block[picks], axis=1)
@@ -113,9 +125,11 @@ def pooled(runs: Runs, q: float = 50) -> float:
 
 
 def _interval(new: Runs, old: Runs, q: float, rng: np.random.Generator) -> Interval:
-    dist = _bootstrap(new, q, rng) / _bootstrap(old, q, rng)
-    low, high = np.quantile(dist, [(1 - LEVEL) / 2, (1 + LEVEL) / 2])
-    return Interval(pooled(new, q) / pooled(old, q), float(low), float(high))
+    log_ratio = _bootstrap(new, q, rng) - _bootstrap(old, q, rng)
+    with np.errstate(over="ignore"):    # 1e308 s against 1e-4 s: infinitely slower is the honest answer
+        low, high = np.exp(np.quantile(log_ratio, [(1 - LEVEL) / 2, (1 + LEVEL) / 2]))
+        value = np.exp(np.log(pooled(new, q)) - np.log(pooled(old, q)))
+    return Interval(float(value), float(low), float(high))
 
 
 def ratio(new: Runs | None, old: Runs | None, seed: int = 0) -> Ratio | None:
@@ -145,8 +159,8 @@ def median_interval(runs: Runs | None, seed: int = 0) -> tuple[float, float] | N
     """The pooled median's 95 % interval (block bootstrap); None with too few steps."""
     if not usable(runs):
         return None
-    low, high = np.quantile(_bootstrap(runs, 50, np.random.default_rng(seed)),
-                            [(1 - LEVEL) / 2, (1 + LEVEL) / 2])
+    low, high = np.exp(np.quantile(_bootstrap(runs, 50, np.random.default_rng(seed)),
+                                   [(1 - LEVEL) / 2, (1 + LEVEL) / 2]))
     return float(low), float(high)
 
 

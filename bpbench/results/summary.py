@@ -11,7 +11,10 @@ from typing import Any, Callable
 
 from bpbench.results import bounds, contention, figures, noise
 from bpbench.results.noise import step_samples
-from bpbench.results.timing import StepTimes
+from bpbench.results.timing import StepTimes, timing_problem
+
+# The timing figures a cell's summary takes from its runs (none when they are no measurement).
+TIMES = ("step_s_all", "step_s_median", "step_s_iqr", "train_s", "samples_per_s")
 
 
 def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -25,12 +28,16 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
         vals = [v for v in (get(r) for r in runs) if v is not None]
         return statistics.median(vals) if vals else None
 
+    problem = next((p for p in (timing_problem(r["timing"]) for r in runs) if p), None)
+    if problem:   # no figure, ratio or verdict from times that are no measurement
+        runs = [{**r, "timing": {**r["timing"], **dict.fromkeys(TIMES)}} for r in runs]
     samples = step_samples(runs)
     counts = noise.samples(runs, "instructions_all")
     times = StepTimes(tuple(map(tuple, samples)))
     metrics = runs[-1]["final"].get("metrics") or {}
     step = times.median if noise.usable(samples) else med(lambda r: r["timing"]["step_s_median"])
     return {
+        **({"invalid_timing": problem} if problem else {}),
         "repeats": len(runs),
         "setup_s": med(lambda r: r["timing"]["setup_s"]),
         "step_s_median": step,

@@ -8,9 +8,10 @@ Robust to the odd slow step that noisy machines produce: medians and quartiles, 
 
 from __future__ import annotations
 
+import math
 import statistics
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 # torch.utils.benchmark's rule: an IQR above this share of the median is too noisy to trust as is.
 NOISY_IQR_SHARE = 0.1
@@ -73,3 +74,27 @@ class StepTimes:
             return None
         return (f"step times are noisy: the IQR is {spread / med:.0%} of the median (over {limit:.0%}); "
                 "rerun on a quieter machine or compare medians of repeats")
+
+
+def _seconds(x: Any, positive: bool) -> bool:
+    """A number of seconds a clock can have measured: finite, not negative (positive: above 0)."""
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and \
+        (x > 0 if positive else x >= 0)
+
+
+def timing_problem(timing: dict[str, Any]) -> str | None:
+    """Why a run's recorded step times are no measurement (None: they are one): a step time, or
+    the median, IQR or training time, that is not a finite, non-negative number of seconds (a NaN,
+    an infinity, a negative: a damaged or edited file), a step of 0 s, or a step longer than the
+    whole run it was part of. Nothing is compared or called from such times."""
+    steps = timing.get("step_s_all") or []
+    bad = [x for x in steps if not _seconds(x, positive=True)]
+    if bad:
+        return f"a step time is {bad[0]!r}"
+    for key in ("step_s_median", "step_s_iqr", "train_s", "total_s"):
+        if timing.get(key) is not None and not _seconds(timing[key], positive=False):
+            return f"{key} is {timing[key]!r}"
+    total = timing.get("total_s")
+    if steps and total and max(steps) > total:
+        return f"a step of {max(steps):.3g} s is longer than the whole run ({total:.3g} s)"
+    return None

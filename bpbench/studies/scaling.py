@@ -16,7 +16,6 @@ batch over T, every rank's samples together. Torch-free: it plans cells and read
 
 from __future__ import annotations
 
-import os
 import statistics
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from typing import Any
 from bpbench import experiments
 from bpbench import variants as V
 from bpbench.errors import BadInput
+from bpbench.processes import usable_cores
 from bpbench.results.contention import NOT_COMPARABLE
 
 STUDY = "scaling"
@@ -37,7 +37,7 @@ def default_nprocs(device: str) -> list[int]:
         import torch
         most = torch.cuda.device_count()
     else:
-        most = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        most = usable_cores()
     out = [1]
     while out[-1] * 2 <= most:
         out.append(out[-1] * 2)

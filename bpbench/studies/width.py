@@ -7,6 +7,8 @@ about 60x faster); its figures are shown beside ours as reference points.
 
 from __future__ import annotations
 
+import math
+
 from pathlib import Path
 from typing import Any
 
@@ -197,9 +199,12 @@ def plot(w: dict[str, Any], out_dir: Path) -> list[Path]:
                    label=f"seed 004's {'GPU' if dev == 'cuda' else 'CPU'} ({SEED_STEPS} steps)")
     steps = ", ".join(f"{s:,}" for s in w.get("steps") or [])
     ran = " vs ".join(d.upper() for d in ("cpu", "cuda") if any(r.get(f"{d}_step_s") for r in w["rows"]))
-    ax.set(xscale="log", yscale="log", xlabel="hidden width H", ylabel="time per Adam step (median)",
+    ax.set(xscale="log", yscale="log", xlabel="hidden width H" + plots.LOG,
+           ylabel="time per Adam step (median)" + plots.LOG,
            title=f"1-H-1 MLP, Adam, {steps} steps per width: {ran or 'nothing ran'}")
     plots.seconds_axis(ax.yaxis)   # after the scale: setting a scale replaces the formatters
+    widths = [r["width"] for r in w["rows"]] + [h for seed in SEED_STEP_S.values() for h in seed]
+    plots.plain_log_ticks(ax.xaxis, widths, lambda h: f"{h:,.0f}")   # the widths themselves, not 10^3
     handles, labels = ax.get_legend_handles_labels()
     ax2 = _plot_peak(ax, w, series)
     if ax2 is not None:
@@ -228,5 +233,9 @@ def _plot_peak(ax, w: dict[str, Any], series: list[str | None]):
                          mfc="none", ms=9, mew=1.5, color=color,
                          label=f"{dev.upper()}{f' {name}' if named else ''} % of peak")
     if ax2 is not None:
-        ax2.set(yscale="log", ylabel="% of measured matmul peak (triangles)")
+        ax2.set(yscale="log", ylabel="% of measured matmul peak (triangles)" + plots.LOG)
+        shares = [y for line in ax2.get_lines() for y in line.get_ydata()]
+        decades = sorted({10.0 ** e for e in range(math.floor(math.log10(min(shares))),
+                                                    math.ceil(math.log10(max(shares))) + 1)})
+        plots.plain_log_ticks(ax2.yaxis, decades, lambda y: f"{y:g}%")   # 0.01%, not 10^-2
     return ax2
