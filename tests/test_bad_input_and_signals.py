@@ -536,7 +536,7 @@ def test_closed_or_ascii_streams_do_not_raise(monkeypatch):
     assert ascii_err.buffer.getvalue() == b"\\xb7 \\xb5s"
 
 
-@pytest.mark.parametrize("where,what", [("counted_step", "the FLOP count, peak and profile"),
+@pytest.mark.parametrize("where,what", [("counted_step", "the FLOP count, peak, bound and profile"),
                                         ("metrics", "the final metrics")])
 def test_ctrl_c_after_training_keeps_the_trained_result(cli, tmp_path, monkeypatch, where, what):
     """The FLOP count and the first peak measurement take seconds after the loop: a Ctrl-C there
