@@ -146,6 +146,21 @@ def test_a_launch_leaves_no_folder_in_the_temp_dir(cli, tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir() if not p.name.startswith("torchinductor_")] == []
 
 
+def test_a_launch_removes_the_folders_of_killed_launchers(cli, tmp_path, monkeypatch):
+    """A SIGKILLed launcher runs no cleanup: the next launch removes its folder (named after its
+    pid, which no longer lives), never one of a launcher that still runs."""
+    import tempfile
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    (tmp_path / f"bpbench-launch-{gone.pid}-abcd" / "attempt_0").mkdir(parents=True)
+    (tmp_path / f"bpbench-launch-{os.getpid()}-live").mkdir()
+    (tmp_path / "bpbench-launch-notapid").mkdir()
+    assert cli.json("run", "linreg", "--variant", "allreduce", "--nproc", "2", "--epochs", "3")["status"] == "ok"
+    assert {p.name for p in tmp_path.iterdir() if p.name.startswith("bpbench-")} == \
+        {"bpbench-launch-notapid", f"bpbench-launch-{os.getpid()}-live"}
+
+
 @pytest.mark.parametrize("env,msg", [
     ({"LOCAL_RANK": "0"}, "TORCHELASTIC_RUN_ID is set, as torchrun sets it for its ranks, but RANK, WORLD_SIZE, "
                           "LOCAL_WORLD_SIZE, MASTER_ADDR, MASTER_PORT are not: start the run with torchrun, "

@@ -201,7 +201,8 @@ def launch(name: str, cfg: dict[str, Any], profile_lines: bool,
     t0 = time.perf_counter()
     private = None
     try:
-        private = Path(tempfile.mkdtemp(prefix="bpbench-launch-"))
+        _sweep_abandoned()
+        private = Path(tempfile.mkdtemp(prefix=f"{LAUNCH_DIR}{os.getpid()}-"))
         config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=cfg["nproc"],
                               run_id=f"bpbench-{uuid.uuid4().hex[:12]}", rdzv_backend="c10d",
                               rdzv_endpoint="localhost:0", max_restarts=0, monitor_interval=0.1,
@@ -215,6 +216,24 @@ def launch(name: str, cfg: dict[str, Any], profile_lines: bool,
         launch_s=time.perf_counter() - t0,
         launcher=f"torch.distributed.launcher elastic_launch ({start_method}; c10d rendezvous on localhost)")
     return result
+
+
+LAUNCH_DIR = "bpbench-launch-"   # + the launcher's pid: a launch's private folder in the temp dir
+
+
+def _sweep_abandoned() -> None:
+    """Remove the private folders of launches whose launcher is gone: a SIGKILLed one runs no
+    cleanup (its ranks die with it). A folder whose pid lives, or that is not ours, is left."""
+    for folder in Path(tempfile.gettempdir()).glob(f"{LAUNCH_DIR}*-*"):
+        pid = folder.name[len(LAUNCH_DIR):].split("-", 1)[0]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+        except (PermissionError, OverflowError):   # another user's process, or no such pid at all
+            continue
 
 
 def _run_ranks(config, args: tuple) -> dict[str, Any]:
