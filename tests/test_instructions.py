@@ -209,15 +209,16 @@ def test_what_cannot_be_counted_is_refused():
 def needs_valgrind(test):
     skip = pytest.mark.skipif(bool(I.missing_tools()), reason="needs valgrind (the Debian package valgrind)")
     return pytest.mark.callgrind(skip(test))
-INJECT = Path(__file__).parent / "inject"
 # A short linreg: 5 warm-up steps, the 15 counted, 10 more (instrumentation off).
 SHORT = ["run", "linreg", "--manual", "--epochs", "30", "--metric", "instructions", "--json"]
 
 
 @pytest.fixture(scope="module")
 def counted(tmp_path_factory):
-    """Two runs of one command and one with an extra operation per step (tests/inject), each its
-    own callgrind child; temporary files in a directory of the test's own."""
+    """Two runs of one command, each its own callgrind child; temporary files in a directory of
+    the test's own. (The same command with an extra operation per step, tests/inject, is recorded
+    in tests/data/instructions_injected.json: the gate on it is tested in test_export.py, and
+    one more live run here would cost the suite another half minute.)"""
     from typer.testing import CliRunner
 
     from bpbench.cli import app
@@ -227,7 +228,7 @@ def counted(tmp_path_factory):
     old, tempfile.tempdir = tempfile.tempdir, str(scratch)
     runs = {}
     try:
-        for name, path in (("a", None), ("a_again", None), ("injected", INJECT)):
+        for name, path in (("a", None), ("a_again", None)):
             env = {"PYTHONPATH": os.pathsep.join([str(path), os.environ.get("PYTHONPATH", "")])} if path else {}
             r = CliRunner().invoke(app, SHORT, env=env)
             assert r.exit_code == 0, r.stderr
@@ -251,7 +252,7 @@ def test_counts_of_one_command_agree_within_half_a_percent(counted):
 
 
 @needs_valgrind
-def test_the_gate_fails_an_extra_operation_and_never_a_rerun(counted):
+def test_the_gate_never_fails_a_rerun(counted):
     from bpbench import comparison as cmp
     from synthetic import cell, document
     runs, _ = counted
@@ -260,11 +261,9 @@ def test_the_gate_fails_an_extra_operation_and_never_a_rerun(counted):
         return {**document([cell(runs[name])]), "metric": "instructions"}
 
     base = doc("a")
-    for name, regressed in (("a_again", False), ("injected", True)):
-        d = doc(name)
-        cmp.refresh(d, base, 0.02)
-        assert bool(cmp.regressions(d)) is regressed, (name, d["cells"][0]["summary"])
-    assert "more instructions per step" in cmp.regressions(d)[0]
+    d = doc("a_again")
+    cmp.refresh(d, base, 0.02)
+    assert cmp.regressions(d) == [], d["cells"][0]["summary"]
 
 
 @needs_valgrind
