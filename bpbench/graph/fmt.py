@@ -1,0 +1,89 @@
+"""How a graph's numbers read, shared by every renderer (torch-free).
+
+float64 values print as Python prints them (seed 001's 220.00000000000003: its shopping graph
+runs on Python floats); float32 values with 4 significant digits, as seed 002 writes its 2-2-1 net.
+Tensors too large to show are their shape and dtype: 12665×784 float32.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bpbench.graph.model import Graph, Node, Value
+
+SYMBOLS = {"Mul": "×", "Add": "+"}   # the book's operator circles
+
+
+def number(x: Any, dtype: str) -> str:
+    if isinstance(x, bool):
+        return str(x)
+    if isinstance(x, float):
+        if dtype in ("float64", "float"):
+            return repr(x)
+        return f"{x:.4g}"
+    return str(x)
+
+
+def nested(v: Any, dtype: str) -> str:
+    if isinstance(v, list):
+        return "[" + ", ".join(nested(i, dtype) for i in v) + "]"
+    return number(v, dtype)
+
+
+def lines(v: Value | None, missing: str = "-") -> list[str]:
+    """value(), a matrix one row a line (for pictures: a 2×2 weight reads as a 2×2 block)."""
+    if v is not None and isinstance(v.values, list) and len(v.values) > 1 and isinstance(v.values[0], list):
+        rows = [nested(r, v.dtype) for r in v.values]
+        return ["[" + rows[0] + ","] + [" " + r + "," for r in rows[1:-1]] + [" " + rows[-1] + "]"]
+    return [value(v, missing)]
+
+
+def shape(v: Value) -> str:
+    return "×".join(str(d) for d in v.shape) or "scalar"
+
+
+def value(v: Value | None, missing: str = "-") -> str:
+    """The values when the graph kept them, else shape and dtype."""
+    if v is None:
+        return missing
+    if v.values is not None:
+        return nested(v.values, v.dtype)
+    return f"{shape(v)} {v.dtype}"
+
+
+def size(n: int | None) -> str:
+    """Bytes in the unit that keeps three figures: 32 B, 8.19 kB, 39.7 MB."""
+    if n is None:
+        return "-"
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.3g} {unit}"
+    return f"{n} B"
+
+
+def op_label(node: Node) -> str:
+    """"mul_tax_layer ×", "layer1 Affine", "AddmmBackward0"."""
+    if node.kind != "op":
+        return node.label
+    sym = SYMBOLS.get(node.op)
+    if node.label.startswith(node.op):       # autograd's MulBackward0 #2
+        return node.label
+    return f"{node.label} {sym}" if sym else f"{node.label} ({node.op})"
+
+
+def saves(node: Node) -> str:
+    if not node.saved:
+        return ""
+    names = ", ".join(s.name + (" (counted before)" if s.shared else "") for s in node.saved)
+    return f"saves {size(node.saved_bytes)}: {names}"
+
+
+def saves_short(node: Node) -> str:
+    """"saves 16 B", or "saves x (counted before)" when every tensor it keeps was counted earlier."""
+    if node.saved_bytes:
+        return f"saves {size(node.saved_bytes)}"
+    return f"saves {', '.join(s.name for s in node.saved)} (counted before)"
+
+
+def headline(g: Graph) -> str:
+    return f"{g.title}: forward values →, gradients ◀"

@@ -1,0 +1,80 @@
+"""The graph as Graphviz DOT (the `graphviz` package), and SVG or PNG through Graphviz's `dot`.
+
+Drawn as seed 001 draws its graphs: left to right, operations in circles, each edge with the
+forward value above it and the gradient flowing back beneath it (in red), and under every
+operation what it saves for backward.
+"""
+
+from __future__ import annotations
+
+import html
+import shutil
+
+from bpbench.errors import BadInput
+from bpbench.graph import fmt
+from bpbench.graph.model import Graph, Node
+
+FORWARD, GRADIENT, SAVED = "#1f1f1f", "#c0392b", "#2c6e9b"
+MAX_LABEL = 48     # a value longer than this is cut (the text and JSON formats keep it whole)
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= MAX_LABEL else text[:MAX_LABEL - 1] + "…"
+
+
+def _html(lines: list[str], color: str) -> str:
+    return "<br/>".join(f'<font color="{color}">{html.escape(_short(t))}</font>' for t in lines if t)
+
+
+def _edge_label(value: list[str], grad: list[str]) -> str:
+    below = _html(grad, GRADIENT)
+    return f"<{_html(value, FORWARD)}{'<br/>' + below if below else ''}>"
+
+
+
+def _node_attrs(node: Node) -> dict[str, str]:
+    if node.kind == "op":
+        sym = fmt.SYMBOLS.get(node.op)
+        shape = "circle" if sym else "box"
+        label = sym or fmt.op_label(node).replace(" (", "\n(")
+        attrs = {"shape": shape, "label": label, "style": "rounded" if not sym else "", "fontsize": "16" if sym else "11"}
+        if sym:
+            attrs["xlabel"] = node.label
+        if node.saved:
+            attrs["xlabel"] = f"{attrs.get('xlabel', '')}\n{fmt.saves_short(node)}".strip()
+        return attrs
+    return {"shape": "plaintext", "label": node.label, "fontsize": "12"}
+
+
+def source(g: Graph) -> str:
+    """The DOT text (no Graphviz program needed)."""
+    import graphviz
+
+    dot = graphviz.Digraph(name="step", graph_attr={
+        "rankdir": "LR", "label": f"{g.title}\nforward values above the arrows, gradients beneath (red)",
+        "labelloc": "t", "fontsize": "13", "nodesep": "0.5", "ranksep": "0.9", "forcelabels": "true",
+        "fontname": "Helvetica"},
+        node_attr={"fontname": "Helvetica"}, edge_attr={"fontname": "Helvetica", "fontsize": "11",
+                                                        "arrowsize": "0.7"})
+    ids = {node.id: f"n{i}" for i, node in enumerate(g.nodes)}    # DOT reads "a:b" as a port
+    for node in g.nodes:
+        dot.node(ids[node.id], **{k: v for k, v in _node_attrs(node).items() if v})
+    for e in g.edges:
+        src = g.node(e.src)
+        dot.edge(ids[e.src], ids[e.dst], label=_edge_label(fmt.lines(src.output), fmt.lines(e.grad, "")))
+    return dot.source
+
+
+def has_dot() -> bool:
+    return shutil.which("dot") is not None
+
+
+def render(g: Graph, fmt_name: str) -> bytes:
+    """SVG or PNG bytes from Graphviz's `dot`; BadInput (one line) when it is not installed."""
+    import graphviz
+
+    if not has_dot():
+        raise BadInput(f"--format {fmt_name} needs Graphviz's `dot` program, which is not on PATH: install "
+                       "Graphviz (Debian/Ubuntu: apt-get install graphviz; macOS: brew install graphviz)"
+                       + ("; or use --format png, drawn without it" if fmt_name == "svg" else ""))
+    return graphviz.Source(source(g)).pipe(format=fmt_name)
