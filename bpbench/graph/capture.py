@@ -21,12 +21,12 @@ def describe(v: Any) -> Value | None:
     if not isinstance(v, Tensor):        # the 1 (or 1.0) a backward starts from
         return Value([], type(v).__name__, 0, float(v))
     t = v.detach()
-    values = None
+    values, norm = None, None
     if t.numel() <= SMALL:
         values = t.cpu().tolist()
-        if t.dtype == torch.bool:
-            values = [bool(b) for b in t.reshape(-1).tolist()] if t.dim() else bool(values)
-    return Value(list(t.shape), dtype_name(t), t.numel() * t.element_size(), values)
+    elif t.is_floating_point():
+        norm = float(t.double().norm())
+    return Value(list(t.shape), dtype_name(t), t.numel() * t.element_size(), values, norm)
 
 
 def storage_key(t: Tensor) -> tuple[str, int]:

@@ -30,12 +30,12 @@ def nested(v: Any, dtype: str) -> str:
     return number(v, dtype)
 
 
-def lines(v: Value | None, missing: str = "-") -> list[str]:
-    """value(), a matrix one row a line (for pictures: a 2×2 weight reads as a 2×2 block)."""
+def lines(v: Value | None, missing: str = "-", grad: bool = False) -> list[str]:
+    """value() or gradient(), a matrix one row a line (a 2×2 weight reads as a 2×2 block)."""
     if v is not None and isinstance(v.values, list) and len(v.values) > 1 and isinstance(v.values[0], list):
         rows = [nested(r, v.dtype) for r in v.values]
         return ["[" + rows[0] + ","] + [" " + r + "," for r in rows[1:-1]] + [" " + rows[-1] + "]"]
-    return [value(v, missing)]
+    return [(gradient if grad else value)(v, missing)]
 
 
 def shape(v: Value) -> str:
@@ -49,6 +49,13 @@ def value(v: Value | None, missing: str = "-") -> str:
     if v.values is not None:
         return nested(v.values, v.dtype)
     return f"{shape(v)} {v.dtype}"
+
+
+def gradient(v: Value | None, missing: str = "-") -> str:
+    """A gradient: its values when small, else its norm (its shape is the value's, shown above)."""
+    if v is not None and v.values is None and v.norm is not None:
+        return f"‖g‖ {number(v.norm, 'float32')}"
+    return value(v, missing)
 
 
 def size(n: int | None) -> str:

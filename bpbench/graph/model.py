@@ -24,6 +24,7 @@ class Value:
     dtype: str                       # torch's name without the prefix: float32, float64, bool, int64
     nbytes: int
     values: Any = None               # a float or nested lists of floats; None for large tensors
+    norm: float | None = None        # large floating-point tensors: their L2 norm, in place of values
 
     @property
     def numel(self) -> int:

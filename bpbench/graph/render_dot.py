@@ -61,7 +61,7 @@ def source(g: Graph) -> str:
         dot.node(ids[node.id], **{k: v for k, v in _node_attrs(node).items() if v})
     for e in g.edges:
         src = g.node(e.src)
-        dot.edge(ids[e.src], ids[e.dst], label=_edge_label(fmt.lines(src.output), fmt.lines(e.grad, "")))
+        dot.edge(ids[e.src], ids[e.dst], label=_edge_label(fmt.lines(src.output), fmt.lines(e.grad, "", grad=True)))
     return dot.source
 
 

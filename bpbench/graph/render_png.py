@@ -143,7 +143,7 @@ def render(g: Graph, dpi: int = 150) -> bytes:
     import matplotlib.pyplot as plt
     from matplotlib.patches import FancyArrowPatch
 
-    labels = [("\n".join(map(_short, fmt.lines(g.node(e.src).output))), "\n".join(map(_short, fmt.lines(e.grad, ""))))
+    labels = [("\n".join(map(_short, fmt.lines(g.node(e.src).output))), "\n".join(map(_short, fmt.lines(e.grad, "", grad=True))))
               for e in g.edges]
     longest = max((len(line) for pair in labels for t in pair for line in t.split("\n")), default=8)
     lay = _Layout(g, gap=max(1.2, CHAR * longest + 0.5))

@@ -55,7 +55,7 @@ def render(g: Graph, width: int = WIDTH) -> str:
         for e in incoming:
             src = g.node(e.src)
             name = labels[e.src] + (f" ({e.label})" if e.label and not labels[e.src].endswith(e.label) else "")
-            lines += _row([name, fmt.value(src.output), fmt.value(e.grad, "(none: needs no gradient)")],
+            lines += _row([name, fmt.value(src.output), fmt.gradient(e.grad, "(none: needs no gradient)")],
                           widths, (" → ", " ◀ "))
     lines += _footer(g, width)
     return "\n".join(lines) + "\n"
