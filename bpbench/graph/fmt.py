@@ -32,7 +32,8 @@ def nested(v: Any, dtype: str) -> str:
 
 def lines(v: Value | None, missing: str = "-", grad: bool = False) -> list[str]:
     """value() or gradient(), a matrix one row a line (a 2×2 weight reads as a 2×2 block)."""
-    if v is not None and isinstance(v.values, list) and len(v.values) > 1 and isinstance(v.values[0], list):
+    if v is not None and isinstance(v.values, list) and len(v.values) > 1 and isinstance(v.values[0], list) \
+            and len(v.values[0]) > 1:          # a column (n×1) stays on one line
         rows = [nested(r, v.dtype) for r in v.values]
         return ["[" + rows[0] + ","] + [" " + r + "," for r in rows[1:-1]] + [" " + rows[-1] + "]"]
     return [(gradient if grad else value)(v, missing)]

@@ -37,6 +37,8 @@ def _node_attrs(node: Node) -> dict[str, str]:
         sym = fmt.SYMBOLS.get(node.op)
         shape = "circle" if sym else "box"
         label = sym or fmt.op_label(node).replace(" (", "\n(")
+        if node.detail:       # autograd: the module and torch function the node came from
+            label = f'<{html.escape(label)}<br/><font point-size="8" color="#555555">{html.escape(node.detail)}</font>>'
         attrs = {"shape": shape, "label": label, "style": "rounded" if not sym else "", "fontsize": "16" if sym else "11"}
         if sym:
             attrs["xlabel"] = node.label
