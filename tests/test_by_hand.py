@@ -4,8 +4,8 @@ and the hand-written Adam against torch.optim.Adam."""
 import pytest
 import torch
 
-from bpbench import parity
-from bpbench import run as runner
+from bpbench.results import parity
+from bpbench import api
 from bpbench.experiments import REGISTRY
 from bpbench.variants.manual import Adam
 
@@ -15,8 +15,8 @@ QUICK = {"linreg": {"epochs": 200}, "bce": {"data": "xor", "epochs": 200},
 
 
 def train(experiment, **flags):
-    info, cfg = runner.resolve(experiment, None, {"flops": False, **flags})
-    return runner.execute(info, cfg)
+    info, cfg = api.resolve(experiment, flops=False, **flags)
+    return api.execute(info, cfg)
 
 
 @pytest.mark.parametrize("name", list(REGISTRY))

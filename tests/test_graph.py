@@ -8,7 +8,7 @@ import subprocess
 import pytest
 import torch
 
-from bpbench import run as runner
+from bpbench import api
 from bpbench.experiments import REGISTRY
 from bpbench.experiments import bce as bce_exp
 from bpbench.experiments import shopping
@@ -23,7 +23,7 @@ def graph(name: str, variant: str, **flags) -> Graph:
     """Built once per test session (the mnist01 graphs read 12,665 images)."""
     key = (name, variant, tuple(sorted(flags.items())))
     if key not in GRAPHS:
-        info, cfg = runner.resolve(name, None, {"variant": variant, **flags})
+        info, cfg = api.resolve(name, variant=variant, **flags)
         GRAPHS[key] = step.experiment_graph(info, cfg, torch.device("cpu"))
     return GRAPHS[key]
 

@@ -4,13 +4,13 @@ hand-written layers (their caches) and by the layers' formula, tensor by tensor.
 import pytest
 import torch
 
-from bpbench import run as runner
+from bpbench import api
 from bpbench.experiments import REGISTRY
 from bpbench.graph import capture, keeps, render_text
 
 
 def model_and_batch(name, **flags):
-    info, cfg = runner.resolve(name, None, flags)
+    info, cfg = api.resolve(name, **flags)
     torch.manual_seed(cfg["seed"])
     task = info.load().build(cfg, torch.device("cpu"))
     return task.model, *task.batches.sample_batches()[0]
