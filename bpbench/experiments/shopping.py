@@ -162,6 +162,17 @@ def step_trace(learner_net: bool, data: str, lr: float, device) -> dict:
 
 class Shopping(Experiment):
     info = REGISTRY["shopping"]
+    metric_names = {"price": "price after the step"}
+
+    def run_rows(self, result, metrics) -> list[tuple[str, str]]:
+        """The step as seed 001 prints it: the price, then each input's gradient, every digit."""
+        tr = result.get("trace")
+        if not tr:
+            return []
+        printed = PRINTED[result["config"]["data"]]
+        grads = " · ".join(f"{k} {v!r}" for k, v in tr["grads"].items())
+        return [("price", f"{tr['forward']['price']!r} (seed 001 prints {printed['price']!r})"),
+                ("gradients", grads)]
 
     def build(self, cfg, device) -> Task:
         p = inputs(cfg["data"], device)

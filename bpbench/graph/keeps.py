@@ -23,8 +23,8 @@ from torch import Tensor
 from bpbench.graph import capture
 from bpbench.graph.from_autograd import AutogradRecording
 from bpbench.graph.from_layers import LayerRecording
+from bpbench.graph.model import WAYS
 
-WORLDS = ("autograd", "manual", "analytic")
 
 
 @dataclass
@@ -170,7 +170,7 @@ def _per_layer(rows: list[Row], manual: LayerRecording) -> list[dict[str, Any]]:
     for layer in manual.layer_order:
         mine = [r for r in rows if r.layer == layer]
         entry = {"layer": layer, "op": ops.get(layer, "")}
-        for w in WORLDS:
+        for w in WAYS:
             entry[w] = None if w == "analytic" and manual.analytic is None else sum(r.bytes.get(w, 0) for r in mine)
         out.append(entry)
     return out
@@ -178,7 +178,7 @@ def _per_layer(rows: list[Row], manual: LayerRecording) -> list[dict[str, Any]]:
 
 def _row_dict(r: Row) -> dict[str, Any]:
     return {"tensor": r.tensor, "layer": r.layer, "kind": r.kind, "shape": r.shape, "dtype": r.dtype,
-            **{w: r.bytes.get(w) for w in WORLDS}, "autograd_as": r.note or None}
+            **{w: r.bytes.get(w) for w in WAYS}, "autograd_as": r.note or None}
 
 
 def _difference(r: Row) -> str:

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 SMALL = 8     # tensors of at most this many elements show their values; larger ones their shape
+# The three ways saved-for-backward is counted (bpbench.graph.keeps; memory.saved_for_backward's keys).
+WAYS = ("autograd", "manual", "analytic")
 
 
 @dataclass

@@ -71,12 +71,15 @@ def has_dot() -> bool:
     return shutil.which("dot") is not None
 
 
+NO_DOT = ("--format {fmt} needs Graphviz's `dot` program, which is not on PATH: install Graphviz "
+          "(Debian/Ubuntu: apt-get install graphviz; macOS: brew install graphviz), or use --format png, "
+          "which matplotlib draws without it")
+
+
 def render(g: Graph, fmt_name: str) -> bytes:
     """SVG or PNG bytes from Graphviz's `dot`; BadInput (one line) when it is not installed."""
     import graphviz
 
     if not has_dot():
-        raise BadInput(f"--format {fmt_name} needs Graphviz's `dot` program, which is not on PATH: install "
-                       "Graphviz (Debian/Ubuntu: apt-get install graphviz; macOS: brew install graphviz)"
-                       + ("; or use --format png, drawn without it" if fmt_name == "svg" else ""))
+        raise BadInput(NO_DOT.format(fmt=fmt_name))
     return graphviz.Source(source(g)).pipe(format=fmt_name)

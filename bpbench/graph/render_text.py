@@ -65,16 +65,13 @@ def _footer(g: Graph, width: int) -> list[str]:
     out = ["", f"saved for backward by this graph's nodes: {fmt.size(g.saved_bytes)} (each storage once)"]
     sfb = g.saved_for_backward
     if sfb:
-        out.append(f"  autograd {fmt.size(sfb['autograd'])} · hand-written layers {fmt.size(sfb['manual'])}"
-                   f" · formula {fmt.size(sfb['analytic'])}")
-        out += [line for d in sfb.get("differences", [])
-                for line in textwrap.wrap(d, width, initial_indent="  - ", subsequent_indent="    ")]
+        out.append("  " + fmt.totals(sfb) + " (the table below says which tensors)")
     out += [line for n in g.notes for line in textwrap.wrap(n, width, initial_indent="note: ", subsequent_indent="      ")]
     return out
 
 
 SAVED_COLUMNS = (("tensor", 24), ("layer", 16), ("shape", 11), ("dtype", 7), ("autograd", 9), ("manual", 9),
-                 ("formula", 9))
+                 ("analytic", 9))
 
 
 def _saved_line(cells) -> str:
@@ -85,7 +82,7 @@ def _saved_line(cells) -> str:
 def saved_table(sfb: dict, width: int = WIDTH) -> str:
     """The saved-for-backward table: per tensor who keeps it (and how much), per layer, the totals,
     and a sentence for every tensor autograd and the hand-written layers do not keep alike."""
-    worlds = ("autograd", "manual", "analytic")
+    worlds = fmt.WAYS
     out = [_saved_line([c for c, _ in SAVED_COLUMNS])]
     for t in sfb["tensors"]:
         out.append(_saved_line([t["tensor"], t["layer"], "×".join(map(str, t["shape"])) or "scalar", t["dtype"],
