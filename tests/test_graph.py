@@ -179,4 +179,4 @@ def test_svg_without_dot_is_one_clear_error(monkeypatch):
     monkeypatch.setattr(shutil, "which", lambda name: None)
     with pytest.raises(BadInput, match="apt-get install graphviz") as e:
         render_dot.render(graph("shopping", "manual"), "svg")
-    assert "--format png" in str(e.value) and "\n" not in str(e.value)
+    assert "--engine matplotlib" in str(e.value) and "\n" not in str(e.value)

@@ -34,7 +34,9 @@ def test_graph_png_and_dot_files(cli, tmp_path, monkeypatch):
     monkeypatch.setattr(render_dot, "has_dot", lambda: False)       # no Graphviz: matplotlib draws it
     r = cli("graph", "shopping", "--format", "png", "--output", tmp_path / "g.png")
     assert r.exit_code == 0, r.stderr
-    assert (tmp_path / "g.png").read_bytes().startswith(PNG) and "matplotlib" in r.stderr
+    assert (tmp_path / "g.png").read_bytes().startswith(PNG) and "matplotlib draws" in r.stderr
+    r = cli("graph", "shopping", "--format", "svg", "--engine", "matplotlib", "--output", tmp_path / "g.svg")
+    assert r.exit_code == 0 and "<svg" in (tmp_path / "g.svg").read_text()
 
 
 @pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz's dot is not installed")
@@ -63,6 +65,9 @@ def test_svg_without_graphviz_is_exit_2_naming_the_package(cli, monkeypatch):
     monkeypatch.setattr(render_dot, "has_dot", lambda: False)
     r = cli("graph", "bce", "--format", "svg")
     assert r.exit_code == 2 and "apt-get install graphviz" in r.stderr and len(r.stderr.splitlines()) == 1
+    assert "--engine matplotlib" in r.stderr
+    r = cli("graph", "bce", "--format", "png", "--engine", "graphviz", "--output", "x.png")
+    assert r.exit_code == 2 and "needs Graphviz" in r.stderr
 
 
 def test_run_json_has_saved_for_backward_three_ways(cli):

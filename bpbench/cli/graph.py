@@ -12,6 +12,7 @@ from bpbench.cli.common import app
 from bpbench.errors import BadInput
 
 FORMATS = ("text", "json", "dot", "svg", "png")
+ENGINES = ("auto", "graphviz", "matplotlib")
 
 
 @app.command()
@@ -24,8 +25,11 @@ def graph(
     data: Optional[str] = typer.Option(None, "--data", help="Data set (per experiment; see `bpbench list`)."),
     set_: List[str] = typer.Option([], "--set", help="Any other config key: --set key=value (repeatable)."),
     fmt: str = typer.Option("text", "--format", metavar="|".join(FORMATS),
-                            help="text (fits 100 columns), json, dot (Graphviz source), svg (needs Graphviz's "
-                                 "dot), png (Graphviz's dot when installed, else drawn by matplotlib)."),
+                            help="text (fits 100 columns), json, dot (Graphviz source), svg or png (pictures)."),
+    engine: str = typer.Option("auto", "--engine", metavar="|".join(ENGINES),
+                               help="Who draws svg and png: graphviz (its dot program), matplotlib (no Graphviz "
+                                    "needed), or auto: png by Graphviz when its dot is installed, else by "
+                                    "matplotlib; svg by Graphviz."),
     output: Optional[Path] = typer.Option(None, "--output", help="Write it to FILE (atomically) instead of stdout."),
 ) -> None:
     """Draw one training step: every node's operation and forward value (on the edges), the gradient
@@ -36,7 +40,10 @@ def graph(
 
     if fmt not in FORMATS:
         raise BadInput(f"unknown --format {fmt!r} (choose from: {', '.join(FORMATS)})")
-    if fmt == "svg" and not render_dot.has_dot():
+    if engine not in ENGINES:
+        raise BadInput(f"unknown --engine {engine!r} (choose from: {', '.join(ENGINES)})")
+    engine = _engine(fmt, engine)
+    if engine == "graphviz" and not render_dot.has_dot():
         raise BadInput(render_dot.NO_DOT.format(fmt=fmt))
     if output is not None:
         files.check_output_file(output, "--output")
@@ -45,7 +52,7 @@ def graph(
     from bpbench import api
     settings = {k: v for k, v in {"data": data, **C.parse_set(set_, {"data": data})}.items() if v is not None}
     g = api.graph(experiment, variant, **settings)
-    content = _render(g, fmt)
+    content = _render(g, fmt, engine)
     if output is None:
         files.write_bytes("/dev/stdout", content) if isinstance(content, bytes) else sys.stdout.write(content)
         return
@@ -53,8 +60,20 @@ def graph(
     sys.stderr.write(f"graph written to {output}\n")
 
 
-def _render(g, fmt: str) -> str | bytes:
-    from bpbench.graph import render_dot, render_text
+def _engine(fmt: str, engine: str) -> str | None:
+    """Who draws the picture (None: not a picture); auto: a PNG by matplotlib where Graphviz is missing."""
+    from bpbench.graph import render_dot
+    if fmt not in ("svg", "png"):
+        return None
+    if engine == "auto":
+        engine = "graphviz" if fmt == "svg" or render_dot.has_dot() else "matplotlib"
+        if engine == "matplotlib":
+            sys.stderr.write("note: Graphviz's dot is not installed: matplotlib draws the graph\n")
+    return engine
+
+
+def _render(g, fmt: str, engine: str | None) -> str | bytes:
+    from bpbench.graph import render_dot, render_png, render_text
     if fmt == "text":
         return render_text.render(g) + "\n" + render_text.saved_table(g.saved_for_backward)
     if fmt == "json":
@@ -62,8 +81,4 @@ def _render(g, fmt: str) -> str | bytes:
         return files.dumps(g.to_dict())
     if fmt == "dot":
         return render_dot.source(g)
-    if fmt == "svg" or render_dot.has_dot():
-        return render_dot.render(g, fmt)
-    from bpbench.graph import render_png      # no Graphviz here: matplotlib draws it
-    sys.stderr.write("note: Graphviz's dot is not installed: drawn with matplotlib\n")
-    return render_png.render(g)
+    return render_dot.render(g, fmt) if engine == "graphviz" else render_png.render(g, fmt)

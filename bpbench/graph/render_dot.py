@@ -40,10 +40,10 @@ def _node_attrs(node: Node) -> dict[str, str]:
         if node.detail:       # autograd: the module and torch function the node came from
             label = f'<{html.escape(label)}<br/><font point-size="8" color="#555555">{html.escape(node.detail)}</font>>'
         attrs = {"shape": shape, "label": label, "style": "rounded" if not sym else "", "fontsize": "16" if sym else "11"}
-        if sym:
-            attrs["xlabel"] = node.label
-        if node.saved:
-            attrs["xlabel"] = f"{attrs.get('xlabel', '')}\n{fmt.saves_short(node)}".strip()
+        notes = ([f'<font color="#555555">{html.escape(node.label)}</font>'] if sym else []) + \
+            ([f'<font color="{SAVED}">{html.escape(fmt.saves_short(node))}</font>'] if node.saved else [])
+        if notes:   # beside the node, small: its layer's name (under a × or +) and what it saves
+            attrs["xlabel"] = f'<<font point-size="10">{"<br/>".join(notes)}</font>>'
         return attrs
     return {"shape": "plaintext", "label": node.label, "fontsize": "12"}
 
@@ -55,7 +55,7 @@ def source(g: Graph) -> str:
     dot = graphviz.Digraph(name="step", graph_attr={
         "rankdir": "LR", "label": f"{g.title}\nforward values above the arrows, gradients beneath (red)",
         "labelloc": "t", "fontsize": "13", "nodesep": "0.5", "ranksep": "0.9", "forcelabels": "true",
-        "fontname": "Helvetica"},
+        "fontname": "Helvetica", "ordering": "in"},
         node_attr={"fontname": "Helvetica"}, edge_attr={"fontname": "Helvetica", "fontsize": "11",
                                                         "arrowsize": "0.7"})
     ids = {node.id: f"n{i}" for i, node in enumerate(g.nodes)}    # DOT reads "a:b" as a port
@@ -71,9 +71,9 @@ def has_dot() -> bool:
     return shutil.which("dot") is not None
 
 
-NO_DOT = ("--format {fmt} needs Graphviz's `dot` program, which is not on PATH: install Graphviz "
-          "(Debian/Ubuntu: apt-get install graphviz; macOS: brew install graphviz), or use --format png, "
-          "which matplotlib draws without it")
+NO_DOT = ("--format {fmt} with --engine graphviz needs Graphviz's `dot` program, which is not on PATH: "
+          "install Graphviz (Debian/Ubuntu: apt-get install graphviz; macOS: brew install graphviz), or "
+          "use --engine matplotlib, which draws it without")
 
 
 def render(g: Graph, fmt_name: str) -> bytes:

@@ -1,4 +1,4 @@
-"""The graph as a PNG drawn with matplotlib: no Graphviz needed.
+"""The graph as a PNG (or SVG) drawn with matplotlib: no Graphviz needed.
 
 The layout is the book's: the result on the right, each node's inputs to its left, leaves (data,
 parameters) beside the node that reads them, a chain of operations on one line. Every arrow has
@@ -136,8 +136,8 @@ def _edge_labels(ax, start, end, value: str, grad: str) -> None:
                 rotation=angle, rotation_mode="anchor")
 
 
-def render(g: Graph, dpi: int = 150) -> bytes:
-    """PNG bytes (needs matplotlib, a bpbench dependency; no Graphviz)."""
+def render(g: Graph, fmt_name: str = "png", dpi: int = 150) -> bytes:
+    """PNG (or SVG) bytes, drawn by matplotlib (a bpbench dependency; no Graphviz)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -146,6 +146,7 @@ def render(g: Graph, dpi: int = 150) -> bytes:
     labels = [("\n".join(map(_short, fmt.lines(g.node(e.src).output))), "\n".join(map(_short, fmt.lines(e.grad, "", grad=True))))
               for e in g.edges]
     longest = max((len(line) for pair in labels for t in pair for line in t.split("\n")), default=8)
+    matplotlib.rcParams["svg.fonttype"] = "none"     # an SVG keeps its text as text: small, searchable
     lay = _Layout(g, gap=max(1.2, CHAR * longest + 0.5))
     half = {n.id: half_width(n) for n in g.nodes}
     lay.columns(half)
@@ -167,6 +168,6 @@ def render(g: Graph, dpi: int = 150) -> bytes:
     fig.text(0.5, 1 - 0.36 / h, "forward values above the arrows, gradients beneath (red)", ha="center",
              va="top", fontsize=8.5, color="#555555")
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi)
+    fig.savefig(buf, format=fmt_name, dpi=dpi, metadata={"Date": None} if fmt_name == "svg" else None)
     plt.close(fig)
     return buf.getvalue()

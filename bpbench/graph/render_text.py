@@ -22,8 +22,16 @@ def _columns(width: int) -> tuple[int, int, int]:
     return src, rest // 2, rest - rest // 2
 
 
-def _row(cells: list[str], widths: tuple[int, ...], marks: tuple[str, ...]) -> list[str]:
-    wrapped = [textwrap.wrap(c, w, break_on_hyphens=False) or [""] for c, w in zip(cells, widths)]
+def _wrap(cell: str | list[str], width: int) -> list[str]:
+    """A cell's lines (a matrix: one row a line), each wrapped to the column."""
+    lines = [cell] if isinstance(cell, str) else cell
+    return [w for line in lines for w in textwrap.wrap(line, width, break_on_hyphens=False)] or [""]
+
+
+def _row(cells: list, widths: tuple[int, ...], marks: tuple[str, ...]) -> list[str]:
+    if len(cells[0]) > widths[0]:       # a long source name gets a line of its own
+        return ["  " + cells[0]] + _row(["", *cells[1:]], widths, marks)
+    wrapped = [_wrap(c, w) for c, w in zip(cells, widths)]
     lines = []
     for i in range(max(len(w) for w in wrapped)):
         parts = [(w[i] if i < len(w) else "").ljust(width) for w, width in zip(wrapped, widths)]
@@ -55,7 +63,7 @@ def render(g: Graph, width: int = WIDTH) -> str:
         for e in incoming:
             src = g.node(e.src)
             name = labels[e.src] + (f" ({e.label})" if e.label and not labels[e.src].endswith(e.label) else "")
-            lines += _row([name, fmt.value(src.output), fmt.gradient(e.grad, "(none: needs no gradient)")],
+            lines += _row([name, fmt.lines(src.output), fmt.lines(e.grad, "(none: needs no gradient)", grad=True)],
                           widths, (" → ", " ◀ "))
     lines += _footer(g, width)
     return "\n".join(lines) + "\n"
