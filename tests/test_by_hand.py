@@ -49,3 +49,11 @@ def test_width_allreduce_on_two_ranks_equals_one_process():
     one = train("width", variant="manual", width=32, epochs=15)
     assert dist["reference_variant"] == "manual"
     assert parity.check(dist, one, rtol=1e-5, atol=0) == []
+
+
+def test_the_width_study_times_seed_004s_variant_unless_asked():
+    from bpbench import comparison as cmp
+    preset = cmp.load_preset("quick")
+    assert {c.variant for c in cmp.plan(["width"], ["cpu"], [], preset)} == {"autograd"}
+    asked = cmp.plan(["width"], ["cpu"], ["manual", "autograd"], preset)
+    assert {c.variant for c in asked} == {"manual", "autograd"}

@@ -61,6 +61,17 @@ class LayerRecording:
     analytic: list[Analytic] | None = None               # None: a layer without a formula
     layer_order: list[str] = field(default_factory=list)
 
+    def label_of(self, vid: str) -> str:
+        return label_of(self.graph.nodes, vid)
+
+
+def label_of(nodes: list[Node], vid: str) -> str:
+    """How a value reads: a leaf's name, "act1 output", or a layer's own temporary "relu1.mask"."""
+    node = next((n for n in nodes if n.id == vid), None)
+    if node is None:
+        return vid
+    return node.label if node.kind != "op" else f"{node.label} output"
+
 
 def layers_of(net) -> list[tuple[str, Any, str]]:
     """(name, layer, its forward method's name), in forward order."""
@@ -124,12 +135,12 @@ def record(net, x: Tensor, y: Tensor, title: str) -> LayerRecording:
     layers = layers_of(net)
     with _Wrapped(layers) as calls:
         loss = net.loss(x, y)
-        caches = _caches(net, layers, x, y, calls)
+        caches = _caches(layers)
         net.backward()
     return _Builder(net, x, y, calls, title).build(loss, caches)
 
 
-def _caches(net, layers, x, y, calls) -> list[tuple[str, str, Tensor]]:
+def _caches(layers) -> list[tuple[str, str, Tensor]]:
     """(layer, attribute, tensor) of every tensor a layer holds after the forward pass, its own
     parameters aside: what the hand-written backward will read. (An input the layer stores is
     kept even when it is a parameter elsewhere: seed 001's multiply node keeps apple and tax.)"""
@@ -222,15 +233,9 @@ class _Builder:
         counted: set = set()
         for layer, attr, t in caches:
             vid = self._id_of(t, layer, attr)
-            rec.caches.append(Tracked(vid, self.label_of(vid), layer, t))
+            rec.caches.append(Tracked(vid, label_of(self.nodes, vid), layer, t))
             node = next(n for n in self.nodes if n.id == layer)
             node.saved += capture.saved_entries([(attr, t)], counted)
-
-    def label_of(self, vid: str) -> str:
-        node = next((n for n in self.nodes if n.id == vid), None)
-        if node is None:
-            return vid                          # a layer's own temporary: "relu1.mask"
-        return node.label if node.kind != "op" else f"{node.label} output"
 
     def _analytic(self) -> list[Analytic] | None:
         """Each layer's `keeps` rule, applied to the recorded shapes; one entry per distinct tensor."""
@@ -262,7 +267,7 @@ class _Builder:
             else:                                 # "param:weight"
                 vid = self.by_object[id(_params_of(call.layer)[item.split(":", 1)[1]])]
             shape, dtype = self._spec(vid)
-        return Analytic(vid, self.label_of(vid), call.name, list(shape), dtype, nbytes(shape, dtype))
+        return Analytic(vid, label_of(self.nodes, vid), call.name, list(shape), dtype, nbytes(shape, dtype))
 
 
 _ITEMSIZE = {"float64": 8, "float32": 4, "float16": 2, "bfloat16": 2, "int64": 8, "int32": 4, "bool": 1,

@@ -119,30 +119,22 @@ def _autograd_layer(node_id: str, auto: AutogradRecording, manual: LayerRecordin
 
 
 def _autograd_rows(table: _Table, auto: AutogradRecording, manual: LayerRecording) -> None:
-    first = {}
+    first = {}                           # storage -> the first node that saved it
     for s in auto.saved:
         first.setdefault(s.key, s)
     taken: set = set()
     for key, (t, nbytes) in auto.hooked.items():
         s = first.get(key)
-        note = f"{s.label}.{s.attr}" if s else ""
+        how = f"{s.label}.{s.attr}" if s else ""
         vid = _match(t, manual, auto.params, taken)
-        if vid is None or (vid in taken):
-            vid = f"autograd:{note or key}"
-            layer = _autograd_layer(s.node, auto, manual) if s else manual.layer_order[-1]
-            table.add(vid, note or "a saved tensor", layer, t.shape, capture.dtype_name(t), "autograd", nbytes, note)
-            continue
-        taken.add(vid)
-        label = manual.graph.node(vid).label if vid in manual.values else vid
-        existing = table.rows.get(vid)
-        layer = existing.layer if existing else _autograd_layer(s.node, auto, manual) if s else manual.layer_order[-1]
-        table.add(vid, existing.tensor if existing else _label(manual, vid, label), layer, t.shape,
-                  capture.dtype_name(t), "autograd", nbytes, note)
-
-
-def _label(manual: LayerRecording, vid: str, label: str) -> str:
-    node = next((n for n in manual.graph.nodes if n.id == vid), None)
-    return f"{label} output" if node is not None and node.kind == "op" else label
+        if vid is None or vid in taken:          # a tensor only autograd keeps
+            vid, label = f"autograd:{how or key}", how or "a saved tensor"
+        else:
+            taken.add(vid)
+            label = manual.label_of(vid)
+        row = table.rows.get(vid)
+        layer = row.layer if row else _autograd_layer(s.node, auto, manual) if s else manual.layer_order[-1]
+        table.add(vid, label, layer, t.shape, capture.dtype_name(t), "autograd", nbytes, how)
 
 
 def compare(manual: LayerRecording | None, auto: AutogradRecording) -> dict[str, Any]:
