@@ -170,7 +170,7 @@ def test_dot_parses_and_renders(name, variant, tmp_path):
 def test_dot_source_needs_no_graphviz_program(monkeypatch):
     monkeypatch.setenv("PATH", "/nonexistent")
     src = render_dot.source(graph("shopping", "manual"))
-    assert src.startswith("digraph step {") and src.rstrip().endswith("}")
+    assert src.startswith("digraph bpbench_graph {") and src.rstrip().endswith("}")
     assert "220.00000000000003" in src and "#c0392b" in src        # values, gradients in red
 
 

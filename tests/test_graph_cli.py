@@ -28,6 +28,20 @@ def test_graph_json_is_the_graph(cli):
     assert auto.world == "autograd" and auto.saved_for_backward["autograd"] == 32
 
 
+@pytest.mark.parametrize("fmt,engine", [("text", "auto"), ("json", "auto"), ("dot", "auto"), ("png", "matplotlib"),
+                                        ("svg", "matplotlib"),
+                                        *[(f, "graphviz") for f in ("png", "svg") if shutil.which("dot")]])
+def test_graph_replaces_its_own_output_but_no_other_file(cli, tmp_path, fmt, engine):
+    out = tmp_path / f"g.{fmt}"
+    args = ["graph", "shopping", "--format", fmt, "--engine", engine, "--output", out]
+    assert cli(*args).exit_code == 0 and cli(*args).exit_code == 0      # the second run replaces the first
+    other = tmp_path / "notes.txt"
+    other.write_text("my notes\n")
+    r = cli("graph", "shopping", "--format", fmt, "--engine", engine, "--output", other)
+    assert r.exit_code == 2 and "--force" in r.stderr and other.read_text() == "my notes\n"
+    assert cli("graph", "shopping", "--format", fmt, "--engine", engine, "--output", other, "--force").exit_code == 0
+
+
 def test_graph_png_and_dot_files(cli, tmp_path, monkeypatch):
     r = cli("graph", "bce", "--format", "dot", "--output", tmp_path / "g.dot")
     assert r.exit_code == 0 and (tmp_path / "g.dot").read_text().startswith("digraph")

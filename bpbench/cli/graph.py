@@ -31,6 +31,7 @@ def graph(
                                     "needed), or auto: png by Graphviz when its dot is installed, else by "
                                     "matplotlib; svg by Graphviz."),
     output: Optional[Path] = typer.Option(None, "--output", help="Write it to FILE (atomically) instead of stdout."),
+    force: bool = typer.Option(False, "--force", help="Let --output replace a file that is not bpbench's."),
 ) -> None:
     """Draw one training step: every node's operation and forward value (on the edges), the gradient
     flowing back (beneath them) and the bytes it saves for backward."""
@@ -46,17 +47,19 @@ def graph(
     if engine == "graphviz" and not render_dot.has_dot():
         raise BadInput(render_dot.NO_DOT.format(fmt=fmt))
     if output is not None:
-        files.check_output_file(output, "--output")
+        files.check_output_file(output, "--output", [data], force, streams=True)
     elif fmt == "png" and sys.stdout.isatty():
         raise BadInput("--format png is an image: give --output FILE (or redirect stdout)")
     from bpbench import api
     settings = {k: v for k, v in {"data": data, **C.parse_set(set_, {"data": data})}.items() if v is not None}
     g = api.graph(experiment, variant, **settings)
     content = _render(g, fmt, engine)
-    if output is None:
-        files.write_bytes("/dev/stdout", content) if isinstance(content, bytes) else sys.stdout.write(content)
+    if output is None:       # a picture goes out as bytes, the rest as text
+        sys.stdout.buffer.write(content) if isinstance(content, bytes) else sys.stdout.write(content)
+        sys.stdout.flush()
         return
-    (files.write_bytes if isinstance(content, bytes) else files.write_text)(output, content)
+    write = files.write_bytes if isinstance(content, bytes) else files.write_text
+    write(output, content, "--output", streams=True, force=force)
     sys.stderr.write(f"graph written to {output}\n")
 
 

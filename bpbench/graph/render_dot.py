@@ -13,6 +13,7 @@ import shutil
 from bpbench.errors import BadInput
 from bpbench.graph import fmt
 from bpbench.graph.model import Graph, Node
+from bpbench.results.files import GRAPH_NAME
 
 FORWARD, GRADIENT, SAVED = "#1f1f1f", "#c0392b", "#2c6e9b"
 MAX_LABEL = 48     # a value longer than this is cut (the text and JSON formats keep it whole)
@@ -52,7 +53,7 @@ def source(g: Graph) -> str:
     """The DOT text (no Graphviz program needed)."""
     import graphviz
 
-    dot = graphviz.Digraph(name="step", graph_attr={
+    dot = graphviz.Digraph(name=GRAPH_NAME, graph_attr={
         "rankdir": "LR", "label": f"{g.title}\nforward values above the arrows, gradients beneath (red)",
         "labelloc": "t", "fontsize": "13", "nodesep": "0.5", "ranksep": "0.9", "forcelabels": "true",
         "fontname": "Helvetica", "ordering": "in"},
@@ -82,4 +83,16 @@ def render(g: Graph, fmt_name: str) -> bytes:
 
     if not has_dot():
         raise BadInput(NO_DOT.format(fmt=fmt_name))
-    return graphviz.Source(source(g)).pipe(format=fmt_name)
+    data = graphviz.Source(source(g)).pipe(format=fmt_name)
+    return signed_png(data) if fmt_name == "png" else data
+
+
+def signed_png(data: bytes) -> bytes:
+    """The PNG with a tEXt chunk "Software: bpbench" after its header, as matplotlib names itself
+    in its own: a later --output may replace what bpbench wrote (results.files.is_bpbench_output)."""
+    import struct
+    import zlib
+    body = b"tEXt" + b"Software\x00bpbench"
+    chunk = struct.pack(">I", len(body) - 4) + body + struct.pack(">I", zlib.crc32(body) & 0xFFFFFFFF)
+    end_of_ihdr = 8 + 8 + 13 + 4                # signature, IHDR's length and type, its data, its CRC
+    return data[:end_of_ihdr] + chunk + data[end_of_ihdr:]

@@ -14,6 +14,7 @@ import math
 from bpbench.graph import fmt
 from bpbench.graph.model import Graph, Node
 from bpbench.graph.render_dot import FORWARD, GRADIENT, SAVED, _short
+from bpbench.results.files import GRAPH_NAME
 
 DY = 1.05                 # inches between leaf rows
 CHAR = 0.072              # inches per character of an 8-point edge label
@@ -168,6 +169,7 @@ def render(g: Graph, fmt_name: str = "png", dpi: int = 150) -> bytes:
     fig.text(0.5, 1 - 0.36 / h, "forward values above the arrows, gradients beneath (red)", ha="center",
              va="top", fontsize=8.5, color="#555555")
     buf = io.BytesIO()
-    fig.savefig(buf, format=fmt_name, dpi=dpi, metadata={"Date": None} if fmt_name == "svg" else None)
+    meta = {"Date": None, "Title": f"{GRAPH_NAME}: {g.title}"} if fmt_name == "svg" else None   # see files.GRAPH_NAME
+    fig.savefig(buf, format=fmt_name, dpi=dpi, metadata=meta)
     plt.close(fig)
     return buf.getvalue()
