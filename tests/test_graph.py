@@ -135,7 +135,7 @@ def test_large_tensors_show_shape_and_dtype():
     x = g.node("x")
     assert x.output.values is None and x.output.shape == [12665, 784] and x.output.nbytes == 12665 * 784 * 4
     text = render_text.render(g)
-    assert "12665×784 float32" in text and "39.7 MB" in text      # layer1 keeps its input, the data
+    assert "12665×784 float32" in text and "37.88 MiB" in text    # layer1 keeps its input, the data
     assert g.by_label("layer2.bias").output.values is not None     # one value: shown
 
 

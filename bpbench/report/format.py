@@ -51,16 +51,6 @@ def fmt_mib(x: float | None) -> str:
     return "-" if x is None else f"{x:.1f} MiB"
 
 
-def fmt_bytes(n: int | None) -> str:
-    """Bytes with the SI prefix that keeps three figures: 32 B, 8.19 kB, 39.7 MB."""
-    if n is None:
-        return "-"
-    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if n >= scale:
-            return f"{n / scale:.3g} {unit}"
-    return f"{n} B"
-
-
 def fmt_count(n: float | None) -> str:
     """FLOP counts with an SI prefix: 170.1 M, 1.273 G."""
     if n is None:
