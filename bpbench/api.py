@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterable
 from bpbench.errors import BadInput
 
 __all__ = ["Run", "Comparison", "ComparisonInterrupted", "run", "compare", "resolve", "plan", "execute",
-           "print_run", "run_view"]
+           "print_run", "run_view", "graph"]
 
 
 class ComparisonInterrupted(KeyboardInterrupt):
@@ -234,6 +234,21 @@ def _counted_devices(devices: list[str]) -> list[str]:
         raise BadInput("--metric instructions counts CPU instructions: use --device cpu "
                        "(callgrind does not see the GPU's work)")
     return devices or ["cpu"]
+
+
+def graph(experiment: str, variant: str | None = None, *, config: str | Path | None = None, **settings: Any):
+    """The computational graph of one training step of `experiment` (a bpbench.graph.model.Graph):
+    the hand-written layers' step, or the graph autograd builds, by `variant` (the experiment's
+    default when None); `settings` are config keys, as for run (data="apple-orange", ...)."""
+    from bpbench import variants
+    info, cfg = resolve(experiment, config, **settings, **({"variant": variant} if variant else {}))
+    if variants.get(cfg["variant"]).world != cfg["variant"]:
+        raise BadInput(f"graph draws the step of the variants {', '.join(variants.worlds())}; "
+                       f"{cfg['variant']} runs the {variants.get(cfg['variant']).world} graph: "
+                       f"--variant {variants.get(cfg['variant']).world} draws it")
+    from bpbench.graph import step
+    from bpbench.measure.run import pick_device
+    return step.experiment_graph(info, cfg, pick_device(cfg["device"]))
 
 
 def plan(targets: Iterable[str] = (), *, devices: Iterable[str] = (), variants: Iterable[str] = (),

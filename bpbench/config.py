@@ -83,6 +83,13 @@ def positive_float(key: str, v: Any) -> float:
     return x
 
 
+def non_negative_float(key: str, v: Any) -> float:
+    x = _number(key, v, "a number >= 0")
+    if not math.isfinite(x) or x < 0:
+        raise BadInput(f"{key} must be a finite number >= 0, got {v}")
+    return x
+
+
 def fraction(key: str, v: Any) -> float:
     """A share strictly between 0 and 1 (a held-out fraction of 1 leaves nothing to train on)."""
     x = _number(key, v, "a number between 0 and 1")

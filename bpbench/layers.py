@@ -4,6 +4,12 @@ No autograd inside: every gradient below is written out by hand on plain torch t
 layers run on any device and in any dtype. A layer remembers what its backward needs during
 forward. Parameter layers keep `params` and, after backward, `grads` under the same names.
 Weights use nn.Linear's (out, in) layout so they can be copied to and from torch modules.
+
+Each layer's `keeps(inputs, needs_grad)` says, from shapes alone, what its backward must have
+from the forward pass, by the rules autograd applies (bpbench.graph.keeps compares that formula
+with what autograd and these layers really hold): "input0", "output", "param:weight", or
+(name, (shape, dtype)) for a tensor the layer makes itself. `inputs` are the (shape, dtype) of
+the forward's positional inputs, `needs_grad` whether each needs a gradient (data does not).
 """
 
 from __future__ import annotations
@@ -22,6 +28,10 @@ class Mul:
     def backward(self, dout):
         return dout * self.y, dout * self.x   # swap the inputs
 
+    def keeps(self, inputs, needs_grad):
+        # dx needs y and dy needs x: "the multiply node must keep its forward inputs" (seed 001)
+        return [f"input{1 - i}" for i in (0, 1) if needs_grad[i]]
+
 
 class Add:
     """z = x + y."""
@@ -32,6 +42,9 @@ class Add:
     def backward(self, dout):
         return dout, dout                     # passes the gradient through
 
+    def keeps(self, inputs, needs_grad):
+        return []                             # nothing: the gradient passes through unchanged
+
 
 class ReLU:
     def forward(self, x: Tensor) -> Tensor:
@@ -41,6 +54,9 @@ class ReLU:
     def backward(self, dout: Tensor) -> Tensor:
         return dout.masked_fill(self.mask, 0)  # no signal where the input was <= 0
 
+    def keeps(self, inputs, needs_grad):
+        return ["output"]     # autograd keeps the output (its sign is the mask); this layer a bool mask
+
 
 class Sigmoid:
     def forward(self, x: Tensor) -> Tensor:
@@ -49,6 +65,9 @@ class Sigmoid:
 
     def backward(self, dout: Tensor) -> Tensor:
         return dout * (1.0 - self.out) * self.out   # dy/dx = y (1 - y)
+
+    def keeps(self, inputs, needs_grad):
+        return ["output"]
 
 
 class Affine:
@@ -68,6 +87,10 @@ class Affine:
         # The first layer's input is data: skip its gradient, as autograd does.
         return dout.mm(self.params["weight"]) if need_dx else None
 
+    def keeps(self, inputs, needs_grad):
+        # dW = dout^T x needs the input; dx = dout W the weight, only when x needs a gradient
+        return ["input0"] + (["param:weight"] if needs_grad[0] else [])
+
 
 class SoftmaxWithLoss:
     """Softmax then mean cross-entropy against integer labels t of shape (N,)."""
@@ -85,6 +108,9 @@ class SoftmaxWithLoss:
         dx = self.y.clone()
         dx[torch.arange(len(self.t), device=dx.device), self.t] -= 1.0   # y - onehot(t)
         return dx * (dout / len(self.t))
+
+    def keeps(self, inputs, needs_grad):
+        return [("y", inputs[0]), "input1"]          # the softmax and the labels
 
 
 class SigmoidBCE:
@@ -110,6 +136,26 @@ class SigmoidBCE:
         y, t = self.y, self.t
         dy = (y - t) / ((1 - y) * y).clamp_min(1e-12) * dout / t.numel()   # dL/dy (BCE)
         return dy * (1 - y) * y                                             # dy/dx (sigmoid)
+
+    def keeps(self, inputs, needs_grad):
+        return [("y", inputs[0]), "input1"]          # sigmoid(x) and the targets
+
+
+class MeanSquaredError:
+    """Mean of (x - t)^2 over every element, as torch.nn.MSELoss; dL/dx = 2 (x - t) / n."""
+
+    def output(self, x: Tensor) -> Tensor:
+        return x
+
+    def forward(self, x: Tensor, t: Tensor) -> Tensor:
+        self.x, self.t = x, t
+        return ((x - t) ** 2).mean()
+
+    def backward(self, dout=1.0) -> Tensor:
+        return (2.0 / self.x.numel()) * (self.x - self.t) * dout   # torch's mse_loss_backward order
+
+    def keeps(self, inputs, needs_grad):
+        return ["input0", "input1"]
 
 
 class Network:
@@ -141,6 +187,10 @@ class Network:
             dout = layer.backward(dout)
         first = self.named[0][1]
         first.backward(dout, need_dx=False) if isinstance(first, Affine) else first.backward(dout)
+
+    def layers(self) -> list[tuple[str, object]]:
+        """Every layer in forward order, the loss layer last (what bpbench.graph draws)."""
+        return [*self.named, ("loss", self.loss_layer)]
 
     def params(self) -> dict[str, Tensor]:
         return {f"{n}.{k}": v for n, layer in self.named for k, v in getattr(layer, "params", {}).items()}

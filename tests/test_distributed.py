@@ -78,7 +78,7 @@ def test_nproc_from_set_and_from_a_config_file(cli, tmp_path):
      "--nproc 2 is more ranks than the batch has samples (1); every rank needs at least one: use fewer ranks "
      "or a larger --batch-size"),
     (["mnist01", "--nproc", "2"], "--nproc does not apply to the autograd variant (variants that take it: ddp, allreduce)"),
-    (["width", "--variant", "allreduce"], "unknown variant 'allreduce' for width"),   # no hand-written backward
+    (["shopping", "--variant", "allreduce"], "unknown variant 'allreduce' for shopping"),   # one purchase to split
     # bounded by the machine (one core or GPU a rank) and by the batch, before a rank starts
     (["mnist01", "--variant", "ddp", "--nproc", "100000"],
      "--nproc 100000 is more ranks than this machine can run (one core per rank; this process may use "),

@@ -15,12 +15,20 @@ def case(name, **flags):
 
 
 @pytest.mark.parametrize("name,flags", [("linreg", {}), ("linreg", {"data": "scatter30"}), ("bce", {}),
-                                        ("bce", {"data": "xor"}), ("mnist01", {})])
+                                        ("bce", {"data": "xor"}), ("mnist01", {}), ("width", {"width": 64}),
+                                        ("shopping", {}), ("shopping", {"data": "apple-orange"})])
 def test_gradcheck_passes(name, flags):
     rep = gradcheck.check(case(name, **flags), tol=1e-6, max_elements=64)
     assert rep["ok"], rep
     for c in rep["checks"]:
         assert c["manual_vs_autograd"] < 1e-10 and c["manual_vs_numerical"] < 1e-6
+
+
+def test_every_experiment_has_a_gradcheck():
+    """Every registered experiment has a hand-written backward that gradcheck can check."""
+    from bpbench.experiments import REGISTRY
+    for name in REGISTRY:
+        assert gradcheck.check(case(name), tol=1e-6, max_elements=16)["ok"], name
 
 
 def test_gradcheck_ten_digit_softmax_net(mnist_dir):
@@ -52,7 +60,6 @@ def test_cli_exit_codes_and_json(cli, monkeypatch):
 
 
 @pytest.mark.parametrize("args,msg", [(["gradcheck", "nope"], "unknown experiment"),
-                                      (["gradcheck", "width"], "no manual variant"),
                                       (["gradcheck", "bce", "--variant", "zzz"], "unknown variant"),
                                       (["gradcheck", "bce", "--variant", "autograd"], "manual"),
                                       (["gradcheck", "bce", "--lr", "-1"], "lr"),

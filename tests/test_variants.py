@@ -18,15 +18,19 @@ def train(experiment, **flags):
 def test_list_shows_each_experiments_variants_from_the_registry(cli, monkeypatch):
     rows = {r["name"]: r for r in json.loads(cli("list", "--json").stdout)}
     for name, info in experiments.REGISTRY.items():     # the default first, then registry order
-        offered = [v for v, vi in variants.REGISTRY.items() if vi.needs in info.offers]
+        offered = [v for v, vi in variants.REGISTRY.items() if vi.needs in info.offers
+                   and (not info.only_variants or v in info.only_variants)]
         assert rows[name]["variants"] == [info.default_variant, *[v for v in offered if v != info.default_variant]]
+        assert {"manual", "autograd"} <= set(rows[name]["variants"]), name   # every model by hand and by autograd
     # What a model offers decides: linreg alone has an nn twin.
     assert "nn" in rows["linreg"]["variants"] and "nn" not in rows["bce"]["variants"]
     assert rows["mnist01"]["variants"][:2] == ["autograd", "manual"]
+    assert rows["width"]["variants"][:2] == ["autograd", "manual"] and "allreduce" in rows["width"]["variants"]
+    assert rows["shopping"]["variants"] == ["manual", "autograd"]      # only_variants: one purchase
     # A variant registered for what a model offers shows up with no other change.
     monkeypatch.setitem(variants.REGISTRY, "probe", variants.VariantInfo("probe", "a test variant", needs="manual"))
     rows = {r["name"]: r for r in json.loads(cli("list", "--json").stdout)}
-    assert "probe" in rows["bce"]["variants"] and "probe" not in rows["width"]["variants"]
+    assert "probe" in rows["bce"]["variants"] and "probe" not in rows["shopping"]["variants"]
 
 
 def test_every_registered_key_has_a_run_flag(cli):

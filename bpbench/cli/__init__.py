@@ -9,6 +9,7 @@ from __future__ import annotations
 # The order they are imported in is the order --help lists them.
 from bpbench.cli import run  # noqa: F401, I001  (each import registers its commands)
 from bpbench.cli import compare  # noqa: F401, I001
+from bpbench.cli import graph  # noqa: F401, I001
 from bpbench.cli import listing  # noqa: F401, I001
 from bpbench.cli.common import app
 

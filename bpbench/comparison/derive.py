@@ -16,6 +16,7 @@ from bpbench.results.summary import summarize
 # results.csv: its first columns are how a file bpbench may replace is recognised (files.CSV_HEAD)
 CSV_COLUMNS = [*files.CSV_HEAD, "repeats",
                "setup_s", "step_s_median", "step_s_iqr", "noise", "train_s", "samples_per_s", "rss_peak_mib",
+               "saved_for_backward_bytes",
                "cuda_peak_allocated_mib", "final_loss", "accuracy", "steps", "speed_vs_manual",
                "cuda_speedup", "compile_s", "break_even_steps", "baseline_change", "baseline_fast_change",
                "baseline_significant", "baseline_regression", "contended", "instructions_per_step",

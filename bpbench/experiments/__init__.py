@@ -114,11 +114,14 @@ class ExperimentInfo:
     footprint: Callable[[dict[str, Any]], Footprint] = _no_footprint   # memory estimate (see Footprint)
     # the files and folders a run reads, from its config: no output may replace them
     inputs: Callable[[dict[str, Any]], list[str]] = _data_file
+    # Only these variants, when the model suits no others (shopping: one sample to split across
+    # ranks, nothing to compile); empty: every variant its model's offers admit.
+    only_variants: tuple[str, ...] = ()
 
     @property
     def variants(self) -> tuple[str, ...]:
         """Every registered variant that applies, the default first."""
-        names = variants.applicable(self.offers)
+        names = [v for v in variants.applicable(self.offers) if not self.only_variants or v in self.only_variants]
         return (self.default_variant, *[v for v in names if v != self.default_variant])
 
     @property
@@ -188,11 +191,24 @@ REGISTRY: dict[str, ExperimentInfo] = {
             name="width",
             summary="1-H-1 ReLU MLP trained with Adam: the CPU-vs-GPU width study",
             source="seed 004 sections C-D (H=500: CPU wins; H=200,000: GPU ~60x)",
-            offers=("module", "relu_mlp"),
+            offers=("module", "relu_mlp", "manual"),
             default_variant="autograd",
             options={"width": _key(C.positive_int, "width: hidden units H.", metavar="H", label="H"),
                      "data": C.one_of("source")},   # data: none to choose
             footprint=_width_footprint,
+        ),
+        ExperimentInfo(
+            name="shopping",
+            summary="Seed 001's shopping graphs: apples (and oranges) times tax, forward and backward "
+                    "through multiply and add nodes",
+            source="seed 001 section 5.4 (price 220; gradients 2.2, 110, 200)",
+            offers=("manual", "module"),
+            default_variant="manual",
+            options={"data": C.one_of("apple", "apple-orange"),
+                     "lr": _key(C.non_negative_float, "shopping: the step's learning rate (default 0: the "
+                                                      "update keeps the seed's inputs).", metavar="X")},
+            has_trace=True,
+            only_variants=("manual", "autograd"),
         ),
     ]
 }

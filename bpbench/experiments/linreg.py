@@ -83,6 +83,10 @@ class ManualLinReg:
         self.dw = 2 * x.t().mm(predictions - y) / x.size(0)      # dL/dw
         self.db = 2 * (predictions - y).sum() / x.size(0)        # dL/db
 
+    def keeps(self, inputs, needs_grad):
+        """What this backward reads (bpbench.graph.keeps): x for dw, the predictions and y for the error."""
+        return ["input0", ("predictions", inputs[1]), "input1"]
+
     def update(self, lr: float) -> None:
         self.w -= lr * self.dw                         # seed 000's update, digit for digit
         self.b -= lr * self.db

@@ -210,6 +210,7 @@ class _Run:
     flops: dict | None = None
     peak: dict | None = None
     analysis: dict | None = None
+    saved: dict | None = None   # memory.saved_for_backward
     analysis_s: float = 0.0
     contention: dict | None = None   # the timed loop's figures (measure.contention)
     cut_short: str | None = None   # what Ctrl-C/SIGTERM stopped after the training loop had finished
@@ -352,7 +353,8 @@ def _judge_the_end(res, check: Callable[[], str | None]) -> None:
 
 def _analyse(run: _Run, profile_ops: bool, trace_file) -> None:
     """After training: --profile-ops, one step's FLOPs, the machine's ceilings, and what bounds
-    the step (its counts against the ceilings); each counted or profiled step is rewound."""
+    the step (its counts against the ceilings); each counted or profiled step is rewound. And
+    what one step keeps for backward (on copies of the model)."""
     from bpbench.measure import counts, peak
     from bpbench.measure import profile as opprofile
     from bpbench.measure.flops import counted_step
@@ -370,10 +372,20 @@ def _analyse(run: _Run, profile_ops: bool, trace_file) -> None:
             run.peak = peak.get(run.device, next(iter(run.learner.params().values())).dtype)
             run.analysis = counts.analyse(run.info.name, run.cfg, run.learner, x1, y1, run.peak,
                                           StepTimes.of(run.loop.steady_step_s).median, run.sync)
+        run.saved = _saved_for_backward(run, x1, y1)
     except KeyboardInterrupt:   # each of these rewinds the learner: the trained model is the run's
         run.cut_short, run.profile, run.flops, run.peak, run.analysis = \
             "the FLOP count, peak, bound and profile", None, None, None, None
+        run.saved = None
     run.analysis_s = time.perf_counter() - t0
+
+
+def _saved_for_backward(run: _Run, x, y) -> dict[str, Any]:
+    """One step's tensors kept for backward on the first batch, three ways, and which of them
+    this run's variant keeps (`world`). The experiment's model, fresh from its initial weights:
+    the trained learner is not touched."""
+    from bpbench.graph import keeps
+    return {**keeps.measure(run.task.model, x, y), "world": variants.get(run.cfg["variant"]).world}
 
 
 def _result(run: _Run) -> RunResult:
@@ -426,7 +438,8 @@ def _memory(run: _Run) -> Memory:
                   line_profile=run.lines.table() if run.lines else None, rss_setup_mib=run.rss_setup,
                   rss_train_above_setup_mib=max(run.rss.peak - run.rss_setup, 0.0),
                   cuda_phase_peak_mib=flops.pop("cuda_phase_peak_mib", None),
-                  cublas_workspace_mib=flops.pop("cublas_workspace_mib", None))
+                  cublas_workspace_mib=flops.pop("cublas_workspace_mib", None),
+                  saved_for_backward=run.saved)
 
 
 def _set_status(result: RunResult, res, cut_short: str | None = None) -> None:

@@ -85,6 +85,8 @@ def _rows(r: dict[str, Any], view: RunView) -> list[tuple[str, str]]:
     rows.append(("time", f"setup {fmt_s(t['setup_s'])} · warm-up {fmt_s(t['warmup_s'])} · "
                          f"train {fmt_s(t['train_s'])} · eval {fmt_s(t['eval_s'])} · total {fmt_s(t['total_s'])}"))
     rows.append(("memory", _memory_text(r["memory"])))
+    if r["memory"].get("saved_for_backward"):
+        rows.append(("saved for\nbackward", _saved_text(r["memory"]["saved_for_backward"])))
     if r.get("distributed"):
         rows.append(("ranks", _ranks_text(r["distributed"])))
     rows.append(("env", f"torch {r['env']['torch']} · {r['env']['threads']} threads · {r['env']['cpu']}"))
@@ -113,6 +115,14 @@ def _memory_text(m: dict[str, Any]) -> str:
             + (f" (cuBLAS workspace {fmt_mib(m['cublas_workspace_mib'])} apart)"
                if m.get("cublas_workspace_mib") is not None else "")
     return mem
+
+
+def _saved_text(sfb: dict[str, Any]) -> str:
+    """One step's tensors kept for backward, each way it was counted (bpbench.graph.keeps), then
+    every tensor the ways do not keep alike."""
+    counts = [(k, v) for k, v in sfb.items() if v is None or isinstance(v, int)]
+    text = " · ".join(f"{k} {fmt_bytes(v)}" for k, v in counts) + f" (this variant: {sfb.get('world', '-')})"
+    return "\n".join([text] + [f"- {d}" for d in sfb.get("differences", [])])
 
 
 def _ranks_text(dd: dict[str, Any]) -> str:

@@ -16,6 +16,7 @@ from bpbench.report.format import (
     Tab,
     _plain,
     fmt_acc,
+    fmt_bytes,
     fmt_count,
     fmt_cell_bound,
     fmt_loss,
@@ -114,6 +115,7 @@ FIGURES: list[tuple[str, Callable[[dict[str, Any]], str], bool]] = [
     ("final\nloss", lambda s: fmt_loss(s.get("final_loss")), False),
     ("acc.", lambda s: fmt_acc(s.get("accuracy")), False),
     ("peak\nRSS", lambda s: fmt_mem(s.get("rss_peak_mib")), False),
+    ("saved\nfor bwd", lambda s: fmt_bytes(s.get("saved_for_backward_bytes")), False),
     *((name, figure, False) for name, figure in table_columns()),
     ("bound\n(x floor)", fmt_cell_bound, False),
     ("setup", lambda s: fmt_s(s.get("setup_s")), True),
@@ -131,7 +133,7 @@ UNDER_CALLGRIND = {"step", "IQR", "noise", "peak\nRSS", "setup", "train", "sampl
 
 # What a narrow terminal leaves out first (wide extras are not shown there at all).
 # The work done (GFLOP/s, % of peak) and what bounds the step explain the step time, so they go last.
-SPARE = ["IQR", "peak\nRSS", "acc.", "GFLOP/s\n(% peak)", "bound\n(x floor)"]
+SPARE = ["IQR", "peak\nRSS", "saved\nfor bwd", "acc.", "GFLOP/s\n(% peak)", "bound\n(x floor)"]
 
 
 def _groups(cells: list[dict[str, Any]]) -> dict[tuple[str, str], list[dict[str, Any]]]:

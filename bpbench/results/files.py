@@ -120,6 +120,11 @@ _RESULT_HEAD = re.compile(rb'\s*\{\s*"schema"\s*:\s*\d+\s*,\s*"(?:experiment|kin
 _TRACE_HEAD = re.compile(rb'\s*\{\s*"schemaVersion"\s*:')       # torch.profiler's Chrome trace
 _PNG = b"\x89PNG\r\n\x1a\n"
 SNIFF_BYTES = 64 * 1024
+# `bpbench graph`'s outputs: its JSON, its text, and DOT/SVG named bpbench_graph (its PNGs carry
+# a Software text chunk, as matplotlib's do)
+_GRAPH_HEADS = (re.compile(rb'\s*\{\s*"title"\s*:[^\n]*\n\s*"world"\s*:'),
+                re.compile(rb"[^\n]*: one training step: forward values"))
+GRAPH_NAME = "bpbench_graph"
 _forced: set[Path] = set()        # targets --force allowed to replace, for this process
 
 
@@ -138,6 +143,8 @@ def is_bpbench_output(path: Path) -> bool:
         return True
     if head.startswith(_PNG):       # matplotlib's PNGs name it in their Software text chunk
         return b"Software\x00Matplotlib" in head or b"Software\x00bpbench" in head
+    if any(p.match(head) for p in _GRAPH_HEADS) or GRAPH_NAME.encode() in head[:2048]:
+        return True
     first = head.split(b"\n", 1)[0].lstrip(b"\xef\xbb\xbf").rstrip(b"\r")
     return tuple(first.split(b",")[:len(CSV_HEAD)]) == tuple(c.encode() for c in CSV_HEAD)
 

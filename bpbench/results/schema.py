@@ -102,6 +102,10 @@ class Memory:
     rss_train_above_setup_mib: float | None = None   # training's peak RSS above that baseline
     cuda_phase_peak_mib: dict[str, float] | None = None   # CUDA: each phase's peak above its start
     cublas_workspace_mib: float | None = None        # CUDA: the cuBLAS workspaces, apart
+    # One step's tensors kept for backward, in bytes (bpbench.graph.keeps): autograd's (counted once
+    # per storage), the hand-written layers' (manual), the layers' formula (analytic), `world`: the
+    # one this run's variant keeps; per layer and per tensor, and the differences in words.
+    saved_for_backward: dict[str, Any] | None = None
 
 
 @dataclass

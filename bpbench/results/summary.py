@@ -47,6 +47,7 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "samples_per_s": med(lambda r: r["timing"]["samples_per_s"]),
         "rss_peak_mib": med(lambda r: r["memory"]["rss_peak_mib"]),
         "cuda_peak_allocated_mib": med(lambda r: r["memory"]["cuda_peak_allocated_mib"]),
+        "saved_for_backward_bytes": med(_saved_bytes),
         "compile_s": med(lambda r: r["timing"].get("compile_s")),
         "final_loss": runs[-1]["final"]["loss"],
         "accuracy": metrics.get("test_accuracy", metrics.get("accuracy")),
@@ -60,3 +61,9 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
         **figures.cell_figures(runs),
         **bounds.cell_bound(runs, step),
     }
+
+
+def _saved_bytes(run: dict[str, Any]) -> int | None:
+    """What one step of this run's variant keeps for backward (its own world's figure)."""
+    sfb = run["memory"].get("saved_for_backward") or {}
+    return sfb.get(sfb.get("world"))

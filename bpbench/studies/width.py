@@ -25,6 +25,9 @@ SEED_S = {"cpu": {500: 0.36923766136169434, 200_000: 84.05620455741882},
 SEED_STEP_S = {dev: {h: s / SEED_STEPS for h, s in by_h.items()} for dev, by_h in SEED_S.items()}
 # Step-time markers per series; % of peak is drawn with hollow triangles and the seed with crosses.
 SERIES_MARKERS = ("o", "s", "D", "P")
+# What seed 004 timed: the torch module, autograd and torch.optim.Adam. The other variants
+# (manual's hand-written Adam, compiled, ...) join the study when --variant asks for them.
+SEED_VARIANTS = ["autograd"]
 
 
 def plan(devices: list[str], variants: list[str], entry: dict[str, Any], opts: dict[str, Any]) -> list[Cell]:
@@ -33,7 +36,8 @@ def plan(devices: list[str], variants: list[str], entry: dict[str, Any], opts: d
     steps = opts.get("steps") or entry.get("epochs", 1000)
     base = {k: v for k, v in entry.items() if k not in ("widths", "epochs")}
     return [make_cell("width", "width", v, d, {**base, "width": w, "epochs": steps})
-            for w in widths for v in V.chosen(experiments.REGISTRY["width"].variants, variants) for d in devices]
+            for w in widths for v in V.chosen(experiments.REGISTRY["width"].variants, variants or SEED_VARIANTS)
+            for d in devices]
 
 
 def _series(cells: list[dict[str, Any]]) -> list[list[str]]:

@@ -55,6 +55,10 @@ class VariantInfo:
     options: dict[str, C.Key] = field(default_factory=dict)
     distributed: bool = False           # N ranks on torch.distributed (see bpbench.distributed)
     shorthand: bool = False             # `bpbench run EXP --NAME` means --variant NAME
+    # Whose computational graph its step runs: "manual" (the hand-written layers) or "autograd"
+    # (autograd's grad_fn nodes). `bpbench graph` draws the variants that are a world themselves;
+    # a run's memory.saved_for_backward[world] is what this variant's backward keeps.
+    world: str = "autograd"
 
     def load(self) -> Any:
         """Import the variant's module (and torch with it)."""
@@ -63,8 +67,9 @@ class VariantInfo:
 
 REGISTRY: dict[str, VariantInfo] = {
     v.name: v for v in [
-        VariantInfo("manual", "hand-written backward (bpbench.layers), then p -= lr * grad",
-                    needs="manual", shorthand=True),
+        VariantInfo("manual", "hand-written backward (bpbench.layers), then the update written out "
+                              "(SGD: p -= lr * grad; Adam)",
+                    needs="manual", shorthand=True, world="manual"),
         VariantInfo("autograd", "the torch module, loss.backward(), torch.optim", needs="module",
                     options=OPTIM_KEYS, shorthand=True),
         VariantInfo("nn", "the model built from nn layers alone (nn.Linear), autograd, torch.optim",
@@ -85,7 +90,7 @@ REGISTRY: dict[str, VariantInfo] = {
                     needs="module", reference="autograd", distributed=True, options={**OPTIM_KEYS, **DIST_KEYS}),
         VariantInfo("allreduce", "the manual variant's hand-written backward on each rank's shard, then one "
                                  "dist.all_reduce per gradient (averaged)",
-                    needs="manual", reference="manual", distributed=True, options=DIST_KEYS),
+                    needs="manual", reference="manual", distributed=True, options=DIST_KEYS, world="manual"),
     ]
 }
 
@@ -98,6 +103,11 @@ def speed_baseline(available: tuple[str, ...] | list[str]) -> str | None:
     """The variant an experiment's others are timed against ("vs manual"): the first reference
     variant (one that reproduces no other) the experiment offers, in registry order."""
     return next((v for v in REGISTRY if v in available and REGISTRY[v].reference is None), None)
+
+
+def worlds() -> list[str]:
+    """The variants that are a graph's world themselves (`bpbench graph --variant`)."""
+    return [v.name for v in REGISTRY.values() if v.world == v.name]
 
 
 def shorthands() -> list[str]:

@@ -15,12 +15,12 @@ from torch import Tensor
 
 from bpbench.variants import REGISTRY
 from bpbench.variants.dataparallel import Shard, ShardedLearner
-from bpbench.variants.manual import ManualLearner, plain_sgd_lr
+from bpbench.variants.manual import ManualLearner, hand_optimizer
 
 
 class AllReduceLearner(ShardedLearner, ManualLearner):
-    def __init__(self, net, lr: float, shard: Shard):
-        super().__init__(net, lr)
+    def __init__(self, net, optimizer, shard: Shard):
+        super().__init__(net, optimizer)
         self.shard = shard
 
     def step(self, x: Tensor, y: Tensor) -> Tensor:
@@ -41,8 +41,7 @@ class AllReduce:
     info = REGISTRY["allreduce"]
 
     def learner(self, model, cfg, device) -> AllReduceLearner:
-        lr = plain_sgd_lr(model, self.info.name)
-        return AllReduceLearner(model.manual(), lr, Shard(device, self.info.name))
+        return AllReduceLearner(model.manual(), hand_optimizer(model, self.info.name), Shard(device, self.info.name))
 
 
 VARIANT = AllReduce()
