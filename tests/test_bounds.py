@@ -80,7 +80,7 @@ def test_matmul_flops_per_phase_are_flopcountermodes(experiment):
     task, learner = learner_for(experiment, **flags)
     x, y = first_batch(task)
     mine, theirs = counts.count_step(learner, x, y), matmul_count(learner, x, y)
-    assert mine["matmul_flops"] == theirs["per_step"] > 0
+    assert mine["matmul_flops"] == theirs["per_step"] and mine["flops_per_step"] > 0   # shopping: element-wise alone
     for p in ("forward", "backward", "update"):
         assert mine["phases"][p]["matmul_flops"] == theirs[p]
     for k in ("aten_ops_per_step", "bytes_per_step", "flops_per_step"):
@@ -326,10 +326,12 @@ def test_no_step_runs_faster_than_any_of_its_floors(quick_ceilings, threads_rest
     task, learner = learner_for(experiment, variant)
     if not counts.counts_what_runs(learner):
         pytest.skip(f"{variant} runs kernels the counter cannot see: its floors are the eager step's")
-    info, cfg = runner.resolve(experiment, None, {"variant": variant, "threads": 1, **SHORT[experiment]})
+    info, cfg = runner.resolve(experiment, None, {"variant": variant, "threads": 1, **SHORT.get(experiment, {})})
     r = api.execute(info, cfg)
     a = r["analysis"]
-    assert a["counted_step"] == "step" and a["ceilings"]["gflops"] == quick_ceilings["gflops"]
+    assert a["counted_step"] == "step"
+    if next(iter(learner.params().values())).dtype == torch.float32:   # shopping's float64 has its own
+        assert a["ceilings"]["gflops"] == quick_ceilings["gflops"]
     step = r["timing"]["step_s_median"]
     for name, floor in a["floors_s"].items():
         assert 0 < floor <= step, (name, floor, step)

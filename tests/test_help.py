@@ -59,9 +59,9 @@ def complete(words: str) -> str:
 def test_shell_completion_offers_the_registries_names():
     assert all(f'"{name}"' in complete("bpbench run ") for name in experiments.REGISTRY)
     assert [n for n in studies.REGISTRY if f'"{n}"' in complete("bpbench compare ")] == list(studies.REGISTRY)
-    offered = complete("bpbench run width --variant ")
-    assert all(f'"{v}"' in offered for v in experiments.REGISTRY["width"].variants)
-    assert '"manual"' not in offered                 # width has no hand-written backward
+    offered = complete("bpbench run shopping --variant ")
+    assert all(f'"{v}"' in offered for v in experiments.REGISTRY["shopping"].variants)
+    assert '"compiled"' not in offered               # shopping offers manual and autograd alone
     assert '"xor"' in complete("bpbench run bce --data ") and '"offline"' not in complete("bpbench run bce --data ")
     assert '"scatter30"' in complete("bpbench run linreg --data s")
     assert '"offline"' in complete("bpbench run mnist01 --data ") and '"mnist"' in complete("bpbench gradcheck mnist01 --data ")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
-import torch
 from torch import Tensor
 
 from bpbench.graph.model import SMALL, Saved, Value

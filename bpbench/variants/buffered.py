@@ -78,7 +78,8 @@ class BufferedLearner(ManualLearner):
     static_grads = True      # the .grad tensors are the backward's buffers: never set to None
 
     def __init__(self, module: nn.Module, net: BufferedMLP, optimizer, names: dict[str, Tensor]):
-        super().__init__(net, lr=None)
+        # Not ManualLearner.__init__: the update is torch.optim's, not a hand-written optimizer's.
+        self.net, self.lr = net, None
         self.module, self.optimizer, self._names = module, optimizer, names
 
     def update(self) -> None:
