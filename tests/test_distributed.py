@@ -276,12 +276,15 @@ def _cli_rank(args):
     return r.exit_code, r.stdout, r.stderr
 
 
-def test_under_torchrun_bpbench_is_one_rank_of_its_world():
+def test_under_torchrun_bpbench_is_one_rank_of_its_world(tmp_path):
     """What `torchrun --nproc-per-node 2 -m bpbench run ...` does, minus starting new interpreters
     (torchrun's agent and environment, ranks forked): rank 0 prints the one result."""
+    from torch.distributed.elastic.multiprocessing import DefaultLogsSpecs
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+    # torchrun's own log folder (it is the launcher here, not bpbench) goes in the test's tmp_path.
     config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=2, run_id="test-torchrun", rdzv_backend="c10d",
-                          rdzv_endpoint="localhost:0", max_restarts=0, start_method="fork")
+                          rdzv_endpoint="localhost:0", max_restarts=0, start_method="fork",
+                          logs_specs=DefaultLogsSpecs(log_dir=str(tmp_path)))
     out = elastic_launch(config, _cli_rank)(["run", "linreg", "--variant", "allreduce", "--epochs", "20", "--json"])
     (code0, stdout0, _), (code1, stdout1, _) = out[0], out[1]
     assert (code0, code1) == (0, 0) and stdout1 == ""

@@ -424,8 +424,8 @@ def merge(result: dict[str, Any], ranks: list[dict[str, Any]], cfg: dict[str, An
     t = result["timing"]
     steady_samples = (t["samples_per_s"] or 0.0) * sum(t["step_s_all"])   # all shards together
     steps = [max(s) for s in zip(*(r["step_s_all"] for r in ranks))]
-    total = sum(steps)
-    t.update(step_s_all=steps, step_s_median=StepTimes.of(steps).median, step_s_iqr=StepTimes.of(steps).iqr,
+    total, times = sum(steps), StepTimes.of(steps)
+    t.update(step_s_all=steps, step_s_median=times.median, step_s_iqr=times.iqr,
              samples_per_s=steady_samples / total if total > 0 else None,
              train_s=max(r["train_s"] for r in ranks))
     _merge_contention(result, ranks)
